@@ -1,0 +1,301 @@
+"""Geometric transforms: resizing, padding, cropping, flipping, rotation.
+
+Images use the configured interpolation (bilinear by default); labels and
+every other ``gt_fields`` key use nearest-neighbour sampling and the label
+padding value.
+
+``trans_info``: every op that changes the size in an exactly reversible way
+appends the size *before* it: resizes append ``('resize', (h, w))`` and
+:class:`Padding` appends ``('padding', (h, w))``. Random crops, rotations and
+flips are training-only and record nothing (they cannot be undone from a size).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from ..cvlibs import manager
+from . import functional as F
+from .base import (Size, Transform, _where, apply_to_sample, check_number, check_pad_value,
+                   check_prob, check_size)
+
+PadValue = Union[float, Sequence[float]]
+
+
+def _fit_label_dtype(arr: np.ndarray, value: float) -> np.ndarray:
+    """Upcast a label so the padding value fits its dtype (e.g. 255 in int8)."""
+    if arr.dtype.kind in "iu":
+        info = np.iinfo(arr.dtype)
+        if not info.min <= value <= info.max:
+            return arr.astype(np.int64)
+    return arr
+
+
+def _resize_sample(data: Dict[str, Any], size: Tuple[int, int], interp: int,
+                   record: bool = True) -> Dict[str, Any]:
+    h, w = data["img"].shape[:2]
+    if record:
+        data.setdefault("trans_info", []).append(("resize", (h, w)))
+    if (w, h) == tuple(size):
+        return data
+    return apply_to_sample(data, lambda im: F.resize(im, size, interp),
+                            lambda lab: F.resize_nearest(lab, size))
+
+
+def _check_interp(interp: str, owner: str) -> str:
+    if interp != "RANDOM" and interp not in F.INTERP_MODES:
+        raise ValueError(f"{owner}: interp must be one of "
+                         f"{sorted(F.INTERP_MODES) + ['RANDOM']}, got {interp!r}")
+    return interp
+
+
+def _pick_interp(interp: str) -> int:
+    if interp == "RANDOM":
+        interp = random.choice(sorted(F.INTERP_MODES))
+    return F.INTERP_MODES[interp]
+
+
+@manager.TRANSFORMS.register
+class Resize(Transform):
+    """Resize to a fixed size, or to fit it keeping the aspect ratio.
+
+    Args:
+        target_size: ``[width, height]`` (an int means square).
+        keep_ratio: scale uniformly to the largest size whose long side is at
+            most ``max(target_size)`` and short side at most
+            ``min(target_size)`` (e.g. ``[2048, 512]`` for ADE20K val).
+        size_divisor: round the output width/height up to a multiple of it.
+        interp: 'NEAREST', 'LINEAR', 'CUBIC', 'AREA', 'LANCZOS4' or 'RANDOM'.
+    """
+
+    def __init__(self, target_size: Size = (512, 512), keep_ratio: bool = False,
+                 size_divisor: int = None, interp: str = "LINEAR") -> None:
+        self.target_size = check_size(target_size, "target_size", "Resize")
+        self.keep_ratio = bool(keep_ratio)
+        if size_divisor is not None:
+            size_divisor = int(check_number(size_divisor, "size_divisor", "Resize", 0, False))
+        self.size_divisor = size_divisor
+        self.interp = _check_interp(interp, "Resize")
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        h, w = data["img"].shape[:2]
+        size = F.rescale_size((w, h), self.target_size) if self.keep_ratio else self.target_size
+        if self.size_divisor:
+            size = tuple(F.ceil_to_multiple(s, self.size_divisor) for s in size)
+        return _resize_sample(data, size, _pick_interp(self.interp))
+
+
+@manager.TRANSFORMS.register
+class ResizeByLong(Transform):
+    """Scale so the long side equals ``long_size``, keeping the aspect ratio."""
+
+    def __init__(self, long_size: int) -> None:
+        self.long_size = int(check_number(long_size, "long_size", "ResizeByLong", 0, False))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        size = F.size_for_long(data["img"].shape[:2], self.long_size)
+        return _resize_sample(data, size, cv2.INTER_LINEAR)
+
+
+@manager.TRANSFORMS.register
+class ResizeByShort(Transform):
+    """Scale so the short side equals ``short_size``, keeping the aspect ratio."""
+
+    def __init__(self, short_size: int) -> None:
+        self.short_size = int(check_number(short_size, "short_size", "ResizeByShort", 0, False))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        size = F.size_for_short(data["img"].shape[:2], self.short_size)
+        return _resize_sample(data, size, cv2.INTER_LINEAR)
+
+
+@manager.TRANSFORMS.register
+class ResizeStepScaling(Transform):
+    """Scale by a random factor from ``min..max`` in steps of ``scale_step_size``.
+
+    ``scale_step_size=0`` draws the factor uniformly from the range.
+    """
+
+    def __init__(self, min_scale_factor: float = 0.75, max_scale_factor: float = 1.25,
+                 scale_step_size: float = 0.25) -> None:
+        o = "ResizeStepScaling"
+        self.min_scale_factor = check_number(min_scale_factor, "min_scale_factor", o, 0, False)
+        self.max_scale_factor = check_number(max_scale_factor, "max_scale_factor", o, 0, False)
+        self.scale_step_size = check_number(scale_step_size, "scale_step_size", o)
+        if self.min_scale_factor > self.max_scale_factor:
+            raise ValueError(f"{o}: min_scale_factor ({min_scale_factor}) must not exceed "
+                             f"max_scale_factor ({max_scale_factor})")
+
+    def _factor(self) -> float:
+        lo, hi, step = self.min_scale_factor, self.max_scale_factor, self.scale_step_size
+        if lo == hi:
+            return lo
+        if step == 0:
+            return float(np.random.uniform(lo, hi))
+        n = int((hi - lo) / step + 1 + 1e-9)  # + eps: 1.5 / 0.25 may give 5.999...
+        return float(np.random.choice(np.linspace(lo, hi, n)))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        s = self._factor()
+        h, w = data["img"].shape[:2]
+        size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+        return _resize_sample(data, size, cv2.INTER_LINEAR)
+
+
+@manager.TRANSFORMS.register
+class ResizeRangeScaling(Transform):
+    """Scale so the long side is a random integer in ``[min_value, max_value]``."""
+
+    def __init__(self, min_value: int = 400, max_value: int = 600) -> None:
+        o = "ResizeRangeScaling"
+        self.min_value = int(check_number(min_value, "min_value", o, 0, False))
+        self.max_value = int(check_number(max_value, "max_value", o, 0, False))
+        if self.min_value > self.max_value:
+            raise ValueError(f"{o}: min_value ({min_value}) must not exceed "
+                             f"max_value ({max_value})")
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        long_size = int(np.random.randint(self.min_value, self.max_value + 1))
+        size = F.size_for_long(data["img"].shape[:2], long_size)
+        return _resize_sample(data, size, cv2.INTER_LINEAR)
+
+
+@manager.TRANSFORMS.register
+class RandomPaddingCrop(Transform):
+    """Pad (bottom/right) up to ``crop_size`` if needed, then crop at random.
+
+    Args:
+        crop_size: ``[width, height]`` of the output.
+        im_padding_value: image fill, a number or one per channel.
+        label_padding_value: fill for labels and other ``gt_fields``.
+        category_max_ratio: if < 1, retry the crop position (up to 10 times)
+            until no single class covers more than this share of the
+            non-ignored label pixels.
+        ignore_index: label value excluded from that share.
+    """
+
+    def __init__(self, crop_size: Size = (512, 512), im_padding_value: PadValue = 127.5,
+                 label_padding_value: int = 255, category_max_ratio: float = 1.0,
+                 ignore_index: int = 255) -> None:
+        o = "RandomPaddingCrop"
+        self.crop_size = check_size(crop_size, "crop_size", o)
+        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
+        self.label_padding_value = int(check_number(label_padding_value,
+                                                    "label_padding_value", o, -2 ** 31))
+        self.category_max_ratio = check_number(category_max_ratio, "category_max_ratio", o,
+                                               0, False)
+        self.ignore_index = int(ignore_index)
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        cw, ch = self.crop_size
+        h, w = data["img"].shape[:2]
+        pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+        if pad_h or pad_w:
+            lv = self.label_padding_value
+            data = self._apply(
+                data, lambda im: F.pad(im, pad_h, pad_w, self.im_padding_value),
+                lambda lab: F.pad(_fit_label_dtype(lab, lv), pad_h, pad_w, lv))
+            h, w = h + pad_h, w + pad_w
+        if (h, w) == (ch, cw):
+            return data
+        label = data.get("label") if "label" in data.get("gt_fields", ()) else None
+        tries = 10 if (self.category_max_ratio < 1.0 and label is not None) else 1
+        for _ in range(tries):
+            top = int(np.random.randint(h - ch + 1))
+            left = int(np.random.randint(w - cw + 1))
+            if tries == 1:
+                break
+            window = F.crop(label, top, left, ch, cw)
+            _, counts = np.unique(window[window != self.ignore_index], return_counts=True)
+            if len(counts) > 1 and counts.max() / counts.sum() < self.category_max_ratio:
+                break
+        return self._apply(data, lambda im: F.crop(im, top, left, ch, cw),
+                           lambda lab: F.crop(lab, top, left, ch, cw))
+
+
+@manager.TRANSFORMS.register
+class RandomHorizontalFlip(Transform):
+    """Mirror left-right with probability ``prob``."""
+
+    def __init__(self, prob: float = 0.5) -> None:
+        self.prob = check_prob(prob, "prob", "RandomHorizontalFlip")
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        if random.random() < self.prob:
+            data = self._apply(data, F.horizontal_flip, F.horizontal_flip)
+        return data
+
+
+@manager.TRANSFORMS.register
+class RandomVerticalFlip(Transform):
+    """Mirror top-bottom with probability ``prob``."""
+
+    def __init__(self, prob: float = 0.1) -> None:
+        self.prob = check_prob(prob, "prob", "RandomVerticalFlip")
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        if random.random() < self.prob:
+            data = self._apply(data, F.vertical_flip, F.vertical_flip)
+        return data
+
+
+@manager.TRANSFORMS.register
+class RandomRotation(Transform):
+    """Rotate by a random angle in ``[-max_rotation, max_rotation]`` degrees.
+
+    The canvas grows to hold the whole rotated image (PaddleSeg behaviour);
+    follow with a crop/resize when fixed-size batches are needed. Corners are
+    filled with the padding values.
+    """
+
+    def __init__(self, max_rotation: float = 15, im_padding_value: PadValue = 127.5,
+                 label_padding_value: int = 255) -> None:
+        o = "RandomRotation"
+        self.max_rotation = check_number(max_rotation, "max_rotation", o)
+        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
+        self.label_padding_value = int(check_number(label_padding_value,
+                                                    "label_padding_value", o, -2 ** 31))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        if self.max_rotation <= 0:
+            return data
+        angle = float(np.random.uniform(-self.max_rotation, self.max_rotation))
+        m, size = F.rotation_matrix(data["img"].shape[:2], angle)
+        lv = self.label_padding_value
+        return self._apply(
+            data, lambda im: F.warp_affine(im, m, size, self.im_padding_value),
+            lambda lab: F.warp_affine_nearest(_fit_label_dtype(lab, lv), m, size, lv))
+
+
+@manager.TRANSFORMS.register
+class Padding(Transform):
+    """Pad bottom/right to ``target_size``; records ``('padding', (h, w))``.
+
+    Raises (at call time) ``ValueError`` when the image is larger than
+    ``target_size``: put a resize before it.
+    """
+
+    def __init__(self, target_size: Size, im_padding_value: PadValue = 127.5,
+                 label_padding_value: int = 255) -> None:
+        o = "Padding"
+        self.target_size = check_size(target_size, "target_size", o)
+        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
+        self.label_padding_value = int(check_number(label_padding_value,
+                                                    "label_padding_value", o, -2 ** 31))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        h, w = data["img"].shape[:2]
+        tw, th = self.target_size
+        if h > th or w > tw:
+            raise ValueError(
+                f"Padding: image size (w={w}, h={h}){_where(data)} is larger than "
+                f"target_size (w={tw}, h={th}); padding cannot shrink an image, resize first")
+        data.setdefault("trans_info", []).append(("padding", (h, w)))
+        lv = self.label_padding_value
+        return self._apply(
+            data, lambda im: F.pad(im, th - h, tw - w, self.im_padding_value),
+            lambda lab: F.pad(_fit_label_dtype(lab, lv), th - h, tw - w, lv))

@@ -1,0 +1,154 @@
+"""Reading images and label maps from disk with clear errors.
+
+Files are read as bytes (``np.fromfile``) and decoded with ``cv2.imdecode``,
+so paths with spaces or non-ASCII characters work on every platform.
+
+Images: gray ``HxW`` becomes ``HxWx1`` (replicated to 3 channels when 3 are
+wanted), the alpha channel of RGBA is dropped when 3 channels are wanted,
+16-bit images are scaled to the 0..255 float range (so the usual ``Normalize``
+settings apply), and BGR is turned into RGB when asked.
+
+Labels must be single-channel class-index maps. OpenCV expands palette PNGs
+(like Pascal VOC's ``SegmentationClass``) to colour, so those are read with
+Pillow, which keeps the palette indices.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import cv2
+import numpy as np
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _read_bytes(path: str, what: str) -> np.ndarray:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} path must be a string, got {type(path).__name__}: {path!r}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    buf = np.fromfile(path, dtype=np.uint8)
+    if buf.size == 0:
+        raise ValueError(f"{what} file is empty (0 bytes): {path}")
+    return buf
+
+
+def _decode(buf: np.ndarray, path: str, what: str) -> np.ndarray:
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ValueError(
+            f"cannot decode {what} file {path}: not an image format OpenCV can read "
+            f"(PNG, JPEG, TIFF, BMP, ...) or the file is corrupt")
+    return arr
+
+
+def read_image(path: str, to_rgb: bool = True, img_channels: int = 3) -> np.ndarray:
+    """Read an image file as ``HxWxC`` float32.
+
+    Args:
+        path: image file.
+        to_rgb: convert OpenCV's BGR order to RGB (3-channel images only).
+        img_channels: channels wanted. 3: gray is replicated and alpha dropped;
+            any other value: the file must have exactly that many channels.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: undecodable file, or a channel count that cannot be
+            turned into ``img_channels``.
+    """
+    buf = _read_bytes(path, "image")
+    img = _decode(buf, path, "image")
+    return prepare_image(img, to_rgb=to_rgb, img_channels=img_channels, path=path)
+
+
+def prepare_image(img: np.ndarray, to_rgb: bool = True, img_channels: int = 3,
+                  path: Optional[str] = None, bgr_input: bool = True) -> np.ndarray:
+    """Bring a decoded image to ``HxWx img_channels`` float32 (see :func:`read_image`).
+
+    ``bgr_input=False`` is for arrays that are already RGB (no channel swap).
+    """
+    where = f" ({path})" if path else ""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3:
+        raise ValueError(f"image{where} must be HxW or HxWxC, got shape {img.shape}")
+    c = img.shape[2]
+    if img_channels == 3:
+        if c == 1:
+            img = np.repeat(img, 3, axis=2)
+        elif c == 4:
+            img = img[:, :, :3]  # drop alpha
+        elif c != 3:
+            raise ValueError(
+                f"image{where} has {c} channels; with img_channels=3 it must have "
+                f"1 (gray), 3 (colour) or 4 (colour + alpha). Set img_channels={c} "
+                f"for multi-band data")
+        if to_rgb and bgr_input:
+            img = img[:, :, ::-1]
+    elif c != img_channels:
+        raise ValueError(f"image{where} has {c} channels but img_channels={img_channels}")
+    if img.dtype == np.uint16:
+        img = img.astype(np.float32) * np.float32(255.0 / 65535.0)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _is_palette_png(buf: np.ndarray) -> bool:
+    # IHDR is always the first chunk: colour type sits at byte 25 (3 = palette).
+    return buf.size > 26 and bytes(buf[:8]) == _PNG_SIGNATURE and int(buf[25]) == 3
+
+
+def read_label(path: str) -> np.ndarray:
+    """Read a class-index label map as ``HxW`` (uint8/uint16/int).
+
+    Palette PNGs give their palette indices. A 3/4-channel file whose colour
+    channels are identical (grey saved as RGB) is accepted; a real colour
+    image is rejected.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: undecodable file, colour-coded (RGB) label, or
+            non-integer values.
+    """
+    buf = _read_bytes(path, "label")
+    if _is_palette_png(buf):
+        try:
+            from PIL import Image
+        except ImportError as e:  # pragma: no cover - pillow is a requirement
+            raise ValueError(
+                f"label file {path} is a palette PNG; reading its class indices "
+                f"needs Pillow (pip install pillow)") from e
+        with Image.open(path) as im:
+            label = np.array(im)
+    else:
+        label = _decode(buf, path, "label")
+    return check_label_array(label, path)
+
+
+def check_label_array(label: np.ndarray, path: Optional[str] = None) -> np.ndarray:
+    """Validate/convert a label array to ``HxW`` integers (see :func:`read_label`)."""
+    where = f"label file {path}" if path else "label array"
+    if label.ndim == 3:
+        c = label.shape[2]
+        if c == 1:
+            label = label[:, :, 0]
+        elif c in (3, 4) and np.array_equal(label[:, :, 0], label[:, :, 1]) and \
+                np.array_equal(label[:, :, 0], label[:, :, 2]):
+            label = label[:, :, 0]
+        else:
+            raise ValueError(
+                f"{where} is an RGB colour image ({c} channels, shape {label.shape}); "
+                f"an index/grayscale PNG is expected: one channel whose pixel values are "
+                f"class ids (0..num_classes-1, ignore_index such as 255 for void). "
+                f"Convert colour-coded masks to class ids first")
+    if label.ndim != 2:
+        raise ValueError(f"{where} must be HxW, got shape {label.shape}")
+    if label.dtype.kind == "f":
+        if not np.all(np.isfinite(label)) or not np.all(label == np.round(label)):
+            raise ValueError(f"{where} has non-integer values; labels must be class ids")
+        label = label.astype(np.int64)
+    elif label.dtype.kind not in "iub":
+        raise ValueError(f"{where} has unsupported dtype {label.dtype}")
+    return label
