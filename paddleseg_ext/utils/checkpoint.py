@@ -35,6 +35,33 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     paddle.set_rng_state(state["paddle"])
 
 
+def _rename_keys(state: Dict[str, Any], mapping: Dict[str, str]) -> Dict[str, Any]:
+    """Rename optimizer-state keys ``<param name><suffix>`` through ``mapping``.
+
+    Paddle keys optimizer accumulators by the parameters' auto-generated
+    names (``conv2d_58.w_0_velocity_0``), which depend on how many layers
+    the process built before; keyed by the structured names
+    (``backbone.stem.0.conv.weight_velocity_0``) a checkpoint loads into any
+    process that builds the same model.
+    """
+    by_len = sorted(mapping, key=len, reverse=True)
+
+    def rename(key: str) -> str:
+        for src in by_len:
+            if key == src or key.startswith(src + "_"):
+                return mapping[src] + key[len(src):]
+        return key
+
+    out: Dict[str, Any] = {}
+    for k, v in state.items():
+        out[rename(k)] = _rename_keys(v, mapping) if isinstance(v, dict) and k == "master_weights" else v
+    return out
+
+
+def _param_names(model: paddle.nn.Layer) -> Dict[str, str]:
+    return {p.name: n for n, p in model.named_parameters()}
+
+
 def save_checkpoint(save_dir: str, name: str, model: paddle.nn.Layer,
                     optimizer: Optional[paddle.optimizer.Optimizer] = None,
                     state: Optional[Dict[str, Any]] = None) -> str:
@@ -46,7 +73,8 @@ def save_checkpoint(save_dir: str, name: str, model: paddle.nn.Layer,
     os.makedirs(tmp)
     paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
     if optimizer is not None:
-        paddle.save(optimizer.state_dict(), os.path.join(tmp, "model.pdopt"))
+        paddle.save(_rename_keys(optimizer.state_dict(), _param_names(model)),
+                    os.path.join(tmp, "model.pdopt"))
     with open(os.path.join(tmp, "rng.pkl"), "wb") as f:
         pickle.dump(_rng_state(), f)
     # state.json last: its presence marks a complete checkpoint.
@@ -105,7 +133,8 @@ def load_checkpoint(path: str, model: paddle.nn.Layer,
     model.set_state_dict(paddle.load(os.path.join(path, "model.pdparams")))
     opt_path = os.path.join(path, "model.pdopt")
     if optimizer is not None and os.path.isfile(opt_path):
-        optimizer.set_state_dict(paddle.load(opt_path))
+        to_runtime = {v: k for k, v in _param_names(model).items()}
+        optimizer.set_state_dict(_rename_keys(paddle.load(opt_path), to_runtime))
     rng_path = os.path.join(path, "rng.pkl")
     if restore_rng and os.path.isfile(rng_path):
         with open(rng_path, "rb") as f:
