@@ -1,0 +1,185 @@
+"""ResNet-vd backbones with dilation for dense prediction."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, List, Optional, Sequence
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
+from paddleseg_ext.utils.pretrained import load_pretrained
+
+# depth -> (block type, blocks per stage)
+_ARCH = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+         50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
+         152: ("bottleneck", (3, 8, 36, 3))}
+# output_stride -> dilation of stages 1..4 (stages 3/4 dilated as in PSPNet/DeepLab)
+_DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
+
+
+class _Block(nn.Layer):
+    """Basic (2x 3x3) or bottleneck (1x1-3x3-1x1, stride on the 3x3) block.
+
+    Attribute names ``conv0/conv1/conv2/short`` follow PaddleSeg so that its
+    pretrained keys (``bb_2_0.conv1._conv.weight``) load unchanged.
+    """
+
+    def __init__(self, kind: str, in_ch: int, planes: int, stride: int, dilation: int,
+                 project: bool, avg_down: bool) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "bottleneck":
+            out_ch = planes * 4
+            self.conv0 = ConvBNReLU(in_ch, planes, 1)
+            self.conv1 = ConvBNReLU(planes, planes, 3, stride=stride, dilation=dilation)
+            self.conv2 = ConvBN(planes, out_ch, 1)
+        else:
+            out_ch = planes
+            self.conv0 = ConvBNReLU(in_ch, planes, 3, stride=stride, dilation=dilation)
+            self.conv1 = ConvBN(planes, planes, 3, dilation=dilation)
+        # ResNet-D projection: 2x2 avg-pool (when striding) then 1x1 ConvBN, so
+        # the shortcut sees every input pixel (Bag of Tricks, Sec. 4.1).
+        self.avg_down = avg_down
+        self.short = ConvBN(in_ch, out_ch, 1) if project else None
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        y = self.conv1(self.conv0(x))
+        if self.kind == "bottleneck":
+            y = self.conv2(y)
+        identity = x
+        if self.short is not None:
+            if self.avg_down:
+                identity = F.avg_pool2d(identity, 2, 2, ceil_mode=True)
+            identity = self.short(identity)
+        return F.relu(y + identity)
+
+
+class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
+    """ResNet-vd backbone returning the four stage features.
+
+    ResNet-D from He et al., "Bag of Tricks for Image Classification with
+    Convolutional Neural Networks", CVPR 2019 (https://arxiv.org/abs/1812.01187):
+    a deep stem of three 3x3 convs (32, 32, 64 channels) replaces the 7x7
+    conv, and strided shortcuts average-pool before their 1x1 conv. Stages 3
+    and 4 can trade stride for dilation (output_stride 8 or 16) as in PSPNet
+    (https://arxiv.org/abs/1612.01105) and DeepLab.
+
+    State-dict keys match PaddleSeg's ``ResNet_vd`` (``conv1_1._conv.weight``,
+    ``bb_<stage>_<block>.conv0._batch_norm._mean`` ...), so PaddleSeg's ImageNet
+    ``resnet*_vd_ssld`` checkpoints load directly through ``pretrained``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        output_stride: 8, 16 or 32; ratio of input size to the last feature's.
+        multi_grid: per-block dilation multipliers of the last stage (DeepLabv3).
+            One entry per block of that stage; an all-ones tuple of any length
+            is accepted as "no multi-grid".
+        in_channels: channels of the input image.
+        pretrained: path or URL of a ``.pdparams`` file, or None.
+
+    Shape:
+        x: ``[N, in_channels, H, W]`` -> list of 4 tensors,
+        ``[N, feat_channels[i], H / feat_strides[i], W / feat_strides[i]]``
+        (sizes rounded up).
+    """
+
+    def __init__(self, depth: int = 50, output_stride: int = 8,
+                 multi_grid: Sequence[int] = (1, 1, 1), in_channels: int = 3,
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__()
+        if depth not in _ARCH:
+            raise ValueError(f"depth must be one of {', '.join(map(str, _ARCH))}, got {depth!r}")
+        if output_stride not in _DILATIONS:
+            raise ValueError("output_stride must be one of 8, 16, 32, got "
+                             f"{output_stride!r}")
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        kind, blocks = _ARCH[depth]
+        grid = self._check_multi_grid(multi_grid, blocks[3], depth)
+
+        self.depth = depth
+        self.output_stride = output_stride
+        self.multi_grid = grid
+        expansion = 4 if kind == "bottleneck" else 1
+        planes = (64, 128, 256, 512)
+        self.feat_channels: List[int] = [p * expansion for p in planes]
+        dilations = _DILATIONS[output_stride]
+        strides = [1 if i == 0 or dilations[i] > 1 else 2 for i in range(4)]
+        self.feat_strides: List[int] = []
+        total = 4  # stem conv (2) * max-pool (2)
+        for s in strides:
+            total *= s
+            self.feat_strides.append(total)
+
+        self.conv1_1 = ConvBNReLU(in_channels, 32, 3, stride=2)
+        self.conv1_2 = ConvBNReLU(32, 32, 3)
+        self.conv1_3 = ConvBNReLU(32, 64, 3)
+
+        # Blocks are registered flat as bb_<stage>_<i> (PaddleSeg key names);
+        # `stages` keeps the grouping for forward without re-registering them.
+        self.stages: List[List[str]] = []
+        in_ch = 64
+        for s in range(4):
+            names = []
+            for i in range(blocks[s]):
+                dilation = dilations[s] * (grid[i] if s == 3 else 1)
+                stride = strides[s] if i == 0 else 1
+                block = _Block(kind, in_ch, planes[s], stride, dilation,
+                               project=(i == 0), avg_down=(stride == 2))
+                name = f"bb_{s}_{i}"
+                self.add_sublayer(name, block)
+                names.append(name)
+                in_ch = planes[s] * expansion
+            self.stages.append(names)
+
+        self.pretrained = pretrained
+        if pretrained:
+            load_pretrained(self, pretrained)
+
+    @staticmethod
+    def _check_multi_grid(multi_grid: Sequence[int], n_blocks: int, depth: int) -> List[int]:
+        grid = list(multi_grid) if isinstance(multi_grid, (list, tuple)) else None
+        if not grid or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grid):
+            raise ValueError("multi_grid must be a list of positive ints, got "
+                             f"{multi_grid!r}")
+        if len(grid) != n_blocks:
+            if all(g == 1 for g in grid):
+                return [1] * n_blocks
+            raise ValueError(f"multi_grid must have {n_blocks} entries (blocks in the last stage "
+                             f"of ResNet{depth}_vd), got {multi_grid!r}")
+        return grid
+
+    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        y = self.conv1_3(self.conv1_2(self.conv1_1(x)))
+        y = F.max_pool2d(y, kernel_size=3, stride=2, padding=1)
+        feats = []
+        for names in self.stages:
+            for name in names:
+                y = self._sub_layers[name](y)
+            feats.append(y)
+        return feats
+
+
+def _variant(depth: int, name: str) -> Callable[..., ResNet_vd]:
+    """A named factory for one depth. It carries ResNet_vd's signature (minus
+    ``depth``) so the config builder can check argument names."""
+
+    def factory(**kwargs) -> ResNet_vd:
+        return ResNet_vd(depth=depth, **kwargs)
+
+    sig = inspect.signature(ResNet_vd.__init__)
+    params = [p for n, p in sig.parameters.items() if n not in ("self", "depth")]
+    factory.__signature__ = sig.replace(parameters=params, return_annotation="ResNet_vd")
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"ResNet{depth}-vd backbone; keyword arguments as :class:`ResNet_vd`."
+    return factory
+
+
+ResNet18_vd = manager.BACKBONES.register(_variant(18, "ResNet18_vd"))
+ResNet34_vd = manager.BACKBONES.register(_variant(34, "ResNet34_vd"))
+ResNet50_vd = manager.BACKBONES.register(_variant(50, "ResNet50_vd"))
+ResNet101_vd = manager.BACKBONES.register(_variant(101, "ResNet101_vd"))

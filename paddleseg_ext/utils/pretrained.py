@@ -1,0 +1,101 @@
+"""Loading pretrained weights (local ``.pdparams`` or URL) with a key report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Tuple
+
+import paddle
+import paddle.nn as nn
+
+logger = logging.getLogger("paddleseg_ext")
+
+
+def _resolve(path_or_url: str) -> str:
+    """Local file path for ``path_or_url`` (downloads and unpacks URLs)."""
+    path = str(path_or_url)
+    if path.startswith(("http://", "https://")):
+        from paddle.utils.download import get_weights_path_from_url
+        path = get_weights_path_from_url(path)  # unpacks .tar.gz into a directory
+    if os.path.isdir(path):
+        # PaddleSeg's ImageNet archives unpack to <dir>/model.pdparams.
+        candidates = sorted(f for f in os.listdir(path) if f.endswith(".pdparams"))
+        if "model.pdparams" in candidates:
+            candidates = ["model.pdparams"]
+        if len(candidates) != 1:
+            raise FileNotFoundError(
+                f"expected exactly one .pdparams file in directory '{path}', found {candidates}")
+        path = os.path.join(path, candidates[0])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained weights not found: '{path}'")
+    return path
+
+
+def _shape(v: Any) -> Tuple[int, ...]:
+    return tuple(int(s) for s in v.shape)
+
+
+def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
+    """Load matching weights from a ``.pdparams`` file or URL into ``model``.
+
+    Keys present in both with equal shapes are loaded; the rest are reported
+    (as a warning on the ``paddleseg_ext`` logger) and skipped, so a backbone
+    checkpoint with an ImageNet classifier (``fc.*``) loads cleanly.
+
+    Args:
+        model: the layer to fill.
+        path_or_url: a local ``.pdparams`` file, a directory holding one, or an
+            http(s) URL (downloaded through
+            ``paddle.utils.download.get_weights_path_from_url``; archives are
+            unpacked).
+
+    Returns:
+        ``{"path": str, "loaded": [keys], "missing": [model keys not in file],
+        "unexpected": [file keys not in model], "mismatched":
+        [(key, file_shape, model_shape)]}``.
+
+    Raises:
+        FileNotFoundError: the path does not exist (message names it).
+        ValueError: the file does not hold a state dict.
+    """
+    path = _resolve(path_or_url)
+    state = paddle.load(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"'{path}' does not contain a state dict (got {type(state).__name__})")
+    own = model.state_dict()
+    loaded: List[str] = []
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
+    to_set = {}
+    for key, param in own.items():
+        if key not in state:
+            continue
+        if _shape(state[key]) != _shape(param):
+            mismatched.append((key, _shape(state[key]), _shape(param)))
+            continue
+        to_set[key] = state[key]
+        loaded.append(key)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    for key, value in to_set.items():
+        # state_dict() holds the live parameters/buffers: copy in place (no
+        # warning spam from set_state_dict about the keys we chose to skip).
+        target = own[key]
+        if not isinstance(value, paddle.Tensor):
+            value = paddle.to_tensor(value)
+        if value.dtype != target.dtype:
+            value = value.astype(target.dtype)
+        target.set_value(value)
+
+    name = type(model).__name__
+    logger.info("Loaded %d/%d tensors of %s from %s", len(loaded), len(own), name, path)
+    if missing:
+        logger.warning("%s: %d keys missing from %s: %s", name, len(missing), path, missing)
+    if unexpected:
+        logger.warning("%s: %d unexpected keys in %s (ignored): %s", name, len(unexpected),
+                       path, unexpected)
+    if mismatched:
+        logger.warning("%s: %d shape-mismatched keys (file shape vs model shape, skipped): %s",
+                       name, len(mismatched), mismatched)
+    return {"path": path, "loaded": loaded, "missing": missing, "unexpected": unexpected,
+            "mismatched": mismatched}
