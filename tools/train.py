@@ -1,0 +1,78 @@
+"""Train a segmentation model from a config.
+
+    python tools/train.py --config configs/quick_start/pspnet_resnet18_os8_landcover_64x64_2k.yml \
+        --do_eval --use_vdl --save_dir output/quickstart
+
+Multi-device: ``python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py ...``.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
+from paddleseg_ext.core import Trainer  # noqa: E402
+from paddleseg_ext.utils.logger import get_logger  # noqa: E402
+from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train a segmentation model")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--iters", type=int, help="override iters")
+    p.add_argument("--batch_size", type=int, help="override batch_size (per device)")
+    p.add_argument("--learning_rate", type=float, help="override lr_scheduler.learning_rate")
+    p.add_argument("--save_dir", default="output")
+    p.add_argument("--save_interval", type=int, default=1000)
+    p.add_argument("--log_iters", type=int, default=10)
+    p.add_argument("--do_eval", action="store_true", help="evaluate every save_interval, keep best_model")
+    p.add_argument("--use_vdl", action="store_true", help="log to VisualDL in save_dir/vdl_log")
+    p.add_argument("--keep_checkpoint_max", type=int, default=5)
+    p.add_argument("--resume_model", help="checkpoint folder, or 'auto' for the newest in save_dir")
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--amp_level", default="O1", choices=["O1", "O2"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--num_threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--nan_policy", default="stop", choices=["stop", "skip"])
+    p.add_argument("--opts", nargs="+", default=[], help="key.sub=value overrides")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = get_logger()
+    setup_device(args.device, args.num_threads)
+    import paddle
+
+    if paddle.distributed.get_world_size() > 1:
+        paddle.distributed.init_parallel_env()
+    seed_everything(args.seed)
+    cfg = Config(args.config, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                 iters=args.iters, opts=args.opts)
+    builder = SegBuilder(cfg)
+    model = builder.model
+    builder.check_outputs_match_losses(model)
+    train_ds = builder.train_dataset
+    if train_ds is None:
+        raise SystemExit(f"train_dataset is missing from {args.config}")
+    val_ds = builder.val_dataset if args.do_eval else None
+    test_cfg = cfg.test_config
+    eval_kwargs = {k: test_cfg[k] for k in ("aug_eval", "scales", "flip_horizontal", "flip_vertical",
+                                            "is_slide", "crop_size", "stride") if k in test_cfg}
+    log.info("[TRAIN] %s: %s on %s (%d samples), %d iters, batch %d", args.config, type(model).__name__,
+             type(train_ds).__name__, len(train_ds), cfg.iters, cfg.batch_size)
+    trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, cfg.iters, cfg.batch_size,
+                      args.save_dir, val_ds, args.save_interval, args.log_iters, args.keep_checkpoint_max,
+                      args.num_workers, args.use_vdl, args.do_eval, args.seed, args.nan_policy,
+                      args.precision, args.amp_level, eval_kwargs)
+    result = trainer.train(args.resume_model)
+    log.info("[TRAIN] done at iter %d; best mIoU %.4f at iter %d; checkpoints in %s", result["iter"],
+             result["best"]["mIoU"], result["best"]["iter"], args.save_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Evaluate a trained model.
+
+    python tools/val.py --config C --model_path output/best_model/model.pdparams \
+        [--aug_eval --scales 0.75 1.0 1.25 --flip_horizontal] [--is_slide --crop_size W H --stride W H]
+
+Settings not given on the command line are read from the config's ``test_config``.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
+from paddleseg_ext.core import evaluate  # noqa: E402
+from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
+from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+
+
+def add_infer_args(p):
+    p.add_argument("--aug_eval", "--aug_pred", dest="aug", action="store_true", default=None,
+                   help="multi-scale and flip inference")
+    p.add_argument("--scales", nargs="+", type=float, help="scales for aug inference")
+    p.add_argument("--flip_horizontal", action="store_true", default=None)
+    p.add_argument("--flip_vertical", action="store_true", default=None)
+    p.add_argument("--is_slide", action="store_true", default=None, help="sliding-window inference")
+    p.add_argument("--crop_size", nargs=2, type=int, help="slide window (w h)")
+    p.add_argument("--stride", nargs=2, type=int, help="slide stride (w h)")
+
+
+def infer_kwargs(args, test_config):
+    """Command line first, then test_config, then defaults."""
+    pick = {"aug_eval": args.aug, "scales": args.scales, "flip_horizontal": args.flip_horizontal,
+            "flip_vertical": args.flip_vertical, "is_slide": args.is_slide, "crop_size": args.crop_size,
+            "stride": args.stride}
+    out = {}
+    for k, v in pick.items():
+        if v is not None:
+            out[k] = v
+        elif k in test_config:
+            out[k] = test_config[k]
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a segmentation model")
+    p.add_argument("--config", required=True)
+    p.add_argument("--model_path", required=True, help=".pdparams file or checkpoint folder")
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--num_threads", type=int)
+    p.add_argument("--save_json", help="write the metrics to this JSON file")
+    p.add_argument("--opts", nargs="+", default=[])
+    add_infer_args(p)
+    args = p.parse_args(argv)
+    setup_device(args.device, args.num_threads)
+    cfg = Config(args.config, opts=args.opts)
+    builder = SegBuilder(cfg)
+    model = builder.model
+    load_model_weights(model, args.model_path)
+    ds = builder.val_dataset
+    if ds is None:
+        raise SystemExit(f"val_dataset is missing from {args.config}")
+    metrics = evaluate(model, ds, num_workers=args.num_workers, **infer_kwargs(args, cfg.test_config))
+    if args.save_json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.save_json)), exist_ok=True)
+        with open(args.save_json, "w") as f:
+            json.dump(dict(metrics, class_names=getattr(ds, "class_names", None)), f, indent=1)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
