@@ -1,0 +1,512 @@
+// PSA mask custom operator for Paddle: CPU kernels and op registration.
+//
+// PSANet: Point-wise Spatial Attention Network for Scene Parsing
+// (Zhao et al., ECCV 2018, https://hszhao.github.io/papers/eccv18_psanet.pdf).
+//
+// Attributes: psa_type (0 collect, 1 distribute), mask_h, mask_w.
+// Shapes are read from the tensors at run time (nothing baked in), so a graph
+// saved with paddle.jit.save keeps working for any H, W.
+// The index arithmetic lives in psa_mask_common.h (shared with psa_mask.cu).
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+// The custom-op subset of "paddle/extension.h". The full header also pulls
+// in PIR/DRR pass headers and pybind11, which this op does not use and which
+// take ~11 s of the ~14 s compile (measured with g++ 12, Paddle 3.3).
+#include "paddle/common/ddim.h"
+#include "paddle/common/exception.h"
+#include "paddle/common/layout.h"
+#include "paddle/fluid/platform/init_phi.h"
+#include "paddle/phi/api/all.h"
+#include "psa_mask_common.h"
+
+// As in paddle/extension.h: initialise phi once when the library loads.
+static paddle::InitPhi g_psa_mask_init_phi;
+
+#ifdef PADDLE_WITH_CUDA
+#include <cuda_runtime.h>
+
+// Launchers defined in psa_mask.cu (plain C++ over raw pointers, so the .cu
+// compiles with nvcc without Paddle headers). They return the CUDA status.
+cudaError_t PsaMaskForwardCuda(const float* x, float* y, int64_t n, int64_t h,
+                               int64_t w, int64_t mh, int64_t mw, int psa_type,
+                               cudaStream_t stream);
+cudaError_t PsaMaskForwardCuda(const double* x, double* y, int64_t n,
+                               int64_t h, int64_t w, int64_t mh, int64_t mw,
+                               int psa_type, cudaStream_t stream);
+cudaError_t PsaMaskBackwardCuda(const float* dy, float* dx, int64_t n,
+                                int64_t h, int64_t w, int64_t mh, int64_t mw,
+                                int psa_type, cudaStream_t stream);
+cudaError_t PsaMaskBackwardCuda(const double* dy, double* dx, int64_t n,
+                                int64_t h, int64_t w, int64_t mh, int64_t mw,
+                                int psa_type, cudaStream_t stream);
+#endif
+
+namespace {
+
+using psa_mask::Geometry;
+using psa_mask::kCollect;
+using psa_mask::kDistribute;
+
+// Below this many touched elements waking helper threads costs more than
+// it saves.
+constexpr int64_t kMinParallelWork = int64_t{1} << 16;
+
+int PositiveEnv(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr ? std::max(std::atoi(env), 0) : 0;
+}
+
+// Threads for `work` elements: PSA_MASK_NUM_THREADS, else OMP_NUM_THREADS
+// (the usual knob on shared machines), else the hardware's.
+int NumThreads(int64_t work) {
+  if (work < kMinParallelWork) return 1;
+  int threads = PositiveEnv("PSA_MASK_NUM_THREADS");
+  if (threads == 0) threads = PositiveEnv("OMP_NUM_THREADS");
+  if (threads == 0) {
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+  }
+  return std::min(std::max(threads, 1), 64);
+}
+
+// Persistent helper threads that sleep on a condition variable. The calling
+// thread always works too and never waits for a helper that has not started
+// on the current job, so a helper that the OS does not schedule soon costs
+// nothing. (With OpenMP, whose regions end in a barrier over all threads, the
+// op ran 2-30x slower whenever another process held the second core of a
+// 2-core machine: every call waited for the descheduled thread.)
+class TaskPool {
+ public:
+  using TaskFn = void (*)(const void* ctx, int64_t task);
+
+  // One pool per process; a forked child gets a fresh one (the parent's
+  // threads do not exist there).
+  static TaskPool& Get() {
+    static std::mutex mu;
+    static TaskPool* pool = nullptr;
+    static pid_t owner = 0;
+    std::lock_guard<std::mutex> lock(mu);
+    if (pool == nullptr || owner != getpid()) {
+      pool = new TaskPool();  // never deleted: helpers may sleep in it at exit
+      owner = getpid();
+    }
+    return *pool;
+  }
+
+  // Runs fn(ctx, t) for every t in [0, tasks), on this thread plus up to
+  // `helpers` pool threads. Concurrent callers run serially on their own
+  // thread rather than queue behind each other.
+  void Run(int64_t tasks, int helpers, TaskFn fn, const void* ctx) {
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy.owns_lock() || helpers <= 0) {
+      for (int64_t t = 0; t < tasks; ++t) fn(ctx, t);
+      return;
+    }
+    Job job;
+    job.fn = fn;
+    job.ctx = ctx;
+    job.tasks = tasks;
+    job.helpers = helpers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (static_cast<int>(workers_.size()) < helpers) {
+        const int index = static_cast<int>(workers_.size());
+        workers_.emplace_back([this, index] { WorkerLoop(index); });
+        workers_.back().detach();
+      }
+      job_ = &job;
+      ++generation_;
+    }
+    wake_.notify_all();
+    Drain(&job);
+    std::unique_lock<std::mutex> lock(mu_);
+    job_ = nullptr;  // helpers that wake from now on do not join
+    done_.wait(lock, [this] { return active_ == 0; });
+  }
+
+ private:
+  struct Job {
+    TaskFn fn;
+    const void* ctx;
+    int64_t tasks;
+    int helpers;
+    std::atomic<int64_t> next{0};
+  };
+
+  static void Drain(Job* job) {
+    for (int64_t t = job->next.fetch_add(1); t < job->tasks;
+         t = job->next.fetch_add(1)) {
+      job->fn(job->ctx, t);
+    }
+  }
+
+  void WorkerLoop(int index) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      Job* job = job_;
+      if (job == nullptr || index >= job->helpers) continue;
+      ++active_;
+      lock.unlock();
+      Drain(job);
+      lock.lock();
+      if (--active_ == 0) done_.notify_all();
+    }
+  }
+
+  std::mutex run_mu_;  // one job at a time
+  std::mutex mu_;      // guards the fields below
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::vector<std::thread> workers_;
+  Job* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int active_ = 0;
+};
+
+// body(t) for t in [0, tasks), in parallel when `work` (elements) pays for it.
+// Every task must write a disjoint part of the output.
+template <typename Body>
+void ParallelFor(int64_t tasks, int64_t work, const Body& body) {
+  const int threads = NumThreads(work);
+  if (threads <= 1 || tasks <= 1) {
+    for (int64_t t = 0; t < tasks; ++t) body(t);
+    return;
+  }
+  TaskPool::Get().Run(
+      tasks, threads - 1,
+      [](const void* ctx, int64_t t) { (*static_cast<const Body*>(ctx))(t); },
+      &body);
+}
+
+// The zero pass, separate from the scatter: every entry the scatter does not
+// write must be exactly 0, never stale memory. All-zero bits is +0.0.
+template <typename T>
+void ZeroFill(T* data, int64_t numel) {
+  const int64_t chunk = int64_t{1} << 16;  // elements per task
+  ParallelFor((numel + chunk - 1) / chunk, numel, [&](int64_t c) {
+    const int64_t begin = c * chunk;
+    const int64_t len = std::min(chunk, numel - begin);
+    std::memset(data + begin, 0, static_cast<size_t>(len) * sizeof(T));
+  });
+}
+
+// Work is split into tasks (n, h, i): one row of positions and one mask row,
+// i.e. one target row th = h + i - hh. Each task writes a disjoint set of
+// entries (forward: row h of the output channels/planes for target row th;
+// backward: dx channels i*mw .. i*mw+mw-1 at row h), so tasks run in parallel
+// without atomics and the result does not depend on the thread count.
+//
+// Both sides of a task are blocks of W-element rows that sit H*W elements
+// apart (8 KB at PSANet sizes): that stride maps every row to the same L1
+// sets. So the side that is read in a permuted order is first staged, row by
+// row, into a contiguous per-thread buffer; the permutation then runs from L1
+// and the destination is written row by row. Measured at PSANet size (59x59
+// mask, 32x64 map): staging cut collect-forward and backward time by ~20-30%
+// but slowed distribute-forward (there it would be a transpose), which
+// therefore reads x directly.
+
+// Per-thread staging buffer, reused across tasks and calls.
+template <typename T>
+T* Scratch(int64_t numel) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < numel) buffer.resize(numel);
+  return buffer.data();
+}
+
+// Task t -> (n, h, i) and target row th; false when th is off the map.
+inline bool DecodeTask(const Geometry& g, int64_t t, int64_t* n, int64_t* h,
+                       int64_t* i, int64_t* th) {
+  *i = t % g.mh;
+  *h = (t / g.mh) % g.h;
+  *n = t / (g.mh * g.h);
+  *th = psa_mask::target(*h, *i, g.hh);
+  return psa_mask::inside(*th, g.h);
+}
+
+template <typename T>
+void ForwardCollectCpu(const T* x, T* y, const Geometry& g) {
+  ParallelFor(g.n * g.h * g.mh, psa_mask::x_numel(g), [&](int64_t t) {
+    int64_t n, h, i, th;
+    if (!DecodeTask(g, t, &n, &h, &i, &th)) return;
+    // buf[j * W + w] = x[n, i*mw + j, h, w]
+    T* buf = Scratch<T>(g.mw * g.w);
+    for (int64_t j = 0; j < g.mw; ++j) {
+      std::memcpy(buf + j * g.w, x + psa_mask::x_offset(g, n, i, j, h, 0),
+                  g.w * sizeof(T));
+    }
+    // Output channel th*W + tw, row h: contiguous in w.
+    for (int64_t tw = 0; tw < g.w; ++tw) {
+      int64_t lo, hi;
+      psa_mask::pos_range_for_target(tw, g.hw, g.mw, g.w, &lo, &hi);
+      T* y_row = y + psa_mask::y_offset(g, kCollect, n, h, 0, th, tw);
+      for (int64_t w = lo; w < hi; ++w) {
+        y_row[w] = buf[psa_mask::cell_of(tw, w, g.hw) * g.w + w];
+      }
+    }
+  });
+}
+
+template <typename T>
+void ForwardDistributeCpu(const T* x, T* y, const Geometry& g) {
+  ParallelFor(g.n * g.h * g.mh, psa_mask::x_numel(g), [&](int64_t t) {
+    int64_t n, h, i, th;
+    if (!DecodeTask(g, t, &n, &h, &i, &th)) return;
+    // Output channel h*W + w, row th: contiguous in tw, i.e. in j.
+    for (int64_t w = 0; w < g.w; ++w) {
+      int64_t lo, hi;
+      psa_mask::cell_range(w, g.hw, g.mw, g.w, &lo, &hi);
+      T* y_row = y + psa_mask::y_offset(g, kDistribute, n, h, w, th, 0);
+      for (int64_t j = lo; j < hi; ++j) {
+        y_row[psa_mask::target(w, j, g.hw)] =
+            x[psa_mask::x_offset(g, n, i, j, h, w)];
+      }
+    }
+  });
+}
+
+// dx[n, i*mw + j, h, w] = dy[matching entry]; both modes read one W x W block
+// of dy per task (collect: rows tw of channel block th; distribute: rows of
+// channels h*W + w at plane row th).
+template <typename T, int kType>
+void BackwardCpu(const T* dy, T* dx, const Geometry& g) {
+  ParallelFor(g.n * g.h * g.mh, psa_mask::x_numel(g), [&](int64_t t) {
+    int64_t n, h, i, th;
+    if (!DecodeTask(g, t, &n, &h, &i, &th)) return;
+    // collect: buf[tw * W + w]; distribute: buf[w * W + tw].
+    T* buf = Scratch<T>(g.w * g.w);
+    for (int64_t r = 0; r < g.w; ++r) {
+      const int64_t offset =
+          kType == kCollect ? psa_mask::y_offset(g, kType, n, h, 0, th, r)
+                            : psa_mask::y_offset(g, kType, n, h, r, th, 0);
+      std::memcpy(buf + r * g.w, dy + offset, g.w * sizeof(T));
+    }
+    for (int64_t j = 0; j < g.mw; ++j) {
+      int64_t lo, hi;
+      psa_mask::pos_range_for_cell(j, g.hw, g.w, &lo, &hi);
+      T* dx_row = dx + psa_mask::x_offset(g, n, i, j, h, 0);
+      for (int64_t w = lo; w < hi; ++w) {
+        const int64_t tw = psa_mask::target(w, j, g.hw);
+        dx_row[w] = kType == kCollect ? buf[tw * g.w + w] : buf[w * g.w + tw];
+      }
+    }
+  });
+}
+
+// One element at a time through psa_mask::map_x_to_y, exactly as the CUDA
+// kernels do. Selected with PSA_MASK_CPU_KERNEL=elementwise so that CPU tests
+// cover the GPU's arithmetic; slower than the blocked kernels above.
+bool UseElementwiseKernels() {
+  const char* env = std::getenv("PSA_MASK_CPU_KERNEL");
+  return env != nullptr && std::strcmp(env, "elementwise") == 0;
+}
+
+// Tasks are blocks of consecutive x elements.
+constexpr int64_t kElementwiseBlock = int64_t{1} << 14;
+
+template <typename T>
+void ForwardElementwiseCpu(const T* x, T* y, const Geometry& g, int psa_type) {
+  const int64_t numel = psa_mask::x_numel(g);
+  const int64_t blocks = (numel + kElementwiseBlock - 1) / kElementwiseBlock;
+  ParallelFor(blocks, numel, [&](int64_t b) {
+    const int64_t end = std::min(numel, (b + 1) * kElementwiseBlock);
+    for (int64_t idx = b * kElementwiseBlock; idx < end; ++idx) {
+      const int64_t out = psa_mask::map_x_to_y(g, psa_type, idx);
+      if (out >= 0) y[out] = x[idx];
+    }
+  });
+}
+
+template <typename T>
+void BackwardElementwiseCpu(const T* dy, T* dx, const Geometry& g,
+                            int psa_type) {
+  const int64_t numel = psa_mask::x_numel(g);
+  const int64_t blocks = (numel + kElementwiseBlock - 1) / kElementwiseBlock;
+  ParallelFor(blocks, numel, [&](int64_t b) {
+    const int64_t end = std::min(numel, (b + 1) * kElementwiseBlock);
+    for (int64_t idx = b * kElementwiseBlock; idx < end; ++idx) {
+      const int64_t src = psa_mask::map_x_to_y(g, psa_type, idx);
+      if (src >= 0) dx[idx] = dy[src];
+    }
+  });
+}
+
+void CheckAttrs(int psa_type, int mask_h, int mask_w) {
+  PD_CHECK(psa_type == kCollect || psa_type == kDistribute,
+           "psa_mask: psa_type must be 0 (collect) or 1 (distribute), got ",
+           psa_type, ".");
+  PD_CHECK(mask_h >= 1 && mask_w >= 1,
+           "psa_mask: mask_h and mask_w must be >= 1, got ", mask_h, " x ",
+           mask_w, ".");
+}
+
+// The kernels need a dense, row-major (NCHW) buffer. Paddle 3 may pass a
+// strided view, and Paddle Inference with oneDNN may pass a tensor in a
+// blocked oneDNN layout; going through a regular Paddle API call makes Paddle
+// convert it to a plain layout.
+paddle::Tensor Dense(const paddle::Tensor& t, const char* name) {
+  paddle::Tensor out = t;
+  if (out.layout() == phi::DataLayout::ONEDNN) {
+    out = paddle::experimental::assign(out);
+    PD_CHECK(out.layout() != phi::DataLayout::ONEDNN, "psa_mask: ", name,
+             " arrived in a oneDNN layout that could not be converted to "
+             "NCHW; disable oneDNN for this model (Paddle Inference: "
+             "config.disable_onednn()).");
+  }
+  return out.is_contiguous() ? out : out.contiguous();
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> PsaMaskForward(const paddle::Tensor& x_in,
+                                           int psa_type, int mask_h,
+                                           int mask_w) {
+  CheckAttrs(psa_type, mask_h, mask_w);
+  const std::vector<int64_t> s = x_in.shape();
+  PD_CHECK(s.size() == 4,
+           "psa_mask: x must be 4-D [N, mask_h*mask_w, H, W], got ", s.size(),
+           "-D.");
+  PD_CHECK(s[1] == static_cast<int64_t>(mask_h) * mask_w,
+           "psa_mask: x has ", s[1], " channels but mask ", mask_h, " x ",
+           mask_w, " needs ", static_cast<int64_t>(mask_h) * mask_w, ".");
+  const Geometry g = psa_mask::make_geometry(s[0], s[2], s[3], mask_h, mask_w);
+  const paddle::Tensor x = Dense(x_in, "x");
+  paddle::Tensor y = paddle::empty({g.n, psa_mask::plane(g), g.h, g.w},
+                                   x.dtype(), x.place());
+  if (psa_mask::y_numel(g) == 0) return {y};
+
+  if (x.is_cpu()) {
+    PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_mask_forward_cpu", ([&] {
+      data_t* out = y.data<data_t>();
+      ZeroFill(out, psa_mask::y_numel(g));
+      if (UseElementwiseKernels()) {
+        ForwardElementwiseCpu<data_t>(x.data<data_t>(), out, g, psa_type);
+      } else if (psa_type == kCollect) {
+        ForwardCollectCpu<data_t>(x.data<data_t>(), out, g);
+      } else {
+        ForwardDistributeCpu<data_t>(x.data<data_t>(), out, g);
+      }
+    }));
+#ifdef PADDLE_WITH_CUDA
+  } else if (x.is_gpu()) {
+    PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_mask_forward_cuda", ([&] {
+      const cudaError_t err = PsaMaskForwardCuda(
+          x.data<data_t>(), y.data<data_t>(), g.n, g.h, g.w, g.mh, g.mw,
+          psa_type, x.stream());
+      PD_CHECK(err == cudaSuccess, "psa_mask forward CUDA launch failed: ",
+               cudaGetErrorString(err));
+    }));
+#endif
+  } else {
+    PD_THROW("psa_mask: unsupported place (CPU, or GPU when built with CUDA).");
+  }
+  return {y};
+}
+
+std::vector<paddle::Tensor> PsaMaskBackward(const paddle::Tensor& dy_in,
+                                            int psa_type, int mask_h,
+                                            int mask_w) {
+  CheckAttrs(psa_type, mask_h, mask_w);
+  const std::vector<int64_t> s = dy_in.shape();
+  PD_CHECK(s.size() == 4, "psa_mask_grad: grad of out must be 4-D, got ",
+           s.size(), "-D.");
+  PD_CHECK(s[1] == s[2] * s[3],
+           "psa_mask_grad: grad of out must be [N, H*W, H, W], got ", s[1],
+           " channels for H*W = ", s[2] * s[3], ".");
+  const Geometry g = psa_mask::make_geometry(s[0], s[2], s[3], mask_h, mask_w);
+  const paddle::Tensor dy = Dense(dy_in, "grad of out");
+  paddle::Tensor dx =
+      paddle::empty({g.n, g.mh * g.mw, g.h, g.w}, dy.dtype(), dy.place());
+  if (psa_mask::x_numel(g) == 0) return {dx};
+
+  if (dy.is_cpu()) {
+    PD_DISPATCH_FLOATING_TYPES(dy.dtype(), "psa_mask_backward_cpu", ([&] {
+      data_t* out = dx.data<data_t>();
+      ZeroFill(out, psa_mask::x_numel(g));
+      if (UseElementwiseKernels()) {
+        BackwardElementwiseCpu<data_t>(dy.data<data_t>(), out, g, psa_type);
+      } else if (psa_type == kCollect) {
+        BackwardCpu<data_t, kCollect>(dy.data<data_t>(), out, g);
+      } else {
+        BackwardCpu<data_t, kDistribute>(dy.data<data_t>(), out, g);
+      }
+    }));
+#ifdef PADDLE_WITH_CUDA
+  } else if (dy.is_gpu()) {
+    PD_DISPATCH_FLOATING_TYPES(dy.dtype(), "psa_mask_backward_cuda", ([&] {
+      const cudaError_t err = PsaMaskBackwardCuda(
+          dy.data<data_t>(), dx.data<data_t>(), g.n, g.h, g.w, g.mh, g.mw,
+          psa_type, dy.stream());
+      PD_CHECK(err == cudaSuccess, "psa_mask backward CUDA launch failed: ",
+               cudaGetErrorString(err));
+    }));
+#endif
+  } else {
+    PD_THROW(
+        "psa_mask_grad: unsupported place (CPU, or GPU when built with CUDA).");
+  }
+  return {dx};
+}
+
+// -1 marks a dimension unknown at graph-build time (dynamic InputSpec); H*W
+// is only known when both H and W are.
+std::vector<std::vector<int64_t>> PsaMaskInferShape(
+    const std::vector<int64_t>& x_shape, int psa_type, int mask_h,
+    int mask_w) {
+  CheckAttrs(psa_type, mask_h, mask_w);
+  PD_CHECK(x_shape.size() == 4,
+           "psa_mask: x must be 4-D [N, mask_h*mask_w, H, W], got ",
+           x_shape.size(), "-D.");
+  PD_CHECK(x_shape[1] < 0 ||
+               x_shape[1] == static_cast<int64_t>(mask_h) * mask_w,
+           "psa_mask: x has ", x_shape[1], " channels but mask ", mask_h, " x ",
+           mask_w, " needs ", static_cast<int64_t>(mask_h) * mask_w, ".");
+  const int64_t h = x_shape[2];
+  const int64_t w = x_shape[3];
+  const int64_t hw = (h >= 0 && w >= 0) ? h * w : -1;
+  return {{x_shape[0], hw, h, w}};
+}
+
+std::vector<std::vector<int64_t>> PsaMaskGradInferShape(
+    const std::vector<int64_t>& dy_shape, int psa_type, int mask_h,
+    int mask_w) {
+  CheckAttrs(psa_type, mask_h, mask_w);
+  PD_CHECK(dy_shape.size() == 4, "psa_mask_grad: grad of out must be 4-D, got ",
+           dy_shape.size(), "-D.");
+  return {{dy_shape[0], static_cast<int64_t>(mask_h) * mask_w, dy_shape[2],
+           dy_shape[3]}};
+}
+
+std::vector<paddle::DataType> PsaMaskInferDtype(const paddle::DataType& dtype) {
+  return {dtype};
+}
+
+PD_BUILD_OP(psa_mask)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .Attrs({"psa_type: int", "mask_h: int", "mask_w: int"})
+    .SetKernelFn(PD_KERNEL(PsaMaskForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(PsaMaskInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PsaMaskInferDtype));
+
+// The backward needs only Grad(Out): N, H, W come from its shape and the mask
+// from the attributes, so X is not kept alive for the backward pass.
+PD_BUILD_GRAD_OP(psa_mask)
+    .Inputs({paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"psa_type: int", "mask_h: int", "mask_w: int"})
+    .SetKernelFn(PD_KERNEL(PsaMaskBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(PsaMaskGradInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PsaMaskInferDtype));
