@@ -4,5 +4,7 @@ from .cross_entropy_loss import CrossEntropyLoss
 from .dice_loss import DiceLoss
 from .mixed_loss import MixedLoss
 from .ohem_cross_entropy_loss import OhemCrossEntropyLoss
+from .point_cross_entropy_loss import PointCrossEntropyLoss
 
-__all__ = ["CrossEntropyLoss", "DiceLoss", "MixedLoss", "OhemCrossEntropyLoss"]
+__all__ = ["CrossEntropyLoss", "DiceLoss", "MixedLoss", "OhemCrossEntropyLoss",
+           "PointCrossEntropyLoss"]

@@ -1,0 +1,389 @@
+"""Point-wise spatial attention (PSA) module of PSANet.
+
+Zhao et al., "PSANet: Point-wise Spatial Attention Network for Scene Parsing",
+ECCV 2018, https://hszhao.github.io/papers/eccv18_psanet.pdf, Sec. 3.
+
+Every position ``i`` of a feature map predicts an ``mh x mw`` window of
+attention weights centred on itself (``hh = (mh-1)//2`` rows above,
+``hw = (mw-1)//2`` columns left). Two directions use that window:
+
+* **collect** (paper Eq. 6): ``z_i = 1/N * sum_j a^c_{i,j} x_j`` -- position
+  ``i`` gathers from the positions ``j`` of its window, with weights
+  predicted *at i*;
+* **distribute** (paper Eq. 7): ``z_i = 1/N * sum_j a^d_{j,i} x_j`` -- every
+  position ``j`` sends to the positions of its window, with weights predicted
+  *at j*; ``i`` sums what it receives.
+
+The PSA mask op (``paddleseg_ext.ops.psa_mask``) scatters each window into an
+``[H*W, H*W]`` map ``Y`` with rows = source positions ``j`` and columns =
+receiving positions ``i``, so both directions become one batched matmul
+``X [C, HW] @ Y [HW, HW]`` (the official code's ``torch.bmm``).
+
+Implementation choices (checked against the authors' code,
+https://github.com/hszhao/semseg ``model/psanet.py``, and mmsegmentation's
+``PSAHead``):
+
+* shrink: the reduced feature map is resized *bilinearly with
+  align_corners=True* to ``((h-1)//s + 1, (w-1)//s + 1)`` -- neither an
+  average pool nor a strided conv. For ``h = s*k + 1`` this is exact
+  subsampling of every s-th pixel. The context is resized back to the input
+  feature size the same way (mmseg's choice; the authors' ``(h'-1)*s+1``
+  only equals ``h`` for such odd sizes).
+* softmax (``psa_softmax``) runs over the source axis of ``Y`` *after*
+  masking, so cells outside the window take part with logit 0 (as in the
+  authors' code; they are not set to -inf).
+* ``compact=True`` skips the mask op: the ``mh*mw`` attention channels are
+  read as absolute positions of the (shrunk) map, which needs
+  ``mh*mw == h*w``. Collect then uses ``Y[j, i] = A[j, i]`` (channel j at
+  position i) and distribute ``Y[j, i] = A[i, j]`` (a transpose), as in the
+  authors' code. (mmseg transposes the *collect* map in its single-direction
+  branch, which contradicts its own bi-direction branch; we do not follow
+  that.)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import List, Optional, Sequence, Tuple, Union
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from paddleseg_ext.ops import OP_NAME, is_compiled_op_available, load_op_library, psa_mask
+
+from .conv_bn import ConvBNReLU
+
+__all__ = ["PSAModule", "psa_aggregate", "parse_psa_type", "resolve_psa_impl",
+           "PSA_TYPES", "PSA_IMPLS"]
+
+#: Accepted ``psa_type`` names and PaddleSeg's integer codes.
+PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
+#: Accepted ``psa_impl`` values.
+PSA_IMPLS = ("auto", "op", "paddle")
+
+_IMPL_ENV = "PADDLESEG_EXT_PSA_IMPL"  # same variable as paddleseg_ext.ops.psa_mask
+_FALLBACK_WARNED = False
+
+PsaType = Union[str, int]
+
+
+# --------------------------------------------------------------------------
+# Argument helpers (shared with PSANet so errors name the right owner)
+# --------------------------------------------------------------------------
+
+def parse_psa_type(value: PsaType, owner: str = "PSAModule") -> int:
+    """``'collect' | 'distribute' | 'bi-direction'`` or ``0 | 1 | 2`` -> 0/1/2.
+
+    Raises:
+        ValueError: any other value (bools included).
+    """
+    if isinstance(value, str) and value.lower() in PSA_TYPES:
+        return PSA_TYPES[value.lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1, 2):
+        return int(value)
+    raise ValueError(f"{owner}: psa_type must be one of 'collect', 'distribute', 'bi-direction' "
+                     f"(or PaddleSeg's 0, 1, 2), got {value!r}")
+
+
+def _check_impl(value: object, owner: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in PSA_IMPLS:
+        raise ValueError(f"{owner}: psa_impl must be one of {', '.join(map(repr, PSA_IMPLS))}, "
+                         f"got {value!r}")
+    return value.strip().lower()
+
+
+def _positive_int(owner: str, name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_bool(owner: str, name: str, value: object) -> bool:
+    # YAML gives real bools; a string such as "False" would silently be truthy.
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return value
+
+
+def _normalization(owner: str, value: object, mask_size: Tuple[int, int]) -> float:
+    if value is None:  # the authors' convention: average over the window
+        return float(mask_size[0] * mask_size[1])
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{owner}: normalization_factor must be a positive number or None "
+                         f"(= mask_h*mask_w), got {value!r}")
+    return float(value)
+
+
+def resolve_psa_impl(requested: str) -> str:
+    """Resolve ``'auto' | 'op' | 'paddle'`` to the implementation that will run.
+
+    ``'auto'`` follows ``$PADDLESEG_EXT_PSA_IMPL`` when it is set (like
+    :func:`paddleseg_ext.ops.psa_mask`), else picks ``'op'`` when the compiled
+    op can be loaded or built and ``'paddle'`` otherwise (one warning).
+
+    Args:
+        requested: the layer's ``psa_impl``.
+
+    Returns:
+        ``'op'`` or ``'paddle'``.
+    """
+    mode = _check_impl(requested, "PSAModule")
+    if mode == "auto":
+        env = os.environ.get(_IMPL_ENV, "").strip().lower()
+        if env:
+            mode = _check_impl(env, f"PSAModule (from ${_IMPL_ENV})")
+    if mode != "auto":
+        return mode
+    if is_compiled_op_available(build=True):
+        return "op"
+    global _FALLBACK_WARNED
+    if not _FALLBACK_WARNED:
+        _FALLBACK_WARNED = True
+        warnings.warn("PSAModule: psa_impl='auto' found no compiled psa_mask op (build it with "
+                      "`python -m paddleseg_ext.ops.build`); using the pure-Paddle PSA mask.",
+                      RuntimeWarning, stacklevel=3)
+    return "paddle"
+
+
+@paddle.jit.not_to_static
+def _traced_mask_fn(impl: Optional[str]):
+    """The PSA mask callable to put in a traced program (``to_static``).
+
+    ``psa_mask``'s op loader (locks, module state) is not traceable, so while
+    tracing the raw compiled op is fetched here, outside the trace, via the
+    public :func:`paddleseg_ext.ops.load_op_library`; ``None`` means the
+    pure-Paddle path (``psa_mask(impl='paddle')`` traces fine).
+    """
+    if resolve_psa_impl(impl or "auto") == "op":
+        return load_op_library(build=True)[0].psa_mask
+    return None
+
+
+def _apply_mask(attn: paddle.Tensor, direction: int, mh: int, mw: int,
+                impl: Optional[str]) -> paddle.Tensor:
+    if not paddle.in_dynamic_mode():
+        op = _traced_mask_fn(impl)
+        if op is not None:
+            return op(attn, direction, mh, mw)
+        impl = "paddle"
+    return psa_mask(attn, direction, (mh, mw), impl=impl)
+
+
+def _shape(x: paddle.Tensor):
+    """Static list in dygraph; a shape tensor while tracing (dynamic H, W)."""
+    return list(x.shape) if paddle.in_dynamic_mode() else paddle.shape(x)
+
+
+# --------------------------------------------------------------------------
+# The aggregation (paper Eq. 6/7)
+# --------------------------------------------------------------------------
+
+def psa_aggregate(feat: paddle.Tensor, attn: paddle.Tensor, direction: int,
+                  mask_size: Sequence[int], *, compact: bool = False, softmax: bool = True,
+                  normalization_factor: float = 1.0, impl: Optional[str] = None) -> paddle.Tensor:
+    """Point-wise spatial attention aggregation for one direction.
+
+    Args:
+        feat: ``[N, C, h, w]`` features ``x`` to aggregate.
+        attn: ``[N, mh*mw, h, w]`` attention logits predicted at every
+            position (``[N, h*w, h, w]`` absolute-position logits if
+            ``compact``).
+        direction: 0 collect, 1 distribute.
+        mask_size: ``(mh, mw)``.
+        compact: read ``attn`` channels as absolute positions (no mask op).
+        softmax: softmax over the source positions after masking.
+        normalization_factor: the result is multiplied by its inverse
+            (the paper's ``1/N``).
+        impl: ``'op' | 'paddle' | 'auto'`` or None (= auto), as in
+            :func:`paddleseg_ext.ops.psa_mask` (in a traced program the
+            choice is resolved once, at trace time).
+
+    Returns:
+        ``[N, C, h, w]``: ``z[:, :, i] = sum_j Y[j, i] * feat[:, :, j] / norm``.
+
+    Raises:
+        ValueError: ``compact`` and ``mh*mw != h*w`` (checked in dygraph).
+    """
+    mh, mw = int(mask_size[0]), int(mask_size[1])
+    if compact:
+        if paddle.in_dynamic_mode():
+            h, w = int(feat.shape[2]), int(feat.shape[3])
+            if mh * mw != h * w:
+                raise ValueError(
+                    f"PSAModule: compact=True reads the mask_h*mask_w = {mh}*{mw} = {mh * mw} "
+                    f"attention channels as absolute positions of the {h}x{w} attention map "
+                    f"(after shrink_factor), so mask_h*mask_w must equal {h * w}; use "
+                    f"mask_h={h}, mask_w={w} for this input size, or compact=False")
+        # A[c, s]: channel c (absolute target) predicted at position s.
+        y = attn.reshape([0, 0, -1])
+        if direction == 1:
+            y = y.transpose([0, 2, 1])  # distribute: Y[j, i] = A[i, j] (predicted at sender j)
+    else:
+        y = _apply_mask(attn, direction, mh, mw, impl).reshape([0, 0, -1])
+    # y: [N, HW_source j, HW_receiver i]
+    if softmax:
+        y = F.softmax(y, axis=1)
+    out = paddle.bmm(feat.reshape([0, 0, -1]), y)  # [N, C, HW_source] @ [N, HW, HW]
+    if normalization_factor != 1.0:
+        out = out * (1.0 / normalization_factor)
+    return out.reshape(_shape(feat))
+
+
+# --------------------------------------------------------------------------
+# The module
+# --------------------------------------------------------------------------
+
+class PSAModule(nn.Layer):
+    """Point-wise spatial attention module (Zhao et al., ECCV 2018, Fig. 3).
+
+    Per branch (collect, distribute, or both for ``'bi-direction'``): 1x1
+    ConvBNReLU reduction ``C -> mid``, optional bilinear shrink by
+    ``shrink_factor``, attention ``1x1 ConvBNReLU mid -> mid`` then ``1x1 conv
+    mid -> mh*mw`` (no bias), PSA mask, optional softmax, aggregation by a
+    batched matmul scaled by ``1/normalization_factor``. The branch outputs
+    are concatenated, projected back to ``C`` by a 1x1 ConvBNReLU, resized to
+    the input size if shrunk and concatenated after the input.
+
+    Sub-layer names follow the authors' code (``reduce``/``attention`` for
+    collect, or for the only branch; ``reduce_p``/``attention_p`` for
+    distribute in bi-direction mode; ``proj``).
+
+    Args:
+        in_channels: channels C of the input (2048 for ResNet-50 stage 4).
+        mid_channels: channels of the reduced features (512 in the paper).
+        psa_type: ``'collect'``/0, ``'distribute'``/1, ``'bi-direction'``/2.
+        mask_size: ``(mask_h, mask_w)``; odd or even. To cover the whole
+            shrunk ``h x w`` map from every position use ``(2h-1, 2w-1)``.
+        shrink_factor: spatial shrink before attention (1 = none).
+        normalization_factor: the paper's N; None means ``mask_h*mask_w``.
+        psa_softmax: softmax over source positions.
+        compact: attention channels are absolute positions (no mask op);
+            needs ``mask_h*mask_w == h*w`` of the shrunk map.
+        impl: ``'op'`` (compiled op), ``'paddle'`` (pure Paddle) or
+            ``'auto'`` (``$PADDLESEG_EXT_PSA_IMPL``, else the op if it can be
+            loaded or built); resolved once, lazily, see :attr:`custom_ops`.
+
+    Shape:
+        x: ``[N, C, H, W]`` -> ``[N, 2C, H, W]`` (input, then context).
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int = 512, psa_type: PsaType = 2,
+                 mask_size: Sequence[int] = (59, 59), shrink_factor: int = 2,
+                 normalization_factor: Optional[float] = 1.0, psa_softmax: bool = True,
+                 compact: bool = False, impl: str = "auto") -> None:
+        super().__init__()
+        owner = "PSAModule"
+        _positive_int(owner, "in_channels", in_channels)
+        _positive_int(owner, "mid_channels", mid_channels)
+        size = tuple(mask_size) if isinstance(mask_size, (list, tuple)) else ()
+        if len(size) != 2:
+            raise ValueError(f"{owner}: mask_size must be (mask_h, mask_w), got {mask_size!r}")
+        mh = _positive_int(owner, "mask_h", size[0])
+        mw = _positive_int(owner, "mask_w", size[1])
+        self.psa_type = parse_psa_type(psa_type, owner)
+        self.mask_size = (mh, mw)
+        self.shrink_factor = _positive_int(owner, "shrink_factor", shrink_factor)
+        self.normalization_factor = _normalization(owner, normalization_factor, self.mask_size)
+        self.psa_softmax = _check_bool(owner, "psa_softmax", psa_softmax)
+        self.compact = _check_bool(owner, "compact", compact)
+        self.psa_impl = _check_impl(impl, owner)
+        self._resolved_impl: Optional[str] = None
+        self.in_channels = in_channels
+        self.out_channels = 2 * in_channels
+
+        def attention() -> nn.Sequential:
+            return nn.Sequential(ConvBNReLU(mid_channels, mid_channels, 1),
+                                 nn.Conv2D(mid_channels, mh * mw, 1, bias_attr=False))
+
+        self.reduce = ConvBNReLU(in_channels, mid_channels, 1)
+        self.attention = attention()
+        n_branches = 1
+        if self.psa_type == 2:
+            self.reduce_p = ConvBNReLU(in_channels, mid_channels, 1)
+            self.attention_p = attention()
+            n_branches = 2
+        self.proj = ConvBNReLU(mid_channels * n_branches, in_channels, 1)
+
+    # -- implementation bookkeeping -----------------------------------------
+    @paddle.jit.not_to_static
+    def resolve_impl(self) -> str:
+        """The PSA mask implementation forward uses: ``'op'`` or ``'paddle'``.
+
+        Resolved on first call (first forward, or first read of
+        :attr:`custom_ops`) and then fixed for this layer, so what the
+        exporter records is what the traced program calls. With ``'auto'``
+        this may build the op once (cached per user).
+        """
+        if self._resolved_impl is None:
+            self._resolved_impl = resolve_psa_impl(self.psa_impl)
+        return self._resolved_impl
+
+    @property
+    def custom_ops(self) -> Tuple[str, ...]:
+        """Compiled ops forward calls; read by the exporter for deploy.yaml.
+
+        ``('psa_mask',)`` when the compiled op is in use, ``()`` for the
+        pure-Paddle path and in compact mode (no mask op at all).
+        """
+        if self.compact:
+            return ()
+        return (OP_NAME,) if self.resolve_impl() == "op" else ()
+
+    def _call_impl(self) -> str:
+        resolved = self.resolve_impl()
+        if resolved == "op" and self.psa_impl == "auto":
+            # Keep psa_mask's own per-call fallback (e.g. float16, or a GPU
+            # tensor with a CPU-only build); the op is loaded, so no build.
+            return "auto"
+        return resolved
+
+    # -- forward --------------------------------------------------------------
+    def _shrink(self, feat: paddle.Tensor) -> paddle.Tensor:
+        s = self.shrink_factor
+        if s == 1:
+            return feat
+        shape = _shape(feat)
+        size = [(shape[2] - 1) // s + 1, (shape[3] - 1) // s + 1]
+        # align_corners=True: for h = s*k+1 this picks exactly every s-th pixel.
+        return F.interpolate(feat, size=size, mode="bilinear", align_corners=True)
+
+    def aggregate(self, feat: paddle.Tensor, attn: paddle.Tensor, direction: int) -> paddle.Tensor:
+        """:func:`psa_aggregate` with this module's settings.
+
+        Args:
+            feat: ``[N, C, h, w]`` reduced (and shrunk) features.
+            attn: ``[N, mask_h*mask_w, h, w]`` attention logits.
+            direction: 0 collect, 1 distribute.
+
+        Returns:
+            ``[N, C, h, w]`` aggregated context.
+        """
+        return psa_aggregate(feat, attn, direction, self.mask_size, compact=self.compact,
+                             softmax=self.psa_softmax,
+                             normalization_factor=self.normalization_factor,
+                             impl=None if self.compact else self._call_impl())
+
+    def _branch(self, x: paddle.Tensor, reduce: nn.Layer, attention: nn.Layer,
+                direction: int) -> paddle.Tensor:
+        feat = self._shrink(reduce(x))
+        return self.aggregate(feat, attention(feat), direction)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.psa_type == 2:
+            ctx = paddle.concat([self._branch(x, self.reduce, self.attention, 0),
+                                 self._branch(x, self.reduce_p, self.attention_p, 1)], axis=1)
+        else:
+            ctx = self._branch(x, self.reduce, self.attention, self.psa_type)
+        ctx = self.proj(ctx)
+        if self.shrink_factor != 1:
+            ctx = F.interpolate(ctx, size=_shape(x)[2:], mode="bilinear", align_corners=True)
+        return paddle.concat([x, ctx], axis=1)
+
+    def extra_repr(self) -> str:
+        names: List[str] = ["collect", "distribute", "bi-direction"]
+        return (f"psa_type={names[self.psa_type]}, mask_size={self.mask_size}, "
+                f"shrink_factor={self.shrink_factor}, compact={self.compact}, "
+                f"psa_softmax={self.psa_softmax}, "
+                f"normalization_factor={self.normalization_factor}, psa_impl={self.psa_impl}")

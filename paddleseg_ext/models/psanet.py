@@ -1,0 +1,151 @@
+"""PSANet: Point-wise Spatial Attention Network for Scene Parsing."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to
+from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool, _check_impl,
+                                                   _normalization, _positive_int,
+                                                   parse_psa_type)
+from paddleseg_ext.utils.pretrained import load_pretrained
+
+__all__ = ["PSANet"]
+
+_OWNER = "PSANet"
+# Channel widths of the authors' head (https://github.com/hszhao/semseg, model/psanet.py).
+_PSA_MID_CHANNELS = 512
+_HEAD_CHANNELS = 512
+
+
+@manager.MODELS.register
+class PSANet(nn.Layer):
+    """PSANet semantic segmentation model.
+
+    Zhao et al., "PSANet: Point-wise Spatial Attention Network for Scene
+    Parsing", ECCV 2018 (https://hszhao.github.io/papers/eccv18_psanet.pdf).
+    A dilated backbone feeds its last stage (``[N, 2048, H/8, W/8]`` for
+    ResNet-50 os8) to the PSA module
+    (:class:`~paddleseg_ext.models.layers.psa_block.PSAModule`: collect and/or
+    distribute attention over the whole map, ``-> [N, 4096, H/8, W/8]``), then
+    a 3x3 ConvBNReLU bottleneck (512), dropout and a 1x1 classifier. In
+    training an FCN auxiliary head on stage 3 adds deep supervision (loss
+    weight 0.4 in the paper, set by the loss ``coef``).
+
+    Args:
+        num_classes: number of classes K.
+        backbone: a built backbone whose forward returns 4 stage features and
+            which exposes ``feat_channels``.
+        backbone_indices: (aux feature index, PSA feature index).
+        mask_h: attention window height (odd or even). ``2h-1`` for the
+            shrunk map height ``h`` lets every position see the whole map.
+        mask_w: attention window width.
+        psa_type: ``'collect'``/0, ``'distribute'``/1 or ``'bi-direction'``/2
+            (PaddleSeg's integers are accepted).
+        shrink_factor: the PSA branch works on the feature map shrunk
+            bilinearly to ``((h-1)//s+1, (w-1)//s+1)`` (1 = no shrink).
+        normalization_factor: attention sums are scaled by its inverse; None
+            means ``mask_h*mask_w``.
+        psa_softmax: softmax over the source positions of each attention map.
+        use_psa: False drops the PSA module (an FCN baseline: bottleneck on
+            the backbone feature alone).
+        compact: attention channels are absolute positions (no mask op);
+            needs ``mask_h*mask_w == h*w`` of the shrunk map, i.e. one input
+            size.
+        enable_auxiliary_loss: build and (in training) run the aux head.
+        align_corners: for the final logit resizes (the PSA module's internal
+            shrink/expand always uses align_corners=True, as the authors do).
+        psa_impl: ``'op'`` compiled op, ``'paddle'`` pure Paddle, ``'auto'``
+            (``$PADDLESEG_EXT_PSA_IMPL``, else the op if it can be loaded or
+            built). Exported models list the op in deploy.yaml only if used.
+        dropout: dropout probability before both classifiers.
+        pretrained: path or URL of whole-model weights, or None.
+
+    Shape:
+        x: ``[N, C_in, H, W]`` -> list of ``[N, K, H, W]`` logits: ``[main,
+        aux]`` in training with the aux head, ``[main]`` otherwise (see
+        :attr:`output_names`).
+    """
+
+    def __init__(self, num_classes: int, backbone: nn.Layer,
+                 backbone_indices: Sequence[int] = (2, 3), mask_h: int = 59, mask_w: int = 59,
+                 psa_type: Union[str, int] = 2, shrink_factor: int = 2,
+                 normalization_factor: Optional[float] = 1.0, psa_softmax: bool = True,
+                 use_psa: bool = True, compact: bool = False,
+                 enable_auxiliary_loss: bool = True, align_corners: bool = False,
+                 psa_impl: str = "auto", dropout: float = 0.1,
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__()
+        # Validate everything here so errors name PSANet and the YAML key.
+        self.num_classes = _positive_int(_OWNER, "num_classes", num_classes)
+        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
+            raise ValueError(f"{_OWNER}: backbone must be a built backbone layer with "
+                             f"`feat_channels`, got {type(backbone).__name__}")
+        n_feats = len(backbone.feat_channels)
+        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
+        if len(idx) != 2 or any(not isinstance(i, int) or isinstance(i, bool)
+                                or not 0 <= i < n_feats for i in idx):
+            raise ValueError(f"{_OWNER}: backbone_indices must be two ints in [0, {n_feats}) "
+                             f"(aux feature, PSA feature), got {backbone_indices!r}")
+        mask_size = (_positive_int(_OWNER, "mask_h", mask_h),
+                     _positive_int(_OWNER, "mask_w", mask_w))
+        psa_type_id = parse_psa_type(psa_type, _OWNER)
+        _positive_int(_OWNER, "shrink_factor", shrink_factor)
+        _normalization(_OWNER, normalization_factor, mask_size)
+        for name, value in (("psa_softmax", psa_softmax), ("use_psa", use_psa),
+                            ("compact", compact), ("enable_auxiliary_loss", enable_auxiliary_loss),
+                            ("align_corners", align_corners)):
+            _check_bool(_OWNER, name, value)
+        impl = _check_impl(psa_impl, _OWNER)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{_OWNER}: dropout must be in [0, 1), got {dropout!r}")
+
+        self.backbone = backbone
+        self.backbone_indices = idx
+        self.use_psa = use_psa
+        self.enable_auxiliary_loss = enable_auxiliary_loss
+        self.align_corners = align_corners
+        aux_ch, feat_ch = (backbone.feat_channels[i] for i in idx)
+
+        self.psa = (PSAModule(feat_ch, _PSA_MID_CHANNELS, psa_type_id, mask_size, shrink_factor,
+                              normalization_factor, psa_softmax, compact, impl)
+                    if use_psa else None)
+        head_in = self.psa.out_channels if self.psa is not None else feat_ch
+        self.bottleneck = ConvBNReLU(head_in, _HEAD_CHANNELS, 3)
+        self.dropout = nn.Dropout(p=float(dropout))
+        self.cls = nn.Conv2D(_HEAD_CHANNELS, self.num_classes, 1)
+        self.aux_head = (AuxHead(aux_ch, self.num_classes, dropout=float(dropout))
+                         if enable_auxiliary_loss else None)
+
+        self.pretrained = pretrained
+        if pretrained:
+            load_pretrained(self, pretrained)
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        """Names of the outputs ``forward`` returns in the current mode."""
+        if self.training and self.aux_head is not None:
+            return ("seg", "aux")
+        return ("seg",)
+
+    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        feats = self.backbone(x)
+        y = feats[self.backbone_indices[1]]
+        if self.psa is not None:
+            y = self.psa(y)
+        logits = [self.cls(self.dropout(self.bottleneck(y)))]
+        if self.training and self.aux_head is not None:  # aux branch is train-only
+            logits.append(self.aux_head(feats[self.backbone_indices[0]]))
+        if paddle.in_dynamic_mode():
+            return [resize_to(logit, x.shape[2:], self.align_corners) for logit in logits]
+        # Traced (export): H, W may be dynamic, so resize to a shape tensor.
+        # resize_to's "same size" check cannot compare a traced shape value.
+        size = paddle.shape(x)[2:]
+        return [F.interpolate(logit, size=size, mode="bilinear", align_corners=self.align_corners)
+                for logit in logits]
