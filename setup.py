@@ -18,8 +18,7 @@ setup(
     version="0.1.0",
     description="Config-driven semantic segmentation on PaddlePaddle: PSPNet, DANet, PSANet, PointRend",
     packages=find_packages(include=["paddleseg_ext", "paddleseg_ext.*"]),
-    package_data={"paddleseg_ext": ["ops/csrc/*"]},
     python_requires=">=3.8",
     install_requires=requires,
-    extras_require={"onnx": ["paddle2onnx", "onnxruntime"], "test": ["pytest", "scipy"]},
+    extras_require={"onnx": ["paddle2onnx>=2.1.0", "onnxruntime>=1.16"], "test": ["pytest", "scipy"]},
 )

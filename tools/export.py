@@ -1,38 +1,100 @@
-"""Export a trained model for Paddle Inference (static graph + deploy.yaml).
+"""Export a trained model for deployment: Paddle Inference (default) or ONNX.
 
     python tools/export.py --config C --model_path P --save_dir output/inference_model
+    python tools/export.py --config C --model_path P --save_dir output/onnx_model --format onnx
+
+Paddle: ``model.json`` + ``model.pdiparams`` + ``deploy.yaml`` (for
+deploy/python/infer.py). ONNX (needs ``pip install -e .[onnx]``): the same
+plus ``model.onnx`` converted by paddle2onnx from the saved Paddle model (for
+deploy/python/infer_onnx.py). The input is ``[None, C, None, None]`` unless
+``--input_shape`` fixes it.
+
+PSANet: ``--psa_impl op`` traces the compiled ``psa_mask`` custom op (deploy.yaml
+records it; infer.py registers it), ``--psa_impl paddle`` the pure-Paddle
+PSA mask (needs nothing but Paddle). ONNX always uses the pure-Paddle path,
+since paddle2onnx cannot convert a custom op.
 """
 
 import argparse
+import inspect
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
-from paddleseg_ext.core import export  # noqa: E402
+from paddleseg_ext.cvlibs import Config, SegBuilder, manager  # noqa: E402
+from paddleseg_ext.core.export import (MissingDependencyError, check_onnx, export,  # noqa: E402
+                                       export_onnx, require, run_tool)
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
+from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
 
 
+def _accepts_psa_impl(cfg: Config) -> bool:
+    model_type = (cfg.dic.get("model") or {}).get("type")
+    if model_type not in manager.MODELS:
+        return False  # the builder reports the unknown type
+    try:
+        return "psa_impl" in inspect.signature(manager.MODELS.get(model_type)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Export a segmentation model")
+    p = argparse.ArgumentParser(description="Export a segmentation model for deployment")
     p.add_argument("--config", required=True)
     p.add_argument("--model_path", help="weights (.pdparams or checkpoint folder); random if omitted")
     p.add_argument("--save_dir", default="output/inference_model")
     p.add_argument("--input_shape", nargs=4, type=int, help="N C H W (-1 for dynamic)")
     p.add_argument("--output_op", default="argmax", choices=["argmax", "softmax", "none"])
+    p.add_argument("--format", default="paddle", choices=["paddle", "onnx"],
+                   help="paddle: Paddle Inference model; onnx: also model.onnx via paddle2onnx")
+    p.add_argument("--opset", type=int, default=11, help="minimum ONNX opset (raised when an op needs it)")
+    p.add_argument("--psa_impl", choices=["op", "paddle"],
+                   help="PSANet: trace the compiled psa_mask op or the pure-Paddle PSA mask")
+    p.add_argument("--no_check", action="store_true", help="ONNX: skip the onnxruntime check against Paddle")
     p.add_argument("--opts", nargs="+", default=[])
     args = p.parse_args(argv)
+    log = get_logger()
+    if args.format == "onnx":
+        if args.psa_impl == "op":
+            p.error("--format onnx cannot use --psa_impl op: paddle2onnx cannot convert the compiled "
+                    "psa_mask custom op; ONNX export uses the pure-Paddle PSA mask (--psa_impl paddle)")
+        require("paddle2onnx", "ONNX export (--format onnx)")  # fail before anything heavy
     setup_device("cpu")
-    cfg = Config(args.config, opts=args.opts)
+    opts = list(args.opts)
+    cfg = Config(args.config, opts=opts)
+    psa_impl = args.psa_impl
+    if psa_impl is None and args.format == "onnx" and _accepts_psa_impl(cfg):
+        psa_impl = "paddle"
+        log.info("[EXPORT] ONNX: using the pure-Paddle PSA mask (model.psa_impl=paddle); paddle2onnx "
+                 "cannot convert the compiled psa_mask custom op")
+    if psa_impl is not None:
+        if not _accepts_psa_impl(cfg):
+            p.error(f"--psa_impl applies to models with a psa_impl argument (PSANet); "
+                    f"{(cfg.dic.get('model') or {}).get('type')} has none")
+        cfg = Config(args.config, opts=opts + [f"model.psa_impl={psa_impl}"])
     builder = SegBuilder(cfg)
     model = builder.model
     if args.model_path:
         load_model_weights(model, args.model_path)
     val_cfg = (cfg.dic.get("val_dataset") or {}).get("transforms", [])
-    return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels)
+    if args.format == "paddle":
+        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels)
+    deploy = export_onnx(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
+                         opset=args.opset)
+    if not args.no_check:
+        shape = [s if s and s > 0 else d for s, d in zip(args.input_shape or [-1] * 4,
+                                                          (1, builder.img_channels, 64, 64))]
+        try:
+            stats = check_onnx(args.save_dir, model, shape, args.output_op)
+            log.info("[EXPORT] onnxruntime vs Paddle on a random %s input: max |diff| %.2e, argmax "
+                     "agreement %.4f", "x".join(map(str, shape)), stats["max_abs_diff"],
+                     stats["argmax_agreement"])
+        except MissingDependencyError as e:
+            log.warning("[EXPORT] skipped the onnxruntime check: %s", e)
+    return deploy
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))
