@@ -17,7 +17,7 @@ from paddleseg_ext.models.losses import CrossEntropyLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "danet"
-QUICK_START = ROOT / "configs" / "quick_start" / "danet_resnet18_os8_landcover_64x64.yml"
+QUICK_START = ROOT / "configs" / "quick_start" / "danet_resnet18_os8_landcover_64x64_400.yml"
 
 
 def small(**kwargs):

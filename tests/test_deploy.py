@@ -27,7 +27,7 @@ from tiny_config import write_tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy", "python")
 sys.path.insert(0, DEPLOY)
-PSANET_CFG = os.path.join(ROOT, "configs", "quick_start", "psanet_resnet18_os8_landcover_64x64.yml")
+PSANET_CFG = os.path.join(ROOT, "configs", "quick_start", "psanet_resnet18_os8_landcover_64x64_400.yml")
 
 import infer  # noqa: E402
 import infer_onnx  # noqa: E402

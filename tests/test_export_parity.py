@@ -32,10 +32,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
 
 CONFIGS = {
-    "pspnet": "configs/quick_start/pspnet_resnet18_os8_landcover_64x64_1k.yml",
-    "danet": "configs/quick_start/danet_resnet18_os8_landcover_64x64.yml",
-    "psanet": "configs/quick_start/psanet_resnet18_os8_landcover_64x64.yml",
-    "pointrend": "configs/quick_start/pointrend_resnet18_landcover_64x64.yml",
+    "pspnet": "configs/quick_start/pspnet_resnet18_os8_landcover_64x64_400.yml",
+    "danet": "configs/quick_start/danet_resnet18_os8_landcover_64x64_400.yml",
+    "psanet": "configs/quick_start/psanet_resnet18_os8_landcover_64x64_400.yml",
+    "pointrend": "configs/quick_start/pointrend_resnet18_landcover_64x64_400.yml",
 }
 SIZES = [(1, 3, 64, 96), (2, 3, 37, 51)]  # dynamic batch; odd height and width
 SEED = 2024

@@ -20,7 +20,7 @@ from paddleseg_ext.models.pointrend import PointRend
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "pointrend"
-QUICK_START = ROOT / "configs" / "quick_start" / "pointrend_resnet18_landcover_64x64.yml"
+QUICK_START = ROOT / "configs" / "quick_start" / "pointrend_resnet18_landcover_64x64_400.yml"
 
 
 def small(output_stride=32, **kwargs):

@@ -23,7 +23,7 @@ from paddleseg_ext.models.psanet import PSANet
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "psanet"
 SEED = RECIPES / "psanet_resnet50_os8_cityscapes_1024x512_80k.yml"
-QUICK_START = ROOT / "configs" / "quick_start" / "psanet_resnet18_os8_landcover_64x64.yml"
+QUICK_START = ROOT / "configs" / "quick_start" / "psanet_resnet18_os8_landcover_64x64_400.yml"
 # Learnable parameters of the seed recipe: ResNet50_vd os8 backbone + PSA
 # head + aux head, 19 classes (BN running stats excluded).
 SEED_PARAMS = 53_068_422

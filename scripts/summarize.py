@@ -1,0 +1,31 @@
+"""Print the quick-start figures: mIoU (plain / aug), per-class IoU, baseline, where the pictures are."""
+
+import json
+import os
+import sys
+
+
+def main(out, train_seconds):
+    def load(name):
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+
+    plain, aug, base = load("val_plain.json"), load("val_aug.json"), load("baseline.json")
+    names = plain.get("class_names") or [str(i) for i in range(len(plain["class_IoU"]))]
+    print(f"Training time: {int(train_seconds) // 60} min {int(train_seconds) % 60} s")
+    print(f"{'class':<12} {'val pixels':>10} {'PSPNet':>8} {'+aug':>8} {'pixel baseline':>15}")
+    for i, n in enumerate(names):
+        cells = [plain["class_IoU"][i], aug["class_IoU"][i], base["class_IoU"][i]]
+        fmt = ["     n/a" if c is None or c != c else f"{c:8.4f}" for c in cells]
+        print(f"{n:<12} {plain['class_pixels'][i]:>10d} {fmt[0]} {fmt[1]} {fmt[2]:>15}")
+    print(f"{'mIoU':<12} {'':>10} {plain['mIoU']:8.4f} {aug['mIoU']:8.4f} {base['mIoU']:15.4f}")
+    print(f"{'Acc':<12} {'':>10} {plain['Acc']:8.4f} {aug['Acc']:8.4f} {base['Acc']:15.4f}")
+    print("Pictures:")
+    for sub in ("predict_scene/added_prediction", "predict_scene/pseudo_color_prediction",
+                "predict_val/added_prediction", "deploy_scene"):
+        print("  " + os.path.join(out, sub))
+    print("Training curves: visualdl --logdir " + os.path.join(out, "vdl_log"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]))
