@@ -28,11 +28,12 @@ def get_logger() -> logging.Logger:
 
 
 def set_threads(num_threads: int | None = None) -> int:
-    """Use all cores on CPU unless told otherwise (Paddle defaults to one)."""
-    import paddle
+    """Use all cores on CPU unless told otherwise (Paddle defaults to one thread).
+
+    ``CPU_NUM_THREADS`` in the environment overrides the default.
+    """
+    from paddle.base import core
 
     n = num_threads or int(os.environ.get("CPU_NUM_THREADS", 0)) or (os.cpu_count() or 1)
-    if hasattr(paddle, "set_num_threads"):
-        paddle.set_num_threads(n)
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    core.set_num_threads(int(n))  # MKL / oneDNN / OpenMP threads of the CPU kernels
     return n
