@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder, run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
@@ -30,16 +30,20 @@ def main(argv=None):
     p.add_argument("--opts", nargs="+", default=[])
     add_infer_args(p)
     args = p.parse_args(argv)
+    if not os.path.exists(args.image_path):
+        raise FileNotFoundError(f"--image_path not found: {args.image_path}")
     setup_device(args.device, args.num_threads)
     cfg = Config(args.config, opts=args.opts)
     builder = SegBuilder(cfg)
+    cfg.section("model")
+    builder.validate(parts=("model",))
+    kw = infer_kwargs(args, cfg.test_config)
+    transforms = Compose(builder.val_transforms, img_channels=builder.img_channels)
     model = builder.model
     load_model_weights(model, args.model_path)
-    transforms = Compose(builder.val_transforms, img_channels=builder.img_channels)
-    kw = infer_kwargs(args, cfg.test_config)
     kw["aug_pred"] = kw.pop("aug_eval", False)
     return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color, **kw)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,18 +1,24 @@
 """Train a segmentation model from a config.
 
-    python tools/train.py --config configs/quick_start/pspnet_resnet18_os8_landcover_64x64_2k.yml \
+    python tools/train.py --config configs/quick_start/pspnet_resnet18_os8_landcover_64x64_400.yml \
         --do_eval --use_vdl --save_dir output/quickstart
 
 Multi-device: ``python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py ...``.
+
+Errors in the config or the data print ``error: <message>`` and exit with
+status 2 (``PADDLESEG_EXT_DEBUG=1`` shows the traceback). SIGINT / SIGTERM
+save a checkpoint and exit with 130 / 143 (continue with
+``--resume_model auto``).
 """
 
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder, run_cli  # noqa: E402
 from paddleseg_ext.core import Trainer  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
@@ -54,12 +60,18 @@ def main(argv=None):
     cfg = Config(args.config, learning_rate=args.learning_rate, batch_size=args.batch_size,
                  iters=args.iters, opts=args.opts)
     builder = SegBuilder(cfg)
+    if cfg.dic.get("train_dataset") is None:
+        raise ConfigError(f"train_dataset is missing from {args.config} (and its _base_ files)")
+    if args.do_eval and cfg.dic.get("val_dataset") is None:
+        raise ConfigError(f"--do_eval needs a val_dataset in {args.config} (and its _base_ files)")
+    for key in ("model", "loss", "optimizer", "lr_scheduler"):
+        cfg.section(key)  # required: an error naming the file when missing
+    builder.validate()  # every config mistake, before anything heavy is built
+    cfg.iters  # noqa: B018  (required)
+    train_ds = builder.train_dataset  # data errors (missing files, empty lists) before the model
+    val_ds = builder.val_dataset if args.do_eval else None
     model = builder.model
     builder.check_outputs_match_losses(model)
-    train_ds = builder.train_dataset
-    if train_ds is None:
-        raise SystemExit(f"train_dataset is missing from {args.config}")
-    val_ds = builder.val_dataset if args.do_eval else None
     test_cfg = cfg.test_config
     eval_kwargs = {k: test_cfg[k] for k in ("aug_eval", "scales", "flip_horizontal", "flip_vertical",
                                             "is_slide", "crop_size", "stride") if k in test_cfg}
@@ -70,9 +82,20 @@ def main(argv=None):
                       args.num_workers, args.use_vdl, args.do_eval, args.seed, args.nan_policy,
                       args.precision, args.amp_level, eval_kwargs)
     result = trainer.train(args.resume_model)
+    if result.get("stopped_by"):
+        log.warning("[TRAIN] stopped by %s at iter %d/%d", result["stopped_by"], result["iter"], cfg.iters)
+        return result
     log.info("[TRAIN] done at iter %d; best mIoU %.4f at iter %d; checkpoints in %s", result["iter"],
              result["best"]["mIoU"], result["best"]["iter"], args.save_dir)
+    return result
+
+
+def cli(argv=None):
+    """``main`` as a command: exit status 128 + signal number when a signal stopped training."""
+    result = main(argv)
+    stopped = (result or {}).get("stopped_by")
+    return 128 + int(getattr(signal, stopped)) if stopped else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(cli))

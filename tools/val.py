@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder, run_cli  # noqa: E402
 from paddleseg_ext.core import evaluate  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
@@ -41,6 +41,17 @@ def infer_kwargs(args, test_config):
             out[k] = v
         elif k in test_config:
             out[k] = test_config[k]
+    if out.get("is_slide") and (out.get("crop_size") is None or out.get("stride") is None):
+        raise ConfigError("sliding-window inference (--is_slide or test_config is_slide) needs "
+                          "--crop_size W H and --stride W H (or test_config crop_size / stride)")
+    if out.get("stride") is not None and min(out["stride"] if isinstance(out["stride"], (list, tuple))
+                                             else [out["stride"]]) <= 0:
+        raise ConfigError(f"--stride must be positive, got {out['stride']}")
+    if out.get("crop_size") is not None and min(out["crop_size"] if isinstance(out["crop_size"], (list, tuple))
+                                                else [out["crop_size"]]) <= 0:
+        raise ConfigError(f"--crop_size must be positive, got {out['crop_size']}")
+    if args.scales is not None and any(x <= 0 for x in args.scales):
+        raise ConfigError(f"--scales must be positive, got {args.scales}")
     return out
 
 
@@ -58,12 +69,15 @@ def main(argv=None):
     setup_device(args.device, args.num_threads)
     cfg = Config(args.config, opts=args.opts)
     builder = SegBuilder(cfg)
+    if cfg.dic.get("val_dataset") is None:
+        raise ConfigError(f"val_dataset is missing from {args.config} (and its _base_ files)")
+    cfg.section("model")
+    builder.validate(parts=("model", "val_dataset"))
+    kwargs = infer_kwargs(args, cfg.test_config)
+    ds = builder.val_dataset
     model = builder.model
     load_model_weights(model, args.model_path)
-    ds = builder.val_dataset
-    if ds is None:
-        raise SystemExit(f"val_dataset is missing from {args.config}")
-    metrics = evaluate(model, ds, num_workers=args.num_workers, **infer_kwargs(args, cfg.test_config))
+    metrics = evaluate(model, ds, num_workers=args.num_workers, **kwargs)
     if args.save_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_json)), exist_ok=True)
         with open(args.save_json, "w") as f:
@@ -72,4 +86,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

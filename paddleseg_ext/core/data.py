@@ -9,8 +9,12 @@ iteration (``train 2N == train N, resume, train N``).
 
 from __future__ import annotations
 
+import builtins
+import json
 import random
-from typing import Any, Dict, Iterator, List, Tuple
+import signal
+import traceback
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -21,8 +25,96 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index + 1]).generate_state(1)[0])
 
 
-class SeededDataset(paddle.io.Dataset):
-    """Wraps a dataset: item ``(index, seed)`` seeds python/numpy RNGs, then loads."""
+ERROR_KEY = "__error__"
+
+
+class LoaderTraceback(Exception):
+    """The traceback of an exception raised while loading data (shown as its cause)."""
+
+
+def pack_error(e: BaseException) -> Dict[str, str]:
+    """An exception as plain data that crosses the loader thread / worker -> main queue."""
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return {"type": type(e).__name__, "message": str(e), "traceback": tb}
+
+
+def encode_error(e: BaseException) -> np.ndarray:
+    """:func:`pack_error` as a uint8 array (an array always crosses Paddle's loader queue)."""
+    return np.frombuffer(json.dumps(pack_error(e)).encode("utf-8"), np.uint8).copy()
+
+
+def decode_error(arr: Any) -> Dict[str, str]:
+    data = np.asarray(arr.numpy() if hasattr(arr, "numpy") else arr).astype(np.uint8)
+    return json.loads(bytes(data.ravel()).decode("utf-8"))
+
+
+def unpack_error(info: Dict[str, str]) -> Exception:
+    """Rebuild a packed exception: the same builtin type (ConfigError -> ConfigError), same message.
+
+    Paddle's own hand-over of a loader exception is unreliable: with workers
+    the main thread gets ``SystemError: Blocking queue is killed`` (the message
+    lost) or hangs; without workers (``num_workers=0``) the loader thread dies
+    and the main thread waits forever. Errors are therefore returned as data
+    and raised again here, in the main thread.
+    """
+    from ..cvlibs.errors import ConfigError
+
+    name, msg = info.get("type", "RuntimeError"), info.get("message", "")
+    cls = ConfigError if name == "ConfigError" else getattr(builtins, name, None)
+    err: Exception = RuntimeError(f"{name}: {msg}")
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            err = cls(msg)
+        except Exception:
+            pass
+    if info.get("traceback"):
+        err.__cause__ = LoaderTraceback("\n" + info["traceback"])
+    return err
+
+
+class CatchErrors(paddle.io.Dataset):
+    """Wraps a dataset for a DataLoader: an exception becomes ``{'__error__': ...}``
+    (raise it in the main thread with :func:`raise_if_error`)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Any) -> Dict[str, Any]:
+        try:
+            return self.dataset[item]
+        except Exception as e:
+            return {ERROR_KEY: encode_error(e)}
+
+
+def raise_if_error(sample: Any) -> None:
+    """Raise the error a :class:`CatchErrors` sample carries (no-op for a normal sample)."""
+    if isinstance(sample, dict) and ERROR_KEY in sample:
+        raise unpack_error(decode_error(sample[ERROR_KEY]))
+
+
+def ignore_signals_in_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGINT.
+
+    Ctrl-C reaches the whole process group; without this the workers die at
+    once and the main process cannot finish its step and save. (SIGTERM is
+    left alone: Python's multiprocessing stops workers with it at exit. If a
+    SIGTERM to the whole group kills the workers, the trainer sees its own
+    stop request and saves anyway.)
+    """
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread
+        pass
+
+
+class SeededDataset(CatchErrors):
+    """Wraps a dataset: item ``(index, seed)`` seeds python/numpy RNGs, then loads.
+
+    An exception is returned as ``{'__error__': ...}`` (see :class:`CatchErrors`)
+    and turned into an error batch by :func:`train_collate`."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -34,7 +126,7 @@ class SeededDataset(paddle.io.Dataset):
         index, seed = item
         random.seed(seed)
         np.random.seed(seed)
-        return self.dataset[index]
+        return super().__getitem__(index)
 
 
 class ResumableBatchSampler(paddle.io.BatchSampler):
@@ -83,8 +175,7 @@ class ResumableBatchSampler(paddle.io.BatchSampler):
         return max(self.iters - self.start_iter, 0)
 
 
-def train_collate(batch: List[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
-    """Stack images and labels; everything else is dropped for training."""
+def _stack(batch: List[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
     try:
         imgs = np.stack([b["img"] for b in batch]).astype("float32")
         labels = np.stack([b["label"] for b in batch]).astype("int64")
@@ -93,3 +184,25 @@ def train_collate(batch: List[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"Training samples in one batch differ in size ({shapes}); the train "
                          "transforms must end in a fixed size (e.g. RandomPaddingCrop)") from e
     return imgs, labels
+
+
+def train_collate(batch: List[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
+    """Stack images and labels; everything else is dropped for training.
+
+    A failed sample (or a failed stack) gives an *error batch*: a 1-D image
+    marker and the packed error as bytes in place of the labels;
+    :func:`check_batch` raises it in the main thread.
+    """
+    errors = [b[ERROR_KEY] for b in batch if ERROR_KEY in b]
+    if not errors:
+        try:
+            return _stack(batch)
+        except Exception as e:
+            errors = [encode_error(e)]
+    return np.full((1,), -1.0, np.float32), errors[0].astype(np.int64)
+
+
+def check_batch(img: Any, label: Any) -> None:
+    """Raise the error carried by an error batch of :func:`train_collate` (no-op otherwise)."""
+    if len(img.shape) == 1:
+        raise unpack_error(decode_error(label))

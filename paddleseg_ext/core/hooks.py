@@ -6,6 +6,7 @@ each receives the :class:`~paddleseg_ext.core.train.Trainer`.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Dict
 
@@ -123,9 +124,15 @@ class EvalHook(Hook):
             self.run(t)
 
     def run(self, t: Any) -> None:
-        from .val import evaluate
+        from .val import EvalInterrupted, evaluate
 
-        metrics = evaluate(t.model, t.val_dataset, num_workers=0, **self.kwargs)
+        try:
+            metrics = evaluate(t.model, t.val_dataset, num_workers=0,
+                               should_stop=lambda: bool(t.stop_requested), **self.kwargs)
+        except EvalInterrupted as e:
+            t.model.train()
+            t.log.warning("[EVAL] %s at iter %d: %s received", e, t.iter, t.stop_requested)
+            return
         t.model.train()
         t.last_eval = dict(metrics, iter=t.iter)
         if metrics["mIoU"] > t.best["mIoU"]:
@@ -149,13 +156,21 @@ class CheckpointHook(Hook):
 
 
 class SignalHook(Hook):
-    """SIGINT / SIGTERM: finish the current step, save a checkpoint, stop cleanly."""
+    """SIGINT / SIGTERM: finish the current step, save a checkpoint, stop cleanly.
+
+    A second signal while the first is being handled raises KeyboardInterrupt
+    at once (checkpoints are written atomically, so even that loses at most
+    the step in flight).
+    """
 
     def before_train(self, t: Any) -> None:
         self.old: Dict[int, Any] = {}
 
         def handler(signum, frame):
-            t.stop_requested = signal.Signals(signum).name
+            name = signal.Signals(signum).name
+            if t.stop_requested:
+                raise KeyboardInterrupt(f"second signal ({name}) while stopping")
+            t.stop_requested = name
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -165,9 +180,12 @@ class SignalHook(Hook):
 
     def after_step(self, t: Any) -> None:
         if t.stop_requested:
-            path = t.save() if t.rank == 0 else None
-            t.log.warning("[TRAIN] %s received at iter %d: saved %s; continue with --resume_model %s",
-                          t.stop_requested, t.iter, path, path)
+            path = None
+            if t.rank == 0:
+                path = (os.path.join(t.save_dir, f"iter_{t.iter}") if t.last_saved_iter == t.iter
+                        else t.save())
+            t.log.warning("[TRAIN] %s received at iter %d: saved %s; continue with --resume_model %s "
+                          "(or --resume_model auto)", t.stop_requested, t.iter, path, path)
 
     def after_train(self, t: Any) -> None:
         for sig, old in getattr(self, "old", {}).items():

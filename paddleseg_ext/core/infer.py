@@ -16,6 +16,24 @@ import paddle.nn.functional as F
 
 Size = Tuple[int, int]
 
+_OOM_MARKERS = ("out of memory", "resourceexhausted", "resource exhausted", "cudnn_status_alloc_failed",
+                "cudaerrormemoryallocation", "fail to alloc memory", "cannot allocate memory")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an out-of-memory error.
+
+    Paddle turns its ``ResourceExhausted`` errors (CPU and GPU allocators)
+    into ``MemoryError``; CUDA / cuDNN allocation failures can also surface
+    as ``RuntimeError`` / ``OSError`` whose message says so.
+    """
+    if isinstance(e, MemoryError):
+        return True
+    if isinstance(e, (RuntimeError, OSError)):
+        text = str(e).lower()
+        return any(m in text for m in _OOM_MARKERS)
+    return False
+
 
 def _as_pair(v: Union[int, Sequence[int], None], name: str) -> Optional[Size]:
     if v is None:

@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from ..utils.logger import get_logger
 from ..utils.visualize import get_color_map_list, get_pseudo_color_map, overlay
-from .val import predict_logits
+from .infer import is_out_of_memory
+from .val import out_of_memory_error, predict_logits
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -79,19 +80,34 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
 
     Returns:
         Paths of the pseudo-colour PNGs written.
+
+    Files that cannot be read as images (wrong format, truncated, unreadable)
+    are skipped with a warning; if none could be read, ValueError. An
+    out-of-memory error names the image and suggests sliding-window inference.
     """
     log = get_logger()
     images, base = get_image_list(image_path)
     model.eval()
     cmap = get_color_map_list(256, custom_color)
-    written = []
+    written: List[str] = []
+    skipped: List[str] = []
     log.info("[PREDICT] %d image(s) -> %s", len(images), save_dir)
     with paddle.no_grad():
         for path in tqdm(images, desc="[PREDICT]", unit="img", leave=False):
-            data = transforms({"img": path, "trans_info": [], "gt_fields": []})
+            try:
+                data = transforms({"img": path, "trans_info": [], "gt_fields": []})
+            except (ValueError, OSError) as e:
+                log.warning("[PREDICT] skipping %s: %s", path, e)
+                skipped.append(f"{path} ({e})")
+                continue
             img = paddle.to_tensor(data["img"][None])
-            logit = predict_logits(model, img, data["trans_info"], aug_pred, scales, flip_horizontal,
-                                   flip_vertical, is_slide, crop_size, stride)
+            try:
+                logit = predict_logits(model, img, data["trans_info"], aug_pred, scales, flip_horizontal,
+                                       flip_vertical, is_slide, crop_size, stride)
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                raise out_of_memory_error(e, "predicting", path, img.shape, is_slide, crop_size) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
             name = _rel_name(path, base)
             color_path = os.path.join(save_dir, "pseudo_color_prediction", name + ".png")
@@ -104,6 +120,12 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
                 rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
                 cv2.imwrite(added_path, cv2.cvtColor(overlay(rgb, pred, cmap, weight), cv2.COLOR_RGB2BGR))
             written.append(color_path)
+    if skipped:
+        log.warning("[PREDICT] skipped %d file(s) that could not be read or transformed, e.g. %s",
+                    len(skipped), skipped[0])
+        if not written:
+            raise ValueError(f"None of the {len(images)} file(s) in {image_path} could be read and "
+                             f"transformed; the first: {skipped[0]}")
     log.info("[PREDICT] wrote %d colour maps to %s and overlays to %s", len(written),
              os.path.join(save_dir, "pseudo_color_prediction"), os.path.join(save_dir, "added_prediction"))
     return written

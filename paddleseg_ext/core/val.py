@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -11,7 +11,28 @@ from tqdm import tqdm
 
 from ..utils.logger import get_logger
 from ..utils.metrics import ConfusionMatrix, format_table
-from .infer import aug_inference, inference
+from ..cvlibs.errors import clean_exception
+from .data import CatchErrors, raise_if_error
+from .infer import aug_inference, inference, is_out_of_memory
+
+
+class EvalInterrupted(Exception):
+    """Evaluation stopped early because ``should_stop()`` returned True."""
+
+
+def out_of_memory_error(e: BaseException, what: str, path: Any, shape: Any, is_slide: bool,
+                        crop_size: Any) -> MemoryError:
+    """A MemoryError naming the image and what to do about it."""
+    if is_slide:
+        hint = (f"sliding-window inference with crop_size {crop_size} still does not fit: use a smaller "
+                "--crop_size / --stride (test_config crop_size, stride)")
+    else:
+        hint = ("use sliding-window inference: --is_slide --crop_size W H --stride W H on the command "
+                "line, or test_config: {is_slide: true, crop_size: [W, H], stride: [W, H]} in the "
+                "config (e.g. crop_size = the training crop, stride = 2/3 of it)")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return MemoryError(f"Out of memory {what} {path} (input shape {list(shape)}): {hint}. "
+                       f"[{first[:200]}]")
 
 
 def _single_collate(batch):
@@ -32,8 +53,13 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
              scales: Sequence[float] | float = 1.0, flip_horizontal: bool = False,
              flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None,
              stride: Any = None, num_workers: int = 0, print_detail: bool = True,
-             progress: bool = True) -> Dict[str, Any]:
+             progress: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
     """Evaluate ``model`` on ``eval_dataset`` (val mode: labels at original size).
+
+    An out-of-memory error names the image and suggests sliding-window
+    inference. ``should_stop`` is polled between images; when it returns True
+    the evaluation raises :class:`EvalInterrupted` (used on SIGINT/SIGTERM
+    during training).
 
     Returns:
         The metrics dict of :func:`~paddleseg_ext.utils.metrics.metrics_from_confusion`
@@ -46,7 +72,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
     model.eval()
     num_classes = eval_dataset.num_classes
     cm = ConfusionMatrix(num_classes, eval_dataset.ignore_index)
-    loader = paddle.io.DataLoader(eval_dataset, batch_size=1, shuffle=False, num_workers=num_workers,
+    loader = paddle.io.DataLoader(CatchErrors(eval_dataset), batch_size=1, shuffle=False, num_workers=num_workers,
                                   collate_fn=_single_collate, return_list=True)
     nranks = paddle.distributed.get_world_size()
     rank = paddle.distributed.get_rank()
@@ -55,18 +81,36 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
                 if aug_eval else "plain") + (f", slide crop {crop_size} stride {stride}" if is_slide else "")
         log.info("[EVAL] %d images, %s inference", len(eval_dataset), mode)
     start = time.time()
+    it = iter(tqdm(loader, total=len(eval_dataset), disable=not progress or rank != 0,
+                   desc="[EVAL]", unit="img", leave=False))
     with paddle.no_grad():
-        for i, data in enumerate(tqdm(loader, total=len(eval_dataset), disable=not progress or rank != 0,
-                                      desc="[EVAL]", unit="img", leave=False)):
+        for i in range(len(eval_dataset)):
+            if should_stop is not None and should_stop():
+                if was_training:
+                    model.train()
+                raise EvalInterrupted(f"evaluation stopped after {i} of {len(eval_dataset)} images")
+            try:
+                data = next(it)
+                raise_if_error(data)
+            except StopIteration:
+                raise RuntimeError(f"the evaluation data loader stopped after {i} of "
+                                   f"{len(eval_dataset)} images") from None
+            except Exception as e:
+                clean = clean_exception(e)
+                if clean is e:
+                    raise
+                raise clean from e
             if nranks > 1 and i % nranks != rank:
                 continue
             img = paddle.to_tensor(data["img"][None])
             try:
                 logit = predict_logits(model, img, data.get("trans_info", []), aug_eval, scales,
                                        flip_horizontal, flip_vertical, is_slide, crop_size, stride)
-            except MemoryError as e:
-                raise MemoryError(f"Out of memory evaluating {data.get('img_path')} of shape "
-                                  f"{list(img.shape)}: try --is_slide --crop_size W H --stride W H") from e
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                raise out_of_memory_error(e, "evaluating", data.get("img_path"), img.shape, is_slide,
+                                          crop_size) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0]
             label = np.asarray(data["label"])
             if pred.shape != label.shape:

@@ -14,10 +14,12 @@ import copy
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Dict, List, Optional
+import math
+import numbers
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import manager
-from .config import Config, nearest_keys
+from .config import Config, nearest_keys, short_repr
 from .errors import ConfigError
 
 logger = logging.getLogger("paddleseg_ext")
@@ -45,18 +47,18 @@ class ComponentBuilder:
     def __init__(self, origin: Callable[[str], str] = lambda p: "<config>") -> None:
         self.origin = origin
 
-    def build(self, cfg: Dict[str, Any], where: str,
-              registry: Optional[manager.Registry] = None, **extra: Any) -> Any:
-        """Build the component ``cfg`` found at config key path ``where``.
-
-        ``extra`` are arguments the builder supplies (e.g. ``parameters``);
-        config values win over none of them.
-        """
+    def _resolve(self, cfg: Any, where: str, registry: Optional[manager.Registry]):
+        """``(name, class, other keys)`` of a ``{type: ...}`` dict, or a ConfigError."""
         if not isinstance(cfg, dict) or "type" not in cfg:
             raise ConfigError(f"{where} in {self.origin(where)} must be a mapping with a 'type' key, "
-                              f"got {cfg!r}")
+                              f"got {short_repr(cfg)}")
         cfg = copy.deepcopy(cfg)
         name = cfg.pop("type")
+        bad = [k for k in cfg if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"{where} in {self.origin(where)}: argument names must be text, got {bad[0]!r}")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.type in {self.origin(where + '.type')} must be a name, got {name!r}")
         if registry is not None:
             if name not in registry:
                 raise ConfigError(registry.unknown_message(name, f"{where} in {self.origin(where)}"))
@@ -64,21 +66,56 @@ class ComponentBuilder:
             registry = manager.find_registry(name)
             if registry is None:
                 raise manager.unknown_anywhere(name, f"{where} in {self.origin(where)}")
-        cls = registry.get(name)
+        return name, registry.get(name), cfg
+
+    def build(self, cfg: Dict[str, Any], where: str,
+              registry: Optional[manager.Registry] = None, **extra: Any) -> Any:
+        """Build the component ``cfg`` found at config key path ``where``.
+
+        ``extra`` are arguments the builder supplies (e.g. ``parameters``);
+        config values win over none of them.
+        """
+        name, cls, cfg = self._resolve(cfg, where, registry)
+        self.check_types(cls, name, cfg, where)
         kwargs = {k: self.build_value(v, f"{where}.{k}") for k, v in cfg.items()}
         kwargs.update(extra)
         self.check_args(cls, name, kwargs, where)
         try:
             return cls(**kwargs)
-        except ConfigError:
-            raise
+        except ConfigError as e:
+            if " (at " in str(e):  # a nested component already said where
+                raise
+            raise ConfigError(f"{name} (at {where} in {self.origin(where)}): {e}") from e
         except Exception as e:  # keep the original type, add the where
             msg = f"{name} (at {where} in {self.origin(where)}): {e}"
+            if isinstance(e, TypeError):  # a wrong value type in the config
+                raise ConfigError(msg) from e
             try:
                 err = type(e)(msg)
             except Exception:
                 err = ConfigError(msg)
             raise err.with_traceback(e.__traceback__) from e
+
+    def check(self, cfg: Dict[str, Any], where: str, registry: Optional[manager.Registry] = None,
+              supplied: Sequence[str] = ()) -> None:
+        """Check ``cfg`` (and nested components) like :meth:`build` without building anything:
+        known types, known / required argument names, simple value types.
+
+        ``supplied``: argument names the builder fills in itself.
+        """
+        name, cls, cfg = self._resolve(cfg, where, registry)
+        for k, v in cfg.items():
+            self.check_value(v, f"{where}.{k}")
+        self.check_types(cls, name, cfg, where)
+        names = dict.fromkeys(list(cfg) + [s for s in supplied if s not in cfg])
+        self.check_args(cls, name, names, where)
+
+    def check_value(self, val: Any, where: str) -> None:
+        if isinstance(val, dict) and "type" in val:
+            self.check(val, where)
+        elif isinstance(val, list):
+            for i, v in enumerate(val):
+                self.check_value(v, f"{where}.{i}")
 
     def build_value(self, val: Any, where: str) -> Any:
         if isinstance(val, dict) and "type" in val:
@@ -105,6 +142,96 @@ class ComponentBuilder:
         if missing:
             raise ConfigError(f"{name} (at {where} in {self.origin(where)}) is missing required "
                               f"argument(s): {', '.join(missing)}")
+
+
+    def check_types(self, cls: Callable, name: str, cfg: Dict[str, Any], where: str) -> None:
+        """Config values against simple annotations (int, float, bool, str, Optional/Sequence
+        of those): ``iters: "abc"``-style mistakes get a message instead of a deep TypeError."""
+        params = _all_params(cls)
+        if params is None:
+            return
+        for key, val in cfg.items():
+            p = params.get(key)
+            if p is None or (isinstance(val, dict) and "type" in val):
+                continue
+            want = _simple_annotation(p.annotation)
+            if want is None or _matches(val, want):
+                continue
+            hint = ""
+            if isinstance(val, str) and want[0] in ("int", "float"):
+                try:
+                    float(val)
+                    hint = (" (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)")
+                except ValueError:
+                    pass
+            raise ConfigError(f"{name} (at {where}.{key} in {self.origin(where + '.' + key)}): "
+                              f"'{key}' must be {_describe(want)}, got {short_repr(val)}{hint}")
+
+
+def _all_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        params = dict(inspect.signature(target).parameters)
+    except (TypeError, ValueError):
+        return None
+    params.pop("self", None)
+    return params
+
+
+_SCALARS = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
+
+
+def _simple_annotation(ann: Any):
+    """``('int'|'float'|'bool'|'str', optional, is_sequence)`` for simple annotations, else None."""
+    if ann is inspect.Parameter.empty:
+        return None
+    text = ann if isinstance(ann, str) else (
+        ann.__name__ if isinstance(ann, type) else str(ann))
+    text = text.replace("typing.", "").replace(" ", "")
+    optional = False
+    if text.startswith("Optional[") and text.endswith("]"):
+        text, optional = text[len("Optional["):-1], True
+    elif text.endswith("|None"):
+        text, optional = text[:-len("|None")], True
+    elif text.startswith("None|"):
+        text, optional = text[len("None|"):], True
+    if text in _SCALARS:
+        return _SCALARS[text], optional, False
+    for seq in ("Sequence[", "List[", "list[", "Tuple[", "tuple["):
+        if text.startswith(seq) and text.endswith("]"):
+            inner = text[len(seq):-1]
+            if inner.endswith(",..."):
+                inner = inner[:-4]
+            if inner in _SCALARS:
+                return _SCALARS[inner], optional, True
+    return None
+
+
+def _scalar_ok(v: Any, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "bool":
+        return isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))
+    return isinstance(v, str)
+
+
+def _matches(val: Any, want) -> bool:
+    kind, optional, seq = want
+    if val is None:
+        return optional
+    if seq:
+        return isinstance(val, (list, tuple)) and all(_scalar_ok(v, kind) for v in val)
+    return _scalar_ok(val, kind)
+
+
+def _describe(want) -> str:
+    kind, optional, seq = want
+    words = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string"}
+    plural = {"int": "integers", "float": "numbers", "bool": "true/false values", "str": "strings"}
+    text = f"a list of {plural[kind]}" if seq else words[kind]
+    return text + (" (or null)" if optional else "")
 
 
 def _accepts(cls: Any, arg: str) -> bool:
@@ -203,11 +330,20 @@ class SegBuilder:
         """``{'types': [loss objects], 'coef': [floats]}``; one type is broadcast to len(coef)."""
         cfg = self.config.section("loss")
         where = self.config.origin("loss")
+        extra = [k for k in cfg if k not in ("types", "coef")]
+        if extra:
+            near = nearest_keys(str(extra[0]), ["types", "coef"])
+            hint = f" Did you mean: {', '.join(near)}?" if near else ""
+            raise ConfigError(f"Unknown key 'loss.{extra[0]}' in {self.config.origin('loss.' + str(extra[0]))}."
+                              f"{hint} loss takes 'types' (a list of {{type: ...}}) and 'coef' (one weight "
+                              "per model output)")
         if "types" not in cfg or "coef" not in cfg:
             raise ConfigError(f"loss in {where} needs 'types' and 'coef', got keys {list(cfg)}")
         types, coef = cfg["types"], cfg["coef"]
         if not isinstance(types, list) or not isinstance(coef, list) or not types or not coef:
             raise ConfigError(f"loss.types and loss.coef in {where} must be non-empty lists")
+        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coef):
+            raise ConfigError(f"loss.coef in {where} must be a list of numbers, got {coef!r}")
         if len(types) == 1 and len(coef) > 1:
             types = [copy.deepcopy(types[0]) for _ in coef]
         if len(types) != len(coef):
@@ -223,8 +359,65 @@ class SegBuilder:
                     raise ConfigError(
                         f"loss.types.{i}.ignore_index ({t['ignore_index']}) != the dataset's ignore_index "
                         f"({self.ignore_index}) in {where}")
+            weight = t.get("weight") if isinstance(t, dict) else None
+            if isinstance(weight, list) and self._num_classes_or_none() not in (None, len(weight)):
+                raise ConfigError(
+                    f"loss.types.{i}.weight in {self.config.origin(f'loss.types.{i}.weight')} has "
+                    f"{len(weight)} class weights but num_classes is {self.num_classes}: give one per class")
             built.append(self.components.build(t, f"loss.types.{i}", manager.LOSSES))
         return {"types": built, "coef": [float(c) for c in coef]}
+
+    def _num_classes_or_none(self) -> Optional[int]:
+        try:
+            return self.num_classes
+        except ConfigError:
+            return None
+
+    def validate(self, parts: Sequence[str] = ("train_dataset", "val_dataset", "model", "loss",
+                                               "lr_scheduler", "optimizer")) -> None:
+        """Check the whole config before anything heavy is built.
+
+        Checks every ``{type: ...}`` name and argument name recursively (model,
+        backbone, datasets, transforms, optimizer) without building the model,
+        optimizer or datasets; builds the cheap parts (loss, LR schedule,
+        transforms) so their value checks run too; checks that ``num_classes``
+        and ``ignore_index`` agree. Raises :class:`ConfigError` (or the
+        ``ValueError`` of a transform / loss constructor, with its config key).
+        """
+        dic = {k: v for k, v in self.config.dic.items() if k in parts}
+        for key in ("train_dataset", "val_dataset"):
+            ds = dic.get(key)
+            if ds is None:
+                continue
+            self.components.check(ds, key, manager.DATASETS)
+            tfs = ds.get("transforms")
+            if tfs is not None:
+                where = f"{key}.transforms"
+                if not isinstance(tfs, list):
+                    raise ConfigError(f"{where} in {self.config.origin(where)} must be a list of "
+                                      f"{{type: ...}} entries, got {tfs!r}")
+                for i, t in enumerate(tfs):
+                    if not isinstance(t, dict) or "type" not in t:
+                        raise ConfigError(f"{where}.{i} in {self.config.origin(f'{where}.{i}')} must be a "
+                                          f"mapping with a 'type' key, got {t!r}")
+                self.components.build_value(tfs, where)
+        if dic.get("model") is not None:
+            cfg = self.config.section("model")
+            if cfg.get("type") not in manager.MODELS:
+                raise ConfigError(manager.MODELS.unknown_message(
+                    str(cfg.get("type")), f"model in {self.config.origin('model.type')}"))
+            self.components.check(cfg, "model", manager.MODELS, supplied=("num_classes",))
+            self.num_classes  # noqa: B018  (checks agreement)
+        if dic.get("loss") is not None:
+            self.loss  # noqa: B018
+        if dic.get("lr_scheduler") is not None:
+            self.lr_scheduler  # noqa: B018
+        if dic.get("optimizer") is not None:
+            cfg = self.config.section("optimizer")
+            if "type" not in cfg:
+                raise ConfigError(f"optimizer in {self.config.origin('optimizer')} needs a 'type'")
+            self.components.check(cfg, "optimizer", manager.OPTIMIZERS,
+                                  supplied=("learning_rate", "parameters"))
 
     def check_outputs_match_losses(self, model=None) -> None:
         """Error at build time if the model's training outputs != loss count."""

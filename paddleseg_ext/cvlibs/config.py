@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
+import numbers
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
 from .errors import ConfigError
+
+logger = logging.getLogger("paddleseg_ext")
 
 BASE_KEY = "_base_"
 INHERIT_KEY = "_inherited_"
@@ -27,6 +31,37 @@ TOP_LEVEL_KEYS = (
     "optimizer", "lr_scheduler", "loss", "model", "test_config",
     "export", "distill_loss", "to_static_training", "num_classes",
 )
+# Top-level keys whose value must be a mapping (or null).
+MAPPING_KEYS = ("train_dataset", "val_dataset", "test_dataset", "optimizer", "lr_scheduler",
+                "loss", "model", "test_config", "export", "distill_loss")
+# test_config keys the tools use, and PaddleSeg ones that are accepted but unused.
+TEST_CONFIG_KEYS = ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide",
+                    "crop_size", "stride")
+TEST_CONFIG_IGNORED = ("auc_roc", "use_multilabel", "print_detail", "precision", "amp_level",
+                       "num_workers")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that warns about duplicate keys (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    loader.flatten_mapping(node)
+    seen: Dict[Any, int] = {}
+    for key_node, _ in node.value:
+        try:
+            key = loader.construct_object(key_node, deep=True)
+            hash(key)
+        except Exception:
+            continue
+        if key in seen:
+            logger.warning("Duplicate key '%s' in %s at line %d (first at line %d): the last one wins",
+                           key, getattr(loader, "name", "<yaml>"), key_node.start_mark.line + 1, seen[key])
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
@@ -39,14 +74,24 @@ def load_yaml(path: str) -> Dict[str, Any]:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Config file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        text = f.read()
     try:
-        dic = yaml.safe_load(text)
+        with open(path, "r", encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file {path} is not UTF-8 text (byte {e.start}: "
+                          f"{e.reason}); save it as UTF-8") from None
+    try:
+        loader = _Loader(text)
+        loader.name = path
+        try:
+            dic = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"YAML syntax error in {path} at {where}: {e.problem}") from None
+        context = f" ({e.context})" if getattr(e, "context", None) else ""
+        raise ConfigError(f"YAML syntax error in {path} at {where}: {e.problem}{context}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"YAML error in {path}: {e}") from None
     if dic is None:
@@ -121,6 +166,12 @@ def load_with_bases(path: str, _stack: Tuple[str, ...] = ()) -> Tuple[Dict[str, 
     for p in _leaf_paths(dic):
         origins[p] = path
     return merged, origins
+
+
+def short_repr(val: Any, limit: int = 120) -> str:
+    """``repr(val)``, cut to ``limit`` characters for error messages."""
+    text = repr(val)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
 def parse_literal(text: str) -> Any:
@@ -232,12 +283,61 @@ class Config:
                 hint = f" Did you mean: {', '.join(near)}?" if near else \
                     f" Allowed: {', '.join(TOP_LEVEL_KEYS)}."
                 raise ConfigError(f"Unknown top-level key '{key}' in {self.origin(str(key))}.{hint}")
-        for key, kind in (("batch_size", int), ("iters", int)):
+        for key in ("batch_size", "iters", "num_classes"):
             if key in self.dic:
                 val = self.dic[key]
-                if isinstance(val, bool) or not isinstance(val, kind) or val <= 0:
+                if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
                     raise ConfigError(
-                        f"'{key}' in {self.origin(key)} must be a positive integer, got {val!r}")
+                        f"'{key}' in {self.origin(key)} must be a positive integer, got {short_repr(val)}")
+        for key in MAPPING_KEYS:
+            val = self.dic.get(key)
+            if val is not None and not isinstance(val, dict):
+                raise ConfigError(f"'{key}' in {self.origin(key)} must be a mapping (key: value "
+                                  f"lines), got {type(val).__name__} {short_repr(val)}")
+        for key in ("train_dataset", "val_dataset", "test_dataset", "model"):
+            val = self.dic.get(key)
+            if isinstance(val, dict) and val and "type" not in val:
+                raise ConfigError(f"'{key}' in {self.origin(key)} has no 'type' (keys given: "
+                                  f"{', '.join(map(str, val))}); a _base_ file that sets the type "
+                                  "may be missing")
+        self._check_test_config()
+
+    def _check_test_config(self) -> None:
+        """``test_config``: known keys, types, and a complete slide setting."""
+        tc = self.dic.get("test_config")
+        if not tc:
+            return
+        where = self.origin("test_config")
+        for key in tc:
+            if key in TEST_CONFIG_IGNORED:
+                logger.warning("test_config.%s (%s) is a PaddleSeg setting this toolkit does not use; "
+                               "ignored", key, where)
+            elif key not in TEST_CONFIG_KEYS:
+                near = nearest_keys(str(key), TEST_CONFIG_KEYS)
+                hint = f" Did you mean: {', '.join(near)}?" if near else ""
+                raise ConfigError(f"Unknown key 'test_config.{key}' in {self.origin('test_config.' + str(key))}."
+                                  f"{hint} Valid keys: {', '.join(TEST_CONFIG_KEYS)}.")
+        for key in ("aug_eval", "flip_horizontal", "flip_vertical", "is_slide"):
+            if key in tc and not isinstance(tc[key], bool):
+                raise ConfigError(f"test_config.{key} in {where} must be true or false, got {tc[key]!r}")
+        if "scales" in tc:
+            s = tc["scales"]
+            items = s if isinstance(s, list) else [s]
+            if not items or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0
+                                    for v in items):
+                raise ConfigError(f"test_config.scales in {where} must be a positive number or a list "
+                                  f"of them, got {s!r}")
+        for key in ("crop_size", "stride"):
+            if key in tc and tc[key] is not None:
+                v = tc[key]
+                pair = [v, v] if isinstance(v, int) and not isinstance(v, bool) else v
+                if not (isinstance(pair, list) and len(pair) == 2 and all(
+                        isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in pair)):
+                    raise ConfigError(f"test_config.{key} in {where} must be a positive int or "
+                                      f"[width, height], got {v!r}")
+        if tc.get("is_slide") and (tc.get("crop_size") is None or tc.get("stride") is None):
+            raise ConfigError(f"test_config.is_slide is true in {where} but crop_size and stride "
+                              "([width, height] each) are not both set")
 
     # PaddleSeg-style accessors.
     @property

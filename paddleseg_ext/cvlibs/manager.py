@@ -56,7 +56,7 @@ class Registry:
         Raises:
             ConfigError: ``key`` is unknown; the message lists close matches.
         """
-        if key in self._entries:
+        if key in self:
             return self._entries[key]
         raise ConfigError(self.unknown_message(key, where))
 
@@ -74,7 +74,10 @@ class Registry:
         return [by_lower[k] for k in found]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        try:
+            return key in self._entries
+        except TypeError:  # unhashable (a list / dict from a config where a name belongs)
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -56,6 +56,8 @@ class ADE20K(Dataset):
         num_classes: optional; must be 150.
         ignore_index: label for raw 0 (255).
         edge: add a binary edge map in train mode.
+        invalid_label: 'error' or 'ignore' for label values outside the classes
+            (see :class:`~paddleseg_ext.datasets.Dataset`).
     """
 
     NUM_CLASSES = 150
@@ -63,9 +65,9 @@ class ADE20K(Dataset):
 
     def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
                  num_classes: Optional[int] = None, ignore_index: int = 255,
-                 edge: bool = False) -> None:
+                 edge: bool = False, invalid_label: str = "error") -> None:
         self._init_base(dataset_root, transforms, mode, tuple(_SPLITS), num_classes,
-                        ignore_index, 3, edge)
+                        ignore_index, 3, edge, invalid_label)
         split = _SPLITS[self.mode]
         img_dir = check_dir(os.path.join(self.dataset_root, "images", split),
                             "ADE20K: image folder", "Expected images/{training,validation}/")

@@ -31,6 +31,8 @@ class CamVid(Dataset):
         separator: field separator of the lists.
         ignore_index: void label (255).
         edge: add a binary edge map in train mode.
+        invalid_label: 'error' or 'ignore' for label values outside the classes
+            (see :class:`~paddleseg_ext.datasets.Dataset`).
     """
 
     NUM_CLASSES = 11
@@ -39,7 +41,9 @@ class CamVid(Dataset):
     def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
                  num_classes: Optional[int] = None, train_path: str = "train.txt",
                  val_path: str = "val.txt", test_path: str = "test.txt",
-                 separator: str = " ", ignore_index: int = 255, edge: bool = False) -> None:
+                 separator: str = " ", ignore_index: int = 255, edge: bool = False,
+                 invalid_label: str = "error") -> None:
         super().__init__(dataset_root, transforms, num_classes=num_classes, mode=mode,
                          train_path=train_path, val_path=val_path, test_path=test_path,
-                         separator=separator, ignore_index=ignore_index, edge=edge)
+                         separator=separator, ignore_index=ignore_index, edge=edge,
+                         invalid_label=invalid_label)

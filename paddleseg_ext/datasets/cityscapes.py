@@ -38,6 +38,8 @@ class Cityscapes(Dataset):
         num_classes: optional; must be 19.
         ignore_index: void label (255).
         edge: add a binary edge map in train mode.
+        invalid_label: 'error' or 'ignore' for label values outside the classes
+            (see :class:`~paddleseg_ext.datasets.Dataset`).
     """
 
     NUM_CLASSES = 19
@@ -45,9 +47,9 @@ class Cityscapes(Dataset):
 
     def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
                  num_classes: Optional[int] = None, ignore_index: int = 255,
-                 edge: bool = False) -> None:
+                 edge: bool = False, invalid_label: str = "error") -> None:
         self._init_base(dataset_root, transforms, mode, ("train", "val", "test"),
-                        num_classes, ignore_index, 3, edge)
+                        num_classes, ignore_index, 3, edge, invalid_label)
         img_dir = check_dir(os.path.join(self.dataset_root, "leftImg8bit", self.mode),
                             "Cityscapes: image folder",
                             "Expected leftImg8bit/{train,val,test}/<city>/*" + _IMG_SUFFIX)

@@ -14,6 +14,7 @@ A sample is returned as a dict::
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -26,7 +27,9 @@ from ..transforms.functional import mask_to_binary_edge
 from ..transforms.loading import read_label
 
 MODES = ("train", "val", "test")
+INVALID_LABEL_POLICIES = ("error", "ignore")
 _MAX_LISTED = 5  # how many missing files an error message lists
+logger = logging.getLogger("paddleseg_ext")
 
 
 def check_mode(mode: str, allowed: Sequence[str], owner: str) -> str:
@@ -145,6 +148,11 @@ class Dataset(paddle.io.Dataset):
         ignore_index: label value that is ignored in loss and metrics.
         img_channels: channels of the images (3 = RGB).
         edge: add a binary ``edge`` map of the transformed label (train mode).
+        invalid_label: what a label value outside ``[0, num_classes)`` that is
+            not ``ignore_index`` does: ``'error'`` (the default: a ValueError
+            naming the file, the values and their pixel counts) or
+            ``'ignore'`` (those pixels become ``ignore_index``, with one
+            warning per file).
 
     Raises:
         FileNotFoundError / ValueError / ConfigError at construction for a
@@ -159,9 +167,9 @@ class Dataset(paddle.io.Dataset):
                  mode: str = "train", train_path: Optional[str] = None,
                  val_path: Optional[str] = None, test_path: Optional[str] = None,
                  separator: str = " ", ignore_index: int = 255, img_channels: int = 3,
-                 edge: bool = False) -> None:
+                 edge: bool = False, invalid_label: str = "error") -> None:
         self._init_base(dataset_root, transforms, mode, MODES, num_classes, ignore_index,
-                        img_channels, edge)
+                        img_channels, edge, invalid_label)
         name = type(self).__name__
         if not isinstance(separator, str) or not separator:
             raise ConfigError(f"{name}: separator must be a non-empty string, got {separator!r}")
@@ -176,7 +184,7 @@ class Dataset(paddle.io.Dataset):
     # ------------------------------------------------------------------ setup
     def _init_base(self, dataset_root: str, transforms: Any, mode: str,
                    modes: Sequence[str], num_classes: Optional[int], ignore_index: int,
-                   img_channels: int, edge: bool) -> None:
+                   img_channels: int, edge: bool, invalid_label: str = "error") -> None:
         """Checks and attributes shared by all datasets (subclasses call this
         instead of ``Dataset.__init__`` and then fill ``self.file_list``)."""
         paddle.io.Dataset.__init__(self)
@@ -199,10 +207,17 @@ class Dataset(paddle.io.Dataset):
         if 0 <= ignore_index < num_classes:
             raise ConfigError(f"{name}: ignore_index={ignore_index} collides with a class id "
                               f"(classes are 0..{num_classes - 1}); use e.g. 255")
+        if invalid_label not in INVALID_LABEL_POLICIES:
+            raise ConfigError(f"{name}: invalid_label must be one of {list(INVALID_LABEL_POLICIES)}, "
+                              f"got {invalid_label!r}")
+        if isinstance(img_channels, bool) or not isinstance(img_channels, int) or img_channels < 1:
+            raise ConfigError(f"{name}: img_channels must be a positive int, got {img_channels!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.img_channels = img_channels
         self.edge = bool(edge)
+        self.invalid_label = invalid_label
+        self._warned_files: set = set()
         if self.CLASS_NAMES is not None and not hasattr(self, "class_names"):
             self.class_names = list(self.CLASS_NAMES)
         elif not hasattr(self, "class_names"):
@@ -215,6 +230,25 @@ class Dataset(paddle.io.Dataset):
             self.transforms = transforms
         else:
             self.transforms = Compose(transforms, img_channels=img_channels)
+        self._check_transforms()
+
+    def _check_transforms(self) -> None:
+        """Transform settings that must agree with the dataset (caught at build time):
+        label padding values and Normalize's channel count."""
+        name = type(self).__name__
+        for i, t in enumerate(self.transforms.transforms):
+            lv = getattr(t, "label_padding_value", None)
+            if lv is not None and lv != self.ignore_index and not 0 <= lv < self.num_classes:
+                raise ConfigError(
+                    f"{name}: transforms[{i}] {type(t).__name__} has label_padding_value={lv}, which is "
+                    f"neither ignore_index={self.ignore_index} nor a class id (0..{self.num_classes - 1}); "
+                    f"padded pixels would carry an invalid label. Set label_padding_value: "
+                    f"{self.ignore_index}")
+            mean = getattr(t, "mean", None)
+            if type(t).__name__ == "Normalize" and isinstance(mean, list) and len(mean) != self.img_channels:
+                raise ConfigError(
+                    f"{name}: transforms[{i}] Normalize has {len(mean)} mean/std values but "
+                    f"img_channels={self.img_channels}; give one mean and std per channel")
 
     def _resolve(self, path: str) -> str:
         """A list path as given, else relative to dataset_root."""
@@ -232,26 +266,55 @@ class Dataset(paddle.io.Dataset):
 
         Raises:
             ValueError: values outside ``[0, num_classes)`` that are not
-                ``ignore_index``; the message names the file and values.
+                ``ignore_index`` (with ``invalid_label='error'``); the message
+                names the file, the values and their pixel counts.
         """
         label = self.convert_label(read_label(path))
-        self.check_label_values(label, path)
-        return label
+        return self.check_label_values(label, path)
 
-    def check_label_values(self, label: np.ndarray, path: str) -> None:
-        """Raise if ``label`` has ids outside the class range (cheap bincount)."""
+    def _bad_values(self, label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Invalid label values and their pixel counts (cheap when there are none)."""
         if label.dtype in (np.uint8, np.uint16, np.bool_):
-            present = np.flatnonzero(np.bincount(label.ravel(), minlength=1))
-        else:
-            present = np.unique(label)
-        bad = present[((present < 0) | (present >= self.num_classes))
-                      & (present != self.ignore_index)]
-        if bad.size:
-            shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
-            raise ValueError(
-                f"label file {path} has values [{shown}] outside [0, {self.num_classes}) "
-                f"that are not ignore_index={self.ignore_index}; {type(self).__name__} has "
-                f"{self.num_classes} classes. Fix the label, or num_classes/ignore_index")
+            counts = np.bincount(label.ravel(), minlength=1)
+            present = np.flatnonzero(counts)
+            bad = present[(present >= self.num_classes) & (present != self.ignore_index)]
+            return bad, counts[bad]
+        mask = ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_index)
+        if not mask.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.unique(label[mask], return_counts=True)
+
+    def check_label_values(self, label: np.ndarray, path: str, after: str = "") -> np.ndarray:
+        """Check that ``label`` holds only class ids and ``ignore_index``.
+
+        Returns the label, with invalid values set to ``ignore_index`` when
+        ``invalid_label='ignore'``; raises ValueError otherwise.
+        """
+        bad, counts = self._bad_values(label)
+        if not bad.size:
+            return label
+        more = " ..." if bad.size > 10 else ""
+        values = ", ".join(str(int(v)) for v in bad[:10]) + more
+        pixels = ", ".join(f"{int(v)}: {int(c)}" for v, c in zip(bad[:10], counts[:10])) + more
+        what = f"label file {path}" if not after else f"the label of {path} {after}"
+        if self.invalid_label == "ignore":
+            if path not in self._warned_files:
+                self._warned_files.add(path)
+                logger.warning("%s has values [%s] outside [0, %d) (pixels per value: %s): set to "
+                               "ignore_index=%d (invalid_label: ignore)", what, values, self.num_classes,
+                               pixels, self.ignore_index)
+            if label.dtype.kind in "iu" and not (np.iinfo(label.dtype).min <= self.ignore_index
+                                                 <= np.iinfo(label.dtype).max):
+                label = label.astype(np.int64)
+            label = label.copy()
+            label[np.isin(label, bad)] = self.ignore_index
+            return label
+        raise ValueError(
+            f"{what} has values [{values}] outside [0, {self.num_classes}) that are not "
+            f"ignore_index={self.ignore_index} (pixels per value: {pixels}); {type(self).__name__} has "
+            f"{self.num_classes} classes. "
+            f"Fix the label, set num_classes / ignore_index to match it, or set invalid_label: ignore "
+            f"on the dataset to train with those pixels ignored")
 
     def __getitem__(self, idx: int) -> Dict[str, Any]:
         img_path, label_path = self.file_list[idx]
@@ -263,6 +326,8 @@ class Dataset(paddle.io.Dataset):
             if self.mode == "train":
                 data["gt_fields"].append("label")
         data = self.transforms(data)
+        if self.mode == "train" and isinstance(data.get("label"), np.ndarray):
+            data["label"] = self.check_label_values(data["label"], img_path, "after the transforms")
         if self.edge and self.mode == "train" and "label" in data:
             data["edge"] = mask_to_binary_edge(data["label"], radius=2,
                                                ignore_index=self.ignore_index)

@@ -30,6 +30,8 @@ class LandCover(Dataset):
         num_classes: optional; must be 7.
         ignore_index: no-data label (255).
         edge: add a binary edge map in train mode.
+        invalid_label: 'error' or 'ignore' for label values outside the classes
+            (see :class:`~paddleseg_ext.datasets.Dataset`).
 
     Raises:
         FileNotFoundError: the folder or its lists are missing (run the
@@ -42,7 +44,8 @@ class LandCover(Dataset):
 
     def __init__(self, dataset_root: str = "data/landcover", transforms: Any = None,
                  mode: str = "train", num_classes: Optional[int] = None,
-                 ignore_index: int = 255, edge: bool = False) -> None:
+                 ignore_index: int = 255, edge: bool = False,
+                 invalid_label: str = "error") -> None:
         check_mode(mode, ("train", "val"), "LandCover")
         hint = "; make it with: python tools/data/prepare_landcover.py --out " + str(dataset_root)
         if not os.path.isdir(dataset_root):
@@ -51,7 +54,8 @@ class LandCover(Dataset):
         try:
             super().__init__(dataset_root, transforms, num_classes=num_classes, mode=mode,
                              train_path="train.txt", val_path="val.txt",
-                             ignore_index=ignore_index, edge=edge)
+                             ignore_index=ignore_index, edge=edge,
+                             invalid_label=invalid_label)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"LandCover: {e}{hint}") from e
 

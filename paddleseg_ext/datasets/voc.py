@@ -41,6 +41,8 @@ class PascalVOC(Dataset):
         num_classes: optional; must be 21.
         ignore_index: void label (255).
         edge: add a binary edge map in train mode.
+        invalid_label: 'error' or 'ignore' for label values outside the classes
+            (see :class:`~paddleseg_ext.datasets.Dataset`).
     """
 
     NUM_CLASSES = 21
@@ -48,9 +50,9 @@ class PascalVOC(Dataset):
 
     def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
                  num_classes: Optional[int] = None, ignore_index: int = 255,
-                 edge: bool = False) -> None:
+                 edge: bool = False, invalid_label: str = "error") -> None:
         self._init_base(dataset_root, transforms, mode, _MODES, num_classes, ignore_index,
-                        3, edge)
+                        3, edge, invalid_label)
         self.split = mode
         self.mode = "val" if mode == "val" else "train"
         voc = os.path.join(self.dataset_root, "VOC2012")

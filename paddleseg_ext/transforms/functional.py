@@ -80,7 +80,9 @@ def resize(img: np.ndarray, size: Tuple[int, int], interp: int = cv2.INTER_LINEA
         return img
     if interp == cv2.INTER_NEAREST:
         return resize_nearest(img, (w, h))
-    return _per_chunk(img, lambda c, s, e: cv2.resize(c, (w, h), interpolation=interp), 512)
+    # INTER_AREA shrinking supports at most 4 channels in OpenCV; the others take any number.
+    max_ch = 4 if interp == cv2.INTER_AREA else 512
+    return _per_chunk(img, lambda c, s, e: cv2.resize(c, (w, h), interpolation=interp), max_ch)
 
 
 def resize_nearest(arr: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -30,18 +30,41 @@ def _read_bytes(path: str, what: str) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file not found: {path}")
-    buf = np.fromfile(path, dtype=np.uint8)
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot read {what} file {path}: {e.strerror or e}") from None
     if buf.size == 0:
         raise ValueError(f"{what} file is empty (0 bytes): {path}")
     return buf
 
 
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
+               b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WebP"}
+
+
+def image_format(buf: np.ndarray) -> Optional[str]:
+    """The image format named by the file's first bytes, or None."""
+    head = bytes(buf[:8])
+    for sig, name in _SIGNATURES.items():
+        if head.startswith(sig):
+            return name
+    return None
+
+
 def _decode(buf: np.ndarray, path: str, what: str) -> np.ndarray:
-    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. an image too large for OpenCV's limits
+        raise ValueError(f"cannot decode {what} file {path}: {str(e).strip()}") from None
     if arr is None:
+        fmt = image_format(buf)
+        if fmt:
+            raise ValueError(f"cannot decode {what} file {path}: it starts like a {fmt} file but is "
+                             f"truncated or corrupt ({buf.size} bytes); re-copy or re-export it")
         raise ValueError(
             f"cannot decode {what} file {path}: not an image format OpenCV can read "
-            f"(PNG, JPEG, TIFF, BMP, ...) or the file is corrupt")
+            f"(PNG, JPEG, TIFF, BMP, ...); first bytes {bytes(buf[:8])!r}")
     return arr
 
 
@@ -120,8 +143,12 @@ def read_label(path: str) -> np.ndarray:
             raise ValueError(
                 f"label file {path} is a palette PNG; reading its class indices "
                 f"needs Pillow (pip install pillow)") from e
-        with Image.open(path) as im:
-            label = np.array(im)
+        try:
+            with Image.open(path) as im:
+                label = np.array(im)
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated / broken file
+            raise ValueError(f"cannot decode label file {path}: palette PNG is truncated or "
+                             f"corrupt ({e})") from None
     else:
         label = _decode(buf, path, "label")
     return check_label_array(label, path)

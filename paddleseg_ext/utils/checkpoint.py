@@ -1,10 +1,13 @@
 """Training checkpoints, written atomically.
 
 A checkpoint is a folder ``iter_N/`` holding ``model.pdparams``,
-``model.pdopt`` and ``state.json`` (iteration, LR-scheduler state, RNG
-states, best metric). It is written to ``.iter_N.tmp`` and renamed into place,
-so a kill during a save never leaves a half checkpoint under a real name;
-``latest_checkpoint`` only ever sees complete ones.
+``model.pdopt``, ``rng.pkl`` and ``state.json`` (iteration, LR-scheduler
+state, best metric, and the size of every other file). It is written to
+``.iter_N.tmp``, flushed to disk, and renamed into place, so a kill during a
+save never leaves a half checkpoint under a real name; ``latest_checkpoint``
+only ever sees complete ones (``state.json`` present and every listed file
+at its recorded size). :func:`recover` tidies what a kill can leave behind
+(temporary folders, a checkpoint renamed aside while being replaced).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import numpy as np
 import paddle
 
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
+_AUX_DIR = re.compile(r"^\.(.+)\.(tmp|old|del)$")
 COMPLETE_MARK = "state.json"
+FILES_KEY = "_files"
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -62,38 +67,96 @@ def _param_names(model: paddle.nn.Layer) -> Dict[str, str]:
     return {p.name: n for n, p in model.named_parameters()}
 
 
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(save_dir: str, name: str, model: paddle.nn.Layer,
                     optimizer: Optional[paddle.optimizer.Optimizer] = None,
                     state: Optional[Dict[str, Any]] = None) -> str:
-    """Write ``save_dir/name`` atomically and return its path."""
+    """Write ``save_dir/name`` atomically and return its path.
+
+    Raises:
+        OSError: the save failed (disk full, no permission, ...); the message
+            names the folder, the temporary folder is removed, and an earlier
+            checkpoint of the same name is left as it was.
+    """
     final = os.path.join(save_dir, name)
     tmp = os.path.join(save_dir, f".{name}.tmp")
-    os.makedirs(save_dir, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
-    if optimizer is not None:
-        paddle.save(_rename_keys(optimizer.state_dict(), _param_names(model)),
-                    os.path.join(tmp, "model.pdopt"))
-    with open(os.path.join(tmp, "rng.pkl"), "wb") as f:
-        pickle.dump(_rng_state(), f)
-    # state.json last: its presence marks a complete checkpoint.
-    with open(os.path.join(tmp, COMPLETE_MARK), "w") as f:
-        json.dump(state or {}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
+        if optimizer is not None:
+            paddle.save(_rename_keys(optimizer.state_dict(), _param_names(model)),
+                        os.path.join(tmp, "model.pdopt"))
+        with open(os.path.join(tmp, "rng.pkl"), "wb") as f:
+            pickle.dump(_rng_state(), f)
+        files = {}
+        for fname in sorted(os.listdir(tmp)):
+            fpath = os.path.join(tmp, fname)
+            _fsync_file(fpath)
+            files[fname] = os.path.getsize(fpath)
+        # state.json last: its presence (and the sizes it lists) marks a complete checkpoint.
+        with open(os.path.join(tmp, COMPLETE_MARK), "w") as f:
+            json.dump(dict(state or {}, **{FILES_KEY: files}), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = (f"could not save checkpoint {final}: {e.strerror or e}"
+               + (f" (the earlier {name} is unchanged)" if os.path.isdir(final) else ""))
+        raise (type(e)(e.errno, msg) if e.errno is not None else type(e)(msg)) from e
     old = os.path.join(save_dir, f".{name}.old")
     if os.path.exists(final):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
+    _fsync_dir(save_dir)
     shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _read_state(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(os.path.join(path, COMPLETE_MARK), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def is_complete(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "model.pdparams")) and \
-        os.path.isfile(os.path.join(path, COMPLETE_MARK))
+    """``state.json`` is readable and every file it lists has its recorded size."""
+    if not os.path.isfile(os.path.join(path, "model.pdparams")):
+        return False
+    state = _read_state(path)
+    if state is None:
+        return False
+    for fname, size in (state.get(FILES_KEY) or {}).items():
+        fpath = os.path.join(path, fname)
+        if not os.path.isfile(fpath) or os.path.getsize(fpath) != size:
+            return False
+    return True
 
 
 def list_checkpoints(save_dir: str) -> List[str]:
@@ -113,12 +176,56 @@ def latest_checkpoint(save_dir: str) -> Optional[str]:
     return ckpts[-1] if ckpts else None
 
 
+def _remove(path: str) -> None:
+    """Delete a checkpoint folder: renamed aside first, so a kill half way never leaves a
+    folder under its real name that lost some of its files."""
+    d, base = os.path.split(path)
+    aside = os.path.join(d, f".{base}.del")
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(path, aside)
+    except OSError:
+        aside = path
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def prune_checkpoints(save_dir: str, keep: int) -> None:
     """Keep the newest ``keep`` iter_N folders (``keep <= 0`` keeps all)."""
     if keep <= 0:
         return
     for path in list_checkpoints(save_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
+
+
+def recover(save_dir: str) -> List[str]:
+    """Tidy what an interrupted save / prune leaves in ``save_dir``; return what was done.
+
+    * ``.NAME.old`` without ``NAME`` (killed while replacing ``NAME``): the
+      complete new copy ``.NAME.tmp`` is moved into place, else the old one back.
+    * Every other ``.NAME.tmp`` / ``.NAME.old`` / ``.NAME.del`` is deleted.
+    """
+    done: List[str] = []
+    if not os.path.isdir(save_dir):
+        return done
+    entries = os.listdir(save_dir)
+    for d in entries:
+        m = _AUX_DIR.match(d)
+        if not m or m.group(2) != "old":
+            continue
+        name = m.group(1)
+        final = os.path.join(save_dir, name)
+        if os.path.exists(final):
+            continue
+        tmp = os.path.join(save_dir, f".{name}.tmp")
+        src = tmp if os.path.isdir(tmp) and is_complete(tmp) else os.path.join(save_dir, d)
+        if is_complete(src):
+            os.replace(src, final)
+            done.append(f"restored {final} from {os.path.basename(src)}")
+    for d in os.listdir(save_dir):
+        if _AUX_DIR.match(d):
+            shutil.rmtree(os.path.join(save_dir, d), ignore_errors=True)
+            done.append(f"removed {d}")
+    return done
 
 
 def load_checkpoint(path: str, model: paddle.nn.Layer,
@@ -128,19 +235,37 @@ def load_checkpoint(path: str, model: paddle.nn.Layer,
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Checkpoint folder not found: {path}")
     if not is_complete(path):
-        raise ValueError(f"Checkpoint {path} is incomplete (no {COMPLETE_MARK}); it was "
-                         "interrupted while saving. Use an older one or --resume_model auto")
-    model.set_state_dict(paddle.load(os.path.join(path, "model.pdparams")))
-    opt_path = os.path.join(path, "model.pdopt")
-    if optimizer is not None and os.path.isfile(opt_path):
+        raise ValueError(f"Checkpoint {path} is incomplete (no readable {COMPLETE_MARK}, or a file "
+                         "smaller than recorded); it was interrupted while saving or copying. Use an "
+                         "older one or --resume_model auto")
+    state = _read_state(path) or {}
+    files = state.pop(FILES_KEY, None)
+    try:
+        params = paddle.load(os.path.join(path, "model.pdparams"))
+        opt_path = os.path.join(path, "model.pdopt")
+        opt_state = paddle.load(opt_path) if optimizer is not None and os.path.isfile(opt_path) else None
+        rng = None
+        rng_path = os.path.join(path, "rng.pkl")
+        if restore_rng and os.path.isfile(rng_path):
+            with open(rng_path, "rb") as f:
+                rng = pickle.load(f)
+    except Exception as e:  # unpickling errors of all kinds: a damaged file
+        raise ValueError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is "
+                         "damaged. Use an older one or --resume_model auto") from e
+    if optimizer is not None and opt_state is None and files is not None and "model.pdopt" in files:
+        raise ValueError(f"Checkpoint {path} lost its model.pdopt")
+    own = model.state_dict()
+    bad = [k for k in own if k in params and list(params[k].shape) != list(own[k].shape)]
+    if bad:
+        raise ValueError(f"Checkpoint {path} does not fit {type(model).__name__}: {len(bad)} "
+                         f"shape-mismatched weights (e.g. {bad[:3]}); was it saved from another config?")
+    model.set_state_dict(params)
+    if opt_state is not None:
         to_runtime = {v: k for k, v in _param_names(model).items()}
-        optimizer.set_state_dict(_rename_keys(paddle.load(opt_path), to_runtime))
-    rng_path = os.path.join(path, "rng.pkl")
-    if restore_rng and os.path.isfile(rng_path):
-        with open(rng_path, "rb") as f:
-            _set_rng_state(pickle.load(f))
-    with open(os.path.join(path, COMPLETE_MARK)) as f:
-        return json.load(f)
+        optimizer.set_state_dict(_rename_keys(opt_state, to_runtime))
+    if rng is not None:
+        _set_rng_state(rng)
+    return state
 
 
 def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
@@ -149,7 +274,13 @@ def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
         path = os.path.join(path, "model.pdparams")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model weights not found: {path}")
-    state = paddle.load(path)
+    try:
+        state = paddle.load(path)
+    except Exception as e:
+        raise ValueError(f"Model weights {path} cannot be read ({type(e).__name__}: {e}); the file is "
+                         "damaged or not a .pdparams file") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"Model weights {path} hold a {type(state).__name__}, not a state dict")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     mismatched = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
