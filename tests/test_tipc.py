@@ -131,6 +131,8 @@ def test_a_failed_step_is_logged_and_fails_the_chain(tmp_path):
         "--cpu_threads:1|2", "--cpu_threads:1")
     cfg = tmp_path / "broken.txt"
     cfg.write_text(text)
+    prep = bash(f"bash test_tipc/prepare.sh {cfg} whole_infer", timeout=300)  # data, as on a fresh clone
+    assert prep.returncode == 0, prep.stderr
     proc = bash(f"bash test_tipc/test_train_inference_python.sh {cfg} whole_infer",
                 env={"TIPC_OUTPUT_DIR": str(tmp_path / "out")}, timeout=300)
     log = tmp_path / "out" / "broken" / "whole_infer" / "results_python.log"
