@@ -26,16 +26,32 @@ def _iter_of(path):
     return int(os.path.basename(path).split("_")[1]) if path else 0
 
 
-def _start(cfg, out, log_path):
+def _start(cfg, out, log_path, workers=0):
     env = dict(os.environ, OPENCV_LOG_LEVEL="ERROR", PYTHONUNBUFFERED="1")
     env.pop("PADDLESEG_EXT_DEBUG", None)
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "tools/train.py", "--config", cfg, "--save_dir", out, "--save_interval", "1",
          "--keep_checkpoint_max", "2", "--resume_model", "auto", "--log_iters", "1", "--device", "cpu",
-         "--num_threads", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+         "--num_threads", "1", "--num_workers", str(workers)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log = log
     return proc
+
+
+def _children(pid):
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(c) for c in f.read().split()]
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _wait(proc, cond, timeout=120, poll=0.005):
@@ -58,7 +74,7 @@ def test_sigkill_five_times_then_finish(tmp_path):
     mid_save_kills = 0
     for k in range(KILLS):
         log_path = str(tmp_path / f"run{k}.log")
-        proc = _start(cfg, out, log_path)
+        proc = _start(cfg, out, log_path, workers=2 if k % 2 == 0 else 0)
         text = lambda: open(log_path).read()  # noqa: E731
         # wait until this run is training (past start-up), then pick the moment
         if not _wait(proc, lambda: re.search(r"iter: \d+/", text())):
@@ -70,8 +86,15 @@ def test_sigkill_five_times_then_finish(tmp_path):
         else:
             time.sleep(rng.uniform(0.0, 1.5))
         assert proc.poll() is None, f"run {k} finished before it was killed:\n{text()[-3000:]}"
+        children = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        if k % 2 == 0:  # the loader workers die with the trainer instead of lingering
+            assert len(children) == 2, children
+            end = time.time() + 10
+            while any(_alive(c) for c in children) and time.time() < end:
+                time.sleep(0.05)
+            assert not any(_alive(c) for c in children), children
         proc.log.close()
         assert proc.returncode == -signal.SIGKILL
         logged = [int(m) for m in re.findall(r"iter: (\d+)/", text())]

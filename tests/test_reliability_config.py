@@ -178,6 +178,18 @@ def test_wrong_value_types(tiny, capsys, no_model, text, needles):
     assert_user_error(code, err, *needles)
 
 
+def test_bad_command_line_values(tiny, capsys, no_model):
+    _, path, _ = tiny
+    for argv, needle in ((["--save_interval", "0"], "--save_interval must be a positive integer, got 0"),
+                         (["--num_workers", "-1"], "--num_workers must be >= 0"),
+                         (["--learning_rate", "nan"], "--learning_rate must be > 0"),
+                         (["--iters", "abc"], "argument --iters: invalid int value: 'abc'")):
+        with pytest.raises(SystemExit) as exc:  # argparse: usage + message, status 2
+            cli(capsys, "--config", path, *argv)
+        assert exc.value.code == 2
+        assert needle in capsys.readouterr().err
+
+
 def test_wrong_type_from_opts_names_opts(tiny, capsys, no_model):
     _, path, _ = tiny
     code, err, _ = cli(capsys, "--config", path, "--opts", "iters=abc")
@@ -220,6 +232,21 @@ def test_empty_broken_and_non_utf8_yaml(tmp_path, capsys, no_model):
     (tmp_path / "list.yml").write_text("- iters: 1\n")
     code, err, _ = cli(capsys, "--config", tmp_path / "list.yml")
     assert_user_error(code, err, "must hold a mapping at the top level, got list")
+
+
+def test_duplicate_yaml_key_warns_with_lines(tmp_path):
+    p = tmp_path / "dup.yml"
+    p.write_text("iters: 10\nbatch_size: 2\niters: 20\n")
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    get_logger().addHandler(handler)
+    try:
+        from paddleseg_ext.cvlibs import Config
+        cfg = Config(str(p))
+    finally:
+        get_logger().removeHandler(handler)
+    assert cfg.iters == 20
+    assert f"Duplicate key 'iters' in {p} at line 3 (first at line 1): the last one wins" in buf.getvalue()
 
 
 def test_missing_sections(tiny, capsys, no_model):

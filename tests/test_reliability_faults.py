@@ -242,6 +242,32 @@ def test_signals_save_and_exit_then_resume_exactly(tmp_path, capsys):
     assert sa["lr_scheduler"] == sb["lr_scheduler"] and sa["iter"] == sb["iter"] == iters
 
 
+def test_second_signal_stops_at_once(tiny):
+    cfg, _, out = tiny
+    seed_everything(0)
+    b = SegBuilder(Config(cfg))
+    t = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, 6, 2, out, save_interval=100,
+                handle_signals=True)
+
+    class Twice:
+        def before_train(self, t):
+            pass
+
+        def after_step(self, t):
+            if t.iter == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)  # impatient: the second one interrupts
+
+        def after_train(self, t):
+            pass
+
+    t.hooks.insert(0, Twice())
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match="second signal"):
+        t.train()
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+
+
 def test_signal_during_evaluation_stops_the_eval_and_saves(tiny, monkeypatch):
     cfg, _, out = tiny
     seed_everything(0)

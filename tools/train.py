@@ -45,7 +45,16 @@ def parse_args(argv=None):
     p.add_argument("--num_threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--nan_policy", default="stop", choices=["stop", "skip"])
     p.add_argument("--opts", nargs="+", default=[], help="key.sub=value overrides")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("iters", "batch_size", "save_interval", "log_iters"):
+        val = getattr(args, name)
+        if val is not None and val <= 0:
+            p.error(f"--{name} must be a positive integer, got {val}")
+    if args.num_workers < 0:
+        p.error(f"--num_workers must be >= 0, got {args.num_workers}")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        p.error(f"--learning_rate must be > 0, got {args.learning_rate}")
+    return args
 
 
 def main(argv=None):

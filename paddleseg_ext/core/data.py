@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import random
 import signal
+import sys
 import traceback
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -95,19 +97,37 @@ def raise_if_error(sample: Any) -> None:
         raise unpack_error(decode_error(sample[ERROR_KEY]))
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies (a kill -9 of the
+    trainer otherwise leaves Paddle's loader workers blocked forever)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(0)
+    except (OSError, AttributeError):  # pragma: no cover - best effort
+        pass
+
+
 def ignore_signals_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGINT.
+    """DataLoader ``worker_init_fn``: workers ignore SIGINT and die with the trainer.
 
     Ctrl-C reaches the whole process group; without this the workers die at
     once and the main process cannot finish its step and save. (SIGTERM is
     left alone: Python's multiprocessing stops workers with it at exit. If a
     SIGTERM to the whole group kills the workers, the trainer sees its own
-    stop request and saves anyway.)
+    stop request and saves anyway.) If the trainer is killed (SIGKILL), the
+    workers are killed too instead of lingering.
     """
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # pragma: no cover - not the main thread
         pass
+    _die_with_parent()
 
 
 class SeededDataset(CatchErrors):
