@@ -1,5 +1,6 @@
 """Reusable layers: shapes and argument checks."""
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
@@ -67,3 +68,26 @@ def test_resize_to(x):
     assert resize_to(x, [12, 12]) is x
     assert list(resize_to(x, (25, 31), align_corners=True).shape) == [2, 16, 25, 31]
     assert list(resize_to(x, [6, 6], mode="nearest").shape) == [2, 16, 6, 6]
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7), (2, 5, 3, 4)])
+def test_channel_softmax_equals_softmax_over_axis_1_with_its_gradient(shape):
+    from paddleseg_ext.models.layers import channel_softmax
+
+    rng = np.random.default_rng(0)
+    x = paddle.to_tensor(rng.standard_normal(shape) * 4, dtype="float64", stop_gradient=False)
+    g = paddle.to_tensor(rng.standard_normal(shape), dtype="float64")
+    ref = paddle.nn.functional.softmax(x, axis=1)
+    out = channel_softmax(x)
+    assert out.shape == x.shape
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-12, atol=1e-14)
+    (d_out,) = paddle.grad([out], [x], [g])
+    (d_ref,) = paddle.grad([ref], [x], [g])
+    np.testing.assert_allclose(d_out.numpy(), d_ref.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_channel_softmax_rejects_other_ranks():
+    from paddleseg_ext.models.layers import channel_softmax
+
+    with pytest.raises(ValueError, match="3-D or 4-D"):
+        channel_softmax(paddle.zeros([2, 3]))

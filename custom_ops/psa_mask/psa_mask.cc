@@ -280,11 +280,23 @@ void ForwardDistributeCpu(const T* x, T* y, const Geometry& g) {
 // dx[n, i*mw + j, h, w] = dy[matching entry]; both modes read one W x W block
 // of dy per task (collect: rows tw of channel block th; distribute: rows of
 // channels h*W + w at plane row th).
+//
+// Task (n, h, i) owns the rows dx[n, i*mw + j, h, :] for every j, so together
+// the tasks cover dx exactly once. Each task writes its rows whole, zeros
+// where a cell's target is off the map: the gradient is explicitly zero there
+// without a separate zero-fill pass over dx (which cost as much as the gather).
 template <typename T, int kType>
 void BackwardCpu(const T* dy, T* dx, const Geometry& g) {
   ParallelFor(g.n * g.h * g.mh, psa_mask::x_numel(g), [&](int64_t t) {
     int64_t n, h, i, th;
-    if (!DecodeTask(g, t, &n, &h, &i, &th)) return;
+    const bool row_inside = DecodeTask(g, t, &n, &h, &i, &th);
+    if (!row_inside) {
+      for (int64_t j = 0; j < g.mw; ++j) {
+        std::memset(dx + psa_mask::x_offset(g, n, i, j, h, 0), 0,
+                    static_cast<size_t>(g.w) * sizeof(T));
+      }
+      return;
+    }
     // collect: buf[tw * W + w]; distribute: buf[w * W + tw].
     T* buf = Scratch<T>(g.w * g.w);
     for (int64_t r = 0; r < g.w; ++r) {
@@ -296,11 +308,15 @@ void BackwardCpu(const T* dy, T* dx, const Geometry& g) {
     for (int64_t j = 0; j < g.mw; ++j) {
       int64_t lo, hi;
       psa_mask::pos_range_for_cell(j, g.hw, g.w, &lo, &hi);
+      lo = std::min(lo, g.w);
+      hi = std::max(hi, lo);
       T* dx_row = dx + psa_mask::x_offset(g, n, i, j, h, 0);
+      std::fill(dx_row, dx_row + lo, T(0));
       for (int64_t w = lo; w < hi; ++w) {
         const int64_t tw = psa_mask::target(w, j, g.hw);
         dx_row[w] = kType == kCollect ? buf[tw * g.w + w] : buf[w * g.w + tw];
       }
+      std::fill(dx_row + hi, dx_row + g.w, T(0));
     }
   });
 }
@@ -434,8 +450,8 @@ std::vector<paddle::Tensor> PsaMaskBackward(const paddle::Tensor& dy_in,
   if (dy.is_cpu()) {
     PD_DISPATCH_FLOATING_TYPES(dy.dtype(), "psa_mask_backward_cpu", ([&] {
       data_t* out = dx.data<data_t>();
-      ZeroFill(out, psa_mask::x_numel(g));
       if (UseElementwiseKernels()) {
+        ZeroFill(out, psa_mask::x_numel(g));  // the GPU's way: fill, then gather
         BackwardElementwiseCpu<data_t>(dy.data<data_t>(), out, g, psa_type);
       } else if (psa_type == kCollect) {
         BackwardCpu<data_t, kCollect>(dy.data<data_t>(), out, g);

@@ -14,6 +14,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from paddleseg_ext.models.layers.softmax import channel_softmax
+
 Size = Tuple[int, int]
 
 _OOM_MARKERS = ("out of memory", "resourceexhausted", "resource exhausted", "cudnn_status_alloc_failed",
@@ -136,7 +138,7 @@ def aug_inference(model: paddle.nn.Layer, im: paddle.Tensor, trans_info: Optiona
             if axis is not None:
                 logit = paddle.flip(logit, [axis])
             logit = F.interpolate(logit, (h, w), mode="bilinear", align_corners=False)
-            prob = F.softmax(logit, axis=1)
+            prob = channel_softmax(logit)
             total = prob if total is None else total + prob
             views += 1
     return reverse_transform(total / views, trans_info or [])

@@ -9,6 +9,7 @@ from .norm import SyncBatchNorm, use_sync_bn
 from .pyramid_pooling import PPModule
 from .psa_block import PSAModule, psa_aggregate
 from .resize import resize_to, spatial_size
+from .softmax import channel_softmax
 
-__all__ = ["CAM", "PAM", "FPN", "SemanticFPNHead", "point_geometry", "AuxHead", "ConvBN", "ConvBNReLU", "PPModule", "PSAModule", "psa_aggregate", "SyncBatchNorm", "resize_to",
+__all__ = ["CAM", "PAM", "FPN", "SemanticFPNHead", "point_geometry", "AuxHead", "channel_softmax", "ConvBN", "ConvBNReLU", "PPModule", "PSAModule", "psa_aggregate", "SyncBatchNorm", "resize_to",
            "spatial_size", "use_sync_bn"]

@@ -54,6 +54,7 @@ import paddle.nn.functional as F
 from paddleseg_ext.ops import OP_NAME, is_compiled_op_available, load_op_library, psa_mask
 
 from .conv_bn import ConvBNReLU
+from .softmax import channel_softmax
 
 __all__ = ["PSAModule", "psa_aggregate", "parse_psa_type", "resolve_psa_impl",
            "PSA_TYPES", "PSA_IMPLS"]
@@ -224,7 +225,7 @@ def psa_aggregate(feat: paddle.Tensor, attn: paddle.Tensor, direction: int,
         y = _apply_mask(attn, direction, mh, mw, impl).reshape([0, 0, -1])
     # y: [N, HW_source j, HW_receiver i]
     if softmax:
-        y = F.softmax(y, axis=1)
+        y = channel_softmax(y)
     out = paddle.bmm(feat.reshape([0, 0, -1]), y)  # [N, C, HW_source] @ [N, HW, HW]
     if normalization_factor != 1.0:
         out = out * (1.0 / normalization_factor)

@@ -55,9 +55,17 @@ def prepare(logit: paddle.Tensor, label: paddle.Tensor, ignore_index: int, loss_
 
 
 def pixel_nll(logit: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
-    """Per-pixel ``-log softmax(logit)[label]``; logit ``[N,C,H,W]``, label ``[N,H,W]``."""
-    logp = paddle.nn.functional.log_softmax(logit, axis=1)
-    return -paddle.take_along_axis(logp, label.unsqueeze(1), axis=1).squeeze(1)
+    """Per-pixel ``-log softmax(logit)[label]``; logit ``[N,C,H,W]``, label ``[N,H,W]``.
+
+    ``label`` must hold valid class ids only (``prepare`` maps ignored pixels
+    to 0 and returns the mask). Computed by Paddle's fused softmax cross
+    entropy on the channels-last view: its CPU kernel is fast along the last
+    axis only, and log_softmax on axis 1 plus a gather took 5x as long
+    (2x19x512x512, forward and backward; see benchmarks/models_vs_peer.py).
+    """
+    nll = paddle.nn.functional.cross_entropy(logit.transpose([0, 2, 3, 1]), label.unsqueeze(-1),
+                                             reduction="none", axis=-1)
+    return nll.squeeze(-1)
 
 
 def class_weights(weight, num_classes: int, loss_name: str) -> paddle.Tensor:

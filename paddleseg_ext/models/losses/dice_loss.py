@@ -9,6 +9,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.models.layers.softmax import channel_softmax
 
 from ._utils import check_weight, class_weights, prepare
 
@@ -50,7 +51,7 @@ class DiceLoss(nn.Layer):
         logit, label, valid = prepare(logit, label, self.ignore_index, "DiceLoss")
         num_classes = logit.shape[1]
         mask = valid.astype(logit.dtype).unsqueeze(1)  # [N,1,H,W]
-        prob = F.softmax(logit, axis=1) * mask
+        prob = channel_softmax(logit) * mask
         onehot = F.one_hot(label, num_classes).transpose([0, 3, 1, 2]).astype(logit.dtype) * mask
         dims = [0, 2, 3]
         inter = (prob * onehot).sum(axis=dims)
