@@ -100,11 +100,14 @@ def test_sigkill_five_times_then_finish(tmp_path):
         logged = [int(m) for m in re.findall(r"iter: (\d+)/", text())]
         # what --resume_model auto will see: complete checkpoints only, each one loadable
         complete = ckpt.list_checkpoints(out)
-        assert complete, f"no complete checkpoint after kill {k}:\n{text()[-2000:]}"
+        # A kill before the first save completes leaves nothing to resume (and loses at
+        # most that one iteration); once anything was saved there is always a checkpoint.
+        assert complete or (latest_before == 0 and max(logged, default=0) <= 1), \
+            f"no complete checkpoint after kill {k}:\n{text()[-2000:]}"
         for path in complete:  # readable, not half-written
             assert ckpt.is_complete(path)
             assert len(paddle.load(os.path.join(path, "model.pdparams"))) > 0
-        latest = _iter_of(complete[-1])
+        latest = _iter_of(complete[-1]) if complete else 0
         # never more than the save interval lost: the last finished step was saved or being saved
         assert latest >= max(logged) - 1 >= latest_before - 1, (k, latest, logged, latest_before)
         if k:
