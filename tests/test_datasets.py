@@ -342,3 +342,34 @@ def test_base_configs_build(name, key, roots):
     if name == "pascal_voc12aug.yml":
         assert ds.split == "val" and _build(dict(cfg["train_dataset"],
                                                  dataset_root=roots[key])).split == "trainaug"
+
+
+def test_bad_values_fast_screen_matches_brute_force(roots):
+    # The cv2.inRange screen must never miss an invalid value: compare with a
+    # plain mask over dtypes, class counts and ignore indices (incl. the int64
+    # label Compose emits, bool labels and negative values).
+    ds = Cityscapes(dataset_root=roots["cityscapes"], transforms=[])
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(1500):
+        ds.num_classes = int(rng.choice([1, 2, 19, 150, 255, 256, 300]))
+        ds.ignore_index = int(rng.choice([255, 254, -1, 19, 1000]))
+        if 0 <= ds.ignore_index < ds.num_classes:
+            continue
+        dt = rng.choice([np.uint8, np.int64, np.int32, np.uint16, np.int8, np.bool_])
+        high = {np.uint8: 256, np.int8: 128, np.bool_: 2}.get(dt, int(rng.choice([20, 256, 400])))
+        low = -3 if dt in (np.int64, np.int32, np.int8) and rng.uniform() < 0.2 else 0
+        lab = rng.integers(low, high, (int(rng.integers(1, 20)), int(rng.integers(1, 20))))
+        if dt != np.bool_ and rng.uniform() < 0.5:  # mostly valid, the common case
+            lab = np.minimum(lab, ds.num_classes - 1)
+            if rng.uniform() < 0.5 and (0 <= ds.ignore_index < 128 or dt in (np.int64, np.int32)):
+                lab.flat[0] = ds.ignore_index
+        lab = lab.astype(dt)
+        v = lab.astype(np.int64)
+        mask = ((v < 0) | (v >= ds.num_classes)) & (v != ds.ignore_index)
+        want, want_counts = np.unique(v[mask], return_counts=True)
+        bad, counts = ds._bad_values(lab)
+        np.testing.assert_array_equal(np.asarray(bad, np.int64), want)
+        np.testing.assert_array_equal(np.asarray(counts, np.int64), want_counts)
+        checked += 1
+    assert checked > 1000

@@ -413,3 +413,357 @@ def test_repr_is_readable():
     assert repr(T.Resize((64, 32))) == ("Resize(target_size=(64, 32), keep_ratio=False, "
                                         "size_divisor=None, interp='LINEAR')")
     assert "Compose([Normalize(" in repr(T.Compose([T.Normalize()]))
+
+
+# --------------------------------------------------------------------------- #
+# Fast paths against straightforward references
+# --------------------------------------------------------------------------- #
+def _window_tolerance(src):
+    """Documented bound of F.resize_window vs resize-then-crop: half a float32
+    ulp of each source coordinate (<= 2**-24 * max(h, w) px) per axis, times the
+    largest intensity step between neighbouring source pixels."""
+    s = src.astype(np.float64)
+    step = max(np.abs(np.diff(s, axis=0)).max(initial=0), np.abs(np.diff(s, axis=1)).max(initial=0))
+    return 2 * 2.0 ** -24 * max(src.shape[:2]) * step + 1e-4
+
+
+def _random_window(rng, dh, dw):
+    h, w = int(rng.integers(1, dh + 1)), int(rng.integers(1, dw + 1))
+    return int(rng.integers(dh - h + 1)), int(rng.integers(dw - w + 1)), h, w
+
+
+def test_resize_nearest_matches_fancy_index():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        H, W = int(rng.integers(1, 70)), int(rng.integers(1, 70))
+        shape = (H, W) + tuple(int(c) for c in rng.integers(1, 4, int(rng.integers(0, 2))))
+        arr = rng.integers(-300, 300, shape).astype(rng.choice([np.uint8, np.int64, np.int32]))
+        w, h = int(rng.integers(1, 150)), int(rng.integers(1, 150))
+        ys = np.minimum(((np.arange(h) + 0.5) * (H / h)).astype(np.int64), H - 1)
+        xs = np.minimum(((np.arange(w) + 0.5) * (W / w)).astype(np.int64), W - 1)
+        ref = arr[ys[:, None], xs[None, :]]
+        out = F.resize_nearest(arr, (w, h))
+        assert out.dtype == arr.dtype
+        np.testing.assert_array_equal(out, ref)
+        top, left, wh, ww = _random_window(rng, h, w)
+        np.testing.assert_array_equal(F.resize_nearest_window(arr, (w, h), top, left, wh, ww),
+                                      ref[top:top + wh, left:left + ww])
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6])
+def test_resize_window_matches_resize_then_crop(channels):
+    rng = np.random.default_rng(channels)
+    for it in range(40):
+        H, W = int(rng.integers(2, 160)), int(rng.integers(2, 160))
+        if it % 4 == 0:  # sizes with a short period (the fast case)
+            H, W = int(rng.choice([64, 96, 128])), int(rng.choice([64, 128, 256]))
+        s = float(rng.choice([0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 0.6, 2.5]))
+        dw, dh = max(1, round(W * s)), max(1, round(H * s))
+        img = rng.uniform(0, 255, (H, W, channels)).astype(np.float32)
+        top, left, h, w = _random_window(rng, dh, dw)
+        ref = F.resize(img, (dw, dh))[top:top + h, left:left + w]
+        out = F.resize_window(img, (dw, dh), top, left, h, w)
+        assert out.shape == ref.shape and out.dtype == np.float32
+        diff = float(np.abs(out - ref).max())
+        assert diff <= _window_tolerance(img), (H, W, s, diff)
+        if channels in (1, 3, 4) and cv2.ipp.useIPP():
+            assert diff == 0, (H, W, s, diff)  # exact on OpenCV's IPP path
+        for interp in (cv2.INTER_NEAREST, cv2.INTER_CUBIC):
+            np.testing.assert_array_equal(
+                F.resize_window(img, (dw, dh), top, left, h, w, interp),
+                F.resize(img, (dw, dh), interp)[top:top + h, left:left + w])
+
+
+def test_resize_window_full_size_image_tolerance():
+    # Cityscapes-sized uniform noise (the worst case: the largest neighbour steps).
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 255, (1024, 2048, 6)).astype(np.float32)
+    for s in (0.75, 1.25, 1.75):
+        dw, dh = round(2048 * s), round(1024 * s)
+        top, left = int(rng.integers(dh - 512 + 1)), int(rng.integers(dw - 1024 + 1))
+        ref = cv2.resize(img, (dw, dh))[top:top + 512, left:left + 1024]
+        diff = np.abs(F.resize_window(img, (dw, dh), top, left, 512, 1024) - ref).max()
+        assert diff <= 0.05 and diff <= _window_tolerance(img), (s, diff)
+
+
+def _unfused(transforms, data, channels):
+    """What Compose does, but running every transform on its own (no fusion)."""
+    data = T.Compose([], img_channels=channels).load(data)
+    for t in transforms:
+        data = t(data)
+    data["img"] = np.ascontiguousarray(data["img"].transpose(2, 0, 1), dtype=np.float32)
+    for key in set(data["gt_fields"]) | {"label"}:
+        data[key] = data[key].astype(np.int64)
+    return data
+
+
+def _fusion_cases():
+    rng = np.random.default_rng(7)
+    for it in range(60):
+        channels = int(rng.choice([3, 3, 1, 4, 6]))
+        H, W = int(rng.integers(8, 120)), int(rng.integers(8, 120))
+        if it % 3 == 0:
+            H, W = int(rng.choice([32, 64])), int(rng.choice([64, 128]))
+        crop = (int(rng.integers(4, 100)), int(rng.integers(4, 100)))
+        lo = float(rng.choice([0.5, 0.75, 1.0]))
+        scaling = T.ResizeStepScaling(lo, lo + float(rng.choice([0, 0.5, 1.0])), 0.25)
+        pad = [float(v) for v in rng.uniform(0, 255, channels)]
+        cropper = T.RandomPaddingCrop(crop, im_padding_value=pad,
+                                      label_padding_value=int(rng.choice([255, 1000])),
+                                      category_max_ratio=float(rng.choice([1.0, 0.6])))
+        img = rng.uniform(0, 255, (H, W, channels)).astype(np.float32)
+        label = rng.integers(0, 4, (H, W)).astype(np.uint8)
+        label[: H // 3] = 0
+        edge = rng.integers(0, 3, (H, W)).astype(np.int32)
+        yield it, scaling, cropper, img, label, edge
+
+
+def test_fused_resize_crop_matches_two_steps():
+    for it, scaling, cropper, img, label, edge in _fusion_cases():
+        outs = []
+        for fused in (True, False):
+            seed_all(it)
+            d = {"img": img.copy(), "label": label.copy(), "edge": edge.copy(),
+                 "gt_fields": ["label", "edge"], "trans_info": []}
+            out = (T.Compose([scaling, cropper], img_channels=img.shape[2])(d) if fused
+                   else _unfused([scaling, cropper], d, img.shape[2]))
+            outs.append((out, np.random.randint(1 << 30), random.random()))
+        (fused, *draws_a), (ref, *draws_b) = outs
+        assert draws_a == draws_b  # same draws: seeded runs and resumes reproduce
+        assert fused["trans_info"] == ref["trans_info"]
+        assert fused["img"].shape == ref["img"].shape
+        diff = float(np.abs(fused["img"] - ref["img"]).max())
+        assert diff <= _window_tolerance(img), (it, diff)
+        if img.shape[2] in (1, 3, 4) and cv2.ipp.useIPP():
+            assert diff == 0, (it, diff)  # exact on OpenCV's IPP path
+        for key in ("label", "edge"):
+            assert fused[key].dtype == ref[key].dtype
+            np.testing.assert_array_equal(fused[key], ref[key])
+
+
+def test_fused_first_step_converts_only_its_window(tmp_path):
+    # Images read as uint8/uint16 (files and arrays) are converted to float32 only
+    # where the fused resize + crop needs them: same values as converting first.
+    rng = np.random.default_rng(3)
+    for it in range(12):
+        H, W = int(rng.integers(20, 70)), int(rng.integers(20, 90))
+        dtype = np.uint16 if it % 3 == 2 else np.uint8
+        raw = rng.integers(0, np.iinfo(dtype).max + 1, (H, W, 3)).astype(dtype)
+        label = rng.integers(0, 4, (H, W)).astype(np.uint8)
+        src = raw
+        if it % 2:
+            src = str(tmp_path / f"im{it}.png")
+            cv2.imwrite(src, raw)
+        tfs = [T.ResizeStepScaling(0.5, 2.0, 0.25), T.RandomPaddingCrop((32, 24))]
+        outs = []
+        for fused in (True, False):
+            seed_all(it)
+            d = {"img": src, "label": label.copy(), "gt_fields": ["label"], "trans_info": []}
+            outs.append(T.Compose(tfs)(d) if fused else _unfused(tfs, d, 3))
+        diff = float(np.abs(outs[0]["img"] - outs[1]["img"]).max())
+        assert outs[0]["img"].dtype == np.float32
+        from paddleseg_ext.transforms.loading import prepare_image
+        assert diff <= _window_tolerance(prepare_image(raw)), diff
+        if cv2.ipp.useIPP():
+            assert diff == 0
+        np.testing.assert_array_equal(outs[0]["label"], outs[1]["label"])
+
+
+def test_fused_resize_crop_keeps_padding_and_label_dtype():
+    # Scaled image smaller than the crop: padded bottom/right with the same values,
+    # and a uint8 label is widened only when the padding value needs it.
+    img = np.random.default_rng(0).uniform(0, 255, (20, 30, 3)).astype(np.float32)
+    for lv, dtype in ((255, np.uint8), (1000, np.int64)):
+        crop = T.RandomPaddingCrop((40, 30), im_padding_value=[1.0, 2.0, 3.0],
+                                   label_padding_value=lv)
+        d = {"img": img.copy(), "label": np.zeros((20, 30), np.uint8), "gt_fields": ["label"],
+             "trans_info": []}
+        out = crop.resize_and_crop(d, (36, 24))
+        assert out["img"].shape == (30, 40, 3) and out["label"].dtype == dtype
+        np.testing.assert_array_equal(out["img"][24:], np.broadcast_to([1.0, 2.0, 3.0], (6, 40, 3)))
+        np.testing.assert_array_equal(out["img"][:24, :36], cv2.resize(img, (36, 24)))
+        assert (out["label"][24:] == lv).all() and (out["label"][:, 36:] == lv).all()
+        assert (out["label"][:24, :36] == 0).all()
+
+
+def test_fused_pair_applies_only_to_plain_adjacent_pair():
+    from paddleseg_ext.transforms.geometric import fused_pair
+
+    rss, rpc = T.ResizeStepScaling(0.5, 2.0), T.RandomPaddingCrop((16, 16))
+    assert fused_pair(rss, rpc) is not None
+    assert fused_pair(rpc, rss) is None and fused_pair(rss, T.Normalize()) is None
+
+    class MyCrop(T.RandomPaddingCrop):
+        def __call__(self, data):  # an override must run as written, not be fused away
+            data["seen"] = True
+            return super().__call__(data)
+
+    assert fused_pair(rss, MyCrop((16, 16))) is None
+    out = T.Compose([rss, MyCrop((16, 16))])(make_sample())
+    assert out["seen"] and out["img"].shape == (3, 16, 16)
+
+
+def test_fused_pair_standalone_transforms_unchanged():
+    # Used alone, ResizeStepScaling still resizes the whole image with cv2.resize.
+    seed_all(3)
+    data = make_sample(40, 56)
+    img = data["img"].copy()
+    out = T.ResizeStepScaling(1.5, 1.5)(data)
+    np.testing.assert_array_equal(out["img"], cv2.resize(img, (84, 60)))
+
+
+def _ref_flip(arr, axis):
+    return np.ascontiguousarray(arr[:, ::-1] if axis == 1 else arr[::-1])
+
+
+def test_flips_match_numpy_for_all_dtypes():
+    rng = np.random.default_rng(0)
+    for dt in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.int64, np.float16,
+               np.float32, np.float64, np.bool_):
+        for shape in ((7, 9), (7, 9, 1), (7, 9, 3), (7, 9, 6), (1, 5), (0, 4)):
+            arr = (rng.uniform(-100, 100, shape) > 0 if dt == np.bool_
+                   else rng.uniform(-100, 100, shape).astype(dt))
+            for view in (arr, arr[:, 1:] if arr.shape[1] > 1 else arr):
+                for fn, axis in ((F.horizontal_flip, 1), (F.vertical_flip, 0)):
+                    out = fn(view)
+                    assert out.dtype == view.dtype and out.flags.c_contiguous
+                    np.testing.assert_array_equal(out, _ref_flip(view, axis))
+
+
+# Straightforward forms of the photometric ops (what the fast versions must equal).
+def _ref_gray(img):
+    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+
+
+def _ref_blend(base, img, factor):
+    return np.clip(base + factor * (img - base), 0.0, 255.0).astype(np.float32)
+
+
+def _ref_ops():
+    def hue(img, delta):
+        x = np.clip(img, 0.0, 255.0).astype(np.float32) / 255.0
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = np.mod(hsv[..., 0] + delta * 360.0 / 256.0, 360.0)
+        return (cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0).astype(np.float32)
+
+    def sharp(img, f):
+        smooth = F._per_chunk(img, lambda c, s, e: cv2.filter2D(c, -1, F._SMOOTH))
+        smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1] = img[0], img[-1], img[:, 0], img[:, -1]
+        return _ref_blend(smooth, img, f)
+
+    return {
+        "brightness": lambda img, f: _ref_blend(np.zeros_like(img), img, f),
+        "contrast": lambda img, f: _ref_blend(np.full_like(img, float(
+            _ref_gray(img).mean()) if img.shape[2] == 3 else float(img.mean())), img, f),
+        "saturation": lambda img, f: _ref_blend(
+            np.broadcast_to(_ref_gray(img)[..., None], img.shape), img, f),
+        "hue": hue,
+        "sharpness": sharp,
+    }
+
+
+def test_photometric_ops_match_reference():
+    rng = np.random.default_rng(0)
+    refs = _ref_ops()
+    for it in range(40):
+        channels = 3 if it % 4 else int(rng.choice([1, 4, 6]))
+        img = rng.uniform(-20, 280, (int(rng.integers(3, 40)), int(rng.integers(3, 40)),
+                                     channels)).astype(np.float32)
+        if it % 5 == 0:
+            img = np.clip(np.round(img), 0, 255)  # integral, in range: like decoded images
+        for name, ref_fn in refs.items():
+            if channels != 3 and name in ("saturation", "hue", "sharpness"):
+                continue
+            arg = float(rng.uniform(-40, 40)) if name == "hue" else float(rng.uniform(0, 2))
+            ref = ref_fn(img, arg)
+            fn = getattr(F, "adjust_" + name)
+            keep = img.copy()
+            np.testing.assert_array_equal(fn(img, arg), ref, err_msg=name)
+            np.testing.assert_array_equal(img, keep, err_msg=f"{name} changed its input")
+            np.testing.assert_array_equal(fn(img.copy(), arg, inplace=True), ref, err_msg=name)
+            img64 = img.astype(np.float64)
+            np.testing.assert_array_equal(fn(img64, arg), ref_fn(img64, arg), err_msg=name)
+
+
+def test_hue_shift_wraps_like_np_mod():
+    # Values at and around the wrap points, for shifts of both signs and a full turn.
+    base = np.array([0.0, 1e-6, 0.5, 10.0, 180.0, 349.99997, 359.9999, 359.99997, 360.0],
+                    np.float32)
+    for degrees in (0.0, 1e-5, -1e-5, 10.0, -10.0, 25.3125, -25.3125, 359.0, -359.0, 400.0,
+                    -725.0):
+        hue = base.copy()
+        F._shift_hue(hue, degrees)
+        np.testing.assert_array_equal(hue, np.mod(base + np.float32(degrees), np.float32(360.0)))
+
+
+def test_random_distort_leaves_input_alone_and_matches_reference():
+    rng = np.random.default_rng(1)
+    refs = _ref_ops()
+    op = T.RandomDistort(brightness_prob=0.7, contrast_prob=0.7, saturation_prob=0.7,
+                         hue_prob=0.7, sharpness_prob=0.7)
+    for seed in range(12):
+        img = rng.uniform(0, 255, (20, 30, 3)).astype(np.float32)
+        keep = img.copy()
+        seed_all(seed)
+        out = op({"img": img})["img"]
+        np.testing.assert_array_equal(img, keep)
+        # Replay the same draws through the reference ops.
+        seed_all(seed)
+        ops = ["brightness", "contrast", "saturation", "hue", "sharpness"]
+        random.shuffle(ops)
+        ref = img
+        for name in ops:
+            if np.random.uniform(0, 1) >= getattr(op, f"{name}_prob"):
+                continue
+            rng_ = getattr(op, f"{name}_range")
+            arg = (float(np.random.uniform(-rng_, rng_)) if name == "hue"
+                   else op._factor(rng_))
+            ref = refs[name](ref, arg)
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_normalize_channel_first_buffer():
+    rng = np.random.default_rng(0)
+    for channels in (1, 3, 6):
+        img = rng.uniform(0, 255, (9, 13, channels)).astype(np.float32)
+        mean = rng.uniform(0, 1, channels).astype(np.float32)
+        std = rng.uniform(0.1, 2, channels).astype(np.float32)
+        ref = img.astype(np.float32) / np.float32(255.0)
+        ref -= mean
+        ref /= std
+        for chw in (False, True):
+            np.testing.assert_array_equal(F.normalize(img, mean, std, chw_buffer=chw), ref)
+        m, sd = [float(v) for v in mean], [float(v) for v in std]
+        out = T.Normalize(m, sd)({"img": img})["img"]
+        assert out.shape == img.shape and out.transpose(2, 0, 1).flags.c_contiguous
+        composed = T.Compose([T.Normalize(m, sd)],
+                             img_channels=channels)({"img": img.copy()})["img"]
+        assert composed.flags.c_contiguous
+        np.testing.assert_array_equal(composed, ref.transpose(2, 0, 1))
+
+
+def test_prepare_image_matches_reference():
+    from paddleseg_ext.transforms.loading import prepare_image
+
+    def ref(img, to_rgb, bgr_input):
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        elif img.shape[2] == 4:
+            img = img[:, :, :3]
+        if to_rgb and bgr_input:
+            img = img[:, :, ::-1]
+        if img.dtype == np.uint16:
+            img = img.astype(np.float32) * np.float32(255.0 / 65535.0)
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    rng = np.random.default_rng(0)
+    for dt in (np.uint8, np.uint16, np.float32):
+        for shape in ((5, 7), (5, 7, 1), (5, 7, 3), (5, 7, 4), (0, 3, 3)):
+            img = rng.integers(0, 256 if dt == np.uint8 else 65536, shape).astype(dt)
+            for to_rgb in (True, False):
+                for bgr in (True, False):
+                    out = prepare_image(img, to_rgb, 3, None, bgr)
+                    assert out.dtype == np.float32 and out.flags.c_contiguous
+                    np.testing.assert_array_equal(out, ref(img, to_rgb, bgr))

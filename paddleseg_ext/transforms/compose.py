@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..cvlibs import ConfigError, manager
-from .loading import check_label_array, prepare_image, read_image, read_label
+from .geometric import fused_pair
+from .loading import check_label_array, prepare_image_lazy, read_image_lazy, read_label
 
 
 @manager.TRANSFORMS.register
@@ -21,6 +22,11 @@ class Compose:
     ``gt_fields`` key at all, ``['label']`` is assumed (standalone use).
 
     Output: ``img`` CHW float32; ``label`` HW int64; other ``gt_fields`` int64.
+
+    Adjacent transforms with a faster combined form (see
+    :func:`~paddleseg_ext.transforms.geometric.fused_pair`, e.g.
+    ``ResizeStepScaling`` + ``RandomPaddingCrop``) run as one step with the
+    same random draws.
 
     Args:
         transforms: transform objects (already built; the config builder turns
@@ -56,6 +62,13 @@ class Compose:
 
     def load(self, data: Dict[str, Any]) -> Dict[str, Any]:
         """Read ``img``/``label`` given as paths and check their sizes agree."""
+        return self._load(data, lazy=False)[0]
+
+    def _load(self, data: Dict[str, Any], lazy: bool
+              ) -> Tuple[Dict[str, Any], Optional[Callable[[np.ndarray], np.ndarray]]]:
+        """:meth:`load`; with ``lazy`` the image stays as decoded (channel count
+        fixed) and the per-pixel rest of the conversion is returned for the
+        first step to apply to just the pixels it needs (else None)."""
         if not isinstance(data, dict) or "img" not in data:
             raise TypeError("Compose expects a data dict with an 'img' key (path or "
                             f"HxWxC array), got {type(data).__name__}")
@@ -65,14 +78,17 @@ class Compose:
         img = data["img"]
         if isinstance(img, str):
             data.setdefault("img_path", img)
-            data["img"] = read_image(img, self.to_rgb, self.img_channels)
+            img, finish = read_image_lazy(img, self.to_rgb, self.img_channels)
         elif isinstance(img, np.ndarray):
             # Arrays are taken as already in the wanted channel order.
-            data["img"] = prepare_image(img, self.to_rgb, self.img_channels,
-                                        data.get("img_path"), bgr_input=False)
+            img, finish = prepare_image_lazy(img, self.to_rgb, self.img_channels,
+                                             data.get("img_path"), bgr_input=False)
         else:
             raise TypeError(f"data['img'] must be a path or an ndarray, got "
                             f"{type(img).__name__}")
+        if not lazy:
+            img, finish = np.ascontiguousarray(finish(img), dtype=np.float32), None
+        data["img"] = img
         label = data.get("label")
         if isinstance(label, str):
             data.setdefault("label_path", label)
@@ -87,12 +103,20 @@ class Compose:
                     f"image and {key} sizes differ: image {data.get('img_path', '<array>')} "
                     f"is {h}x{w} (HxW) but {key} {data.get(key + '_path', '<array>')} is "
                     f"{arr.shape[0]}x{arr.shape[1]}; they must match pixel for pixel")
-        return data
+        return data, finish
 
     def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        data = self.load(data)
-        for t in self.transforms:
-            out = t(data)
+        transforms, i = self.transforms, 0
+        fused = fused_pair(*transforms[:2]) if len(transforms) > 1 else None
+        # A fused first step converts only the image pixels it keeps to float32.
+        data, finish = self._load(data, lazy=fused is not None)
+        while i < len(transforms):
+            t = transforms[i]
+            if i > 0:
+                fused = fused_pair(t, transforms[i + 1]) if i + 1 < len(transforms) else None
+            out = fused(data, finish) if fused is not None else t(data)
+            finish = None
+            i += 2 if fused is not None else 1
             if not isinstance(out, dict):
                 raise TypeError(f"transform {t!r} returned {type(out).__name__}, "
                                 f"expected the data dict")
@@ -100,6 +124,7 @@ class Compose:
         img = data["img"]
         if img.ndim == 2:
             img = img[:, :, None]
+        # A no-op copy-wise when the last step (Normalize) already wrote channel-first.
         data["img"] = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
         for key in set(data["gt_fields"]) | {"label"}:
             if isinstance(data.get(key), np.ndarray):

@@ -52,20 +52,24 @@ class RandomDistort(Transform):
         if img.shape[2] == 3:
             ops += ["saturation", "hue", "sharpness"]
         random.shuffle(ops)
+        # The input may be the caller's array (or a view of it): the first op
+        # that runs makes a new array, later ones may overwrite that one.
+        owned = False
         for name in ops:
             if np.random.uniform(0, 1) >= getattr(self, f"{name}_prob"):
                 continue
             rng = getattr(self, f"{name}_range")
             if name == "brightness":
-                img = F.adjust_brightness(img, self._factor(rng))
+                img = F.adjust_brightness(img, self._factor(rng), inplace=owned)
             elif name == "contrast":
-                img = F.adjust_contrast(img, self._factor(rng))
+                img = F.adjust_contrast(img, self._factor(rng), inplace=owned)
             elif name == "saturation":
-                img = F.adjust_saturation(img, self._factor(rng))
+                img = F.adjust_saturation(img, self._factor(rng), inplace=owned)
             elif name == "hue":
-                img = F.adjust_hue(img, float(np.random.uniform(-rng, rng)))
+                img = F.adjust_hue(img, float(np.random.uniform(-rng, rng)), inplace=owned)
             else:
-                img = F.adjust_sharpness(img, self._factor(rng))
+                img = F.adjust_sharpness(img, self._factor(rng), inplace=owned)
+            owned = True
         data["img"] = img.astype(np.float32, copy=False)
         return data
 
@@ -146,5 +150,6 @@ class Normalize(Transform):
                 f"Normalize: mean/std have {len(self.mean)} values but the image"
                 f"{_where(data)} has {c} channels; give one mean and std per channel "
                 f"(e.g. set them for img_channels={c})")
-        data["img"] = F.normalize(data["img"], self._mean, self._std)
+        # Channel-first buffer behind an HxWxC view: Compose's CHW output is then free.
+        data["img"] = F.normalize(data["img"], self._mean, self._std, chw_buffer=True)
         return data
