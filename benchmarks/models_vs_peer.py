@@ -1,0 +1,200 @@
+"""Our models vs PaddleSeg 2.8's implementation of the same architecture, same Paddle, same process.
+
+For PSPNet, DANet and PointRend each side builds its own Cityscapes R50_vd
+recipe (ours from ``configs/<model>/*_resnet50*_cityscapes_1024x512_80k.yml``,
+PaddleSeg's from :mod:`paddleseg_peer`), with random weights, and we time:
+
+* eval: ``model.eval()`` forward under ``no_grad`` on 1x3x512x1024, full
+  resolution logits out (what evaluation and prediction run);
+* train: one training step on 2x3x512x512 with 19-class labels: forward in
+  train mode, the recipe's losses over every output, backward, Momentum SGD
+  step, clear grads. Ours is ``Trainer._step`` itself (what ``tools/train.py``
+  runs per iteration); PaddleSeg's is the same sequence with its losses, as in
+  its ``core/train.py``.
+
+Both sides alternate within one process (interleaved rounds, same threads),
+so load from elsewhere hits both alike. PSANet has no PaddleSeg peer: it is
+timed against our PSPNet (same backbone, same shapes) and against its own
+pure-Paddle PSA path.
+
+Target (issue 6): ours <= 0.9x PaddleSeg's time, eval and train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from common import ROOT, Context, Section, interleaved_medians, ratio
+
+RECIPES = {
+    "PSPNet": "configs/pspnet/pspnet_resnet50_os8_cityscapes_1024x512_80k.yml",
+    "DANet": "configs/danet/danet_resnet50_os8_cityscapes_1024x512_80k.yml",
+    "PointRend": "configs/pointrend/pointrend_resnet50_cityscapes_1024x512_80k.yml",
+    "PSANet": "configs/psanet/psanet_resnet50_os8_cityscapes_1024x512_80k.yml",
+}
+COLUMNS = ["model", "pass", "input", "ours ms", "peer", "peer ms", "ours / peer",
+           "ours params", "peer params"]
+
+
+def count_params(model: Any) -> int:
+    """Learnable parameters."""
+    return int(sum(int(p.numel()) for p in model.parameters() if not p.stop_gradient))
+
+
+def build_ours(arch: str, backbone: str, opts: Optional[List[str]] = None
+               ) -> Tuple[Any, Dict[str, List[Any]]]:
+    """Our model and losses from the recipe, random weights (no downloads)."""
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    opts = [f"model.backbone.type={backbone}", "model.backbone.pretrained=null",
+            "model.pretrained=null", *(opts or [])]
+    if backbone in ("ResNet18_vd", "ResNet34_vd"):  # 2-block last stage: the recipes' 3-entry multi_grid does not apply
+        opts.append("model.backbone.multi_grid=[1,1]")
+    builder = SegBuilder(Config(str(ROOT / RECIPES[arch]), opts=opts))
+    return builder.model, builder.loss
+
+
+def our_train_step(model: Any, losses: Dict[str, List[Any]], workdir: Path
+                   ) -> Callable[[Any, Any], Any]:
+    """The trainer's own per-iteration step, bound to a fresh Momentum optimizer."""
+    import paddle
+
+    from paddleseg_ext.core.train import Trainer
+
+    opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, weight_decay=4.0e-5,
+                                    parameters=model.parameters())
+    trainer = Trainer(model, opt, losses, train_dataset=None, iters=1, batch_size=1,
+                      save_dir=str(workdir / "unused"), handle_signals=False)
+    return trainer._step
+
+
+def peer_train_step(model: Any, losses: List[Any], coefs: List[float]) -> Callable[[Any, Any], Any]:
+    """PaddleSeg's per-iteration sequence: forward, loss sum, backward, step, clear."""
+    import paddle
+
+    import paddleseg_peer
+
+    opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, weight_decay=4.0e-5,
+                                    parameters=model.parameters())
+
+    def step(img: Any, label: Any) -> float:
+        loss = paddleseg_peer.loss_sum(model(img), label, losses, coefs)
+        loss.backward()
+        opt.step()
+        model.clear_gradients()
+        return float(loss)
+
+    return step
+
+
+def _inputs(shape: Tuple[int, int, int, int], num_classes: int) -> Tuple[Any, Any]:
+    import numpy as np
+    import paddle
+
+    rng = np.random.default_rng(0)
+    img = paddle.to_tensor(rng.standard_normal(shape).astype("float32"))
+    label = paddle.to_tensor(rng.integers(0, num_classes, (shape[0], *shape[2:])).astype("int64"))
+    return img, label
+
+
+def _eval_fn(model: Any, img: Any) -> Callable[[], Any]:
+    import paddle
+
+    def forward() -> Any:
+        with paddle.no_grad():
+            return model(img)[0]
+
+    return forward
+
+
+def run(ctx: Context) -> Section:
+    """Eval and train timings for each architecture, ours vs PaddleSeg 2.8."""
+    import paddle
+
+    import paddleseg_peer
+
+    backbone = "ResNet18_vd" if ctx.quick else "ResNet50_vd"
+    eval_shape = (1, 3, 64, 128) if ctx.quick else (1, 3, 512, 1024)
+    train_shape = (2, 3, 64, 64) if ctx.quick else (2, 3, 512, 512)
+    section = Section("models", f"Models vs PaddleSeg {paddleseg_peer.PADDLESEG_VERSION} "
+                      f"({backbone}, CPU, float32)", COLUMNS)
+    try:
+        paddleseg_peer.load()
+        peer_error = None
+        section.notes.append("PaddleSeg run-time fixes: " + " ".join(paddleseg_peer.FIXES))
+    except paddleseg_peer.PeerUnavailable as e:
+        peer_error = str(e)
+        section.notes.append(f"PaddleSeg rows skipped: {e}")
+
+    def add(arch: str, pass_: str, shape: Tuple[int, ...], ms: Dict[str, float], peer: str,
+            ours_params: int, peer_params: Optional[int]) -> None:
+        section.rows.append({
+            "model": arch, "pass": pass_, "input": "x".join(map(str, shape)),
+            "ours ms": ms["ours"], "peer": peer, "peer ms": ms.get("peer"),
+            "ours / peer": ratio(ms["ours"], ms.get("peer")),
+            "ours params": ours_params, "peer params": peer_params})
+
+    section.notes += [
+        f"median of {ctx.repeats} interleaved rounds after 1 warm-up round; random "
+        "weights; 19 classes; labels uniform in [0, 19).",
+        "train step = forward + the recipe's losses on every output + backward + Momentum "
+        "step + clear grads; ours is Trainer._step.",
+        "DANet recipes differ in one head: ours has an FCN aux head on stage 3 "
+        "(3x3 conv, 2.36 M params, train only); PaddleSeg's aux is a 1x1 conv on stage 4. "
+        "Eval runs neither.",
+    ]
+    eval_img, _ = _inputs(eval_shape, 19)
+    train_img, train_label = _inputs(train_shape, 19)
+    for arch in [a for a in ("PSPNet", "DANet", "PointRend") if a in ctx.models]:
+        paddle.seed(0)
+        ours, losses = build_ours(arch, backbone)
+        peer = peer_losses = coefs = None
+        if peer_error is None:
+            peer, peer_losses, coefs = paddleseg_peer.build_model(arch, backbone)
+        n_ours, n_peer = count_params(ours), (count_params(peer) if peer is not None else None)
+
+        ctx.log(f"[models] {arch} eval {eval_shape}")
+        ours.eval()
+        fns = {"ours": _eval_fn(ours, eval_img)}
+        if peer is not None:
+            peer.eval()
+            fns["peer"] = _eval_fn(peer, eval_img)
+        add(arch, "eval", eval_shape, interleaved_medians(fns, 1, ctx.repeats),
+            "PaddleSeg", n_ours, n_peer)
+
+        ctx.log(f"[models] {arch} train {train_shape}")
+        ours.train()
+        step = our_train_step(ours, losses, ctx.workdir)
+        fns = {"ours": lambda step=step: step(train_img, train_label)}
+        if peer is not None:
+            peer.train()
+            peer_step = peer_train_step(peer, peer_losses, coefs)
+            fns["peer"] = lambda peer_step=peer_step: peer_step(train_img, train_label)
+        add(arch, "train step", train_shape, interleaved_medians(fns, 1, ctx.repeats),
+            "PaddleSeg", n_ours, n_peer)
+        del ours, peer, fns, step
+
+    if "PSANet" not in ctx.models:
+        return section
+    # PSANet: no PaddleSeg peer; against our PSPNet and its own pure-Paddle PSA path.
+    ctx.log("[models] PSANet vs PSPNet and pure-Paddle PSA")
+    paddle.seed(0)
+    nets = {"PSANet": build_ours("PSANet", backbone),
+            "PSANet pure-Paddle PSA": build_ours("PSANet", backbone, ["model.psa_impl=paddle"]),
+            "PSPNet": build_ours("PSPNet", backbone)}
+    for pass_, shape, img in (("eval", eval_shape, eval_img), ("train step", train_shape, train_img)):
+        fns = {}
+        for name, (net, losses) in nets.items():
+            if pass_ == "eval":
+                net.eval()
+                fns[name] = _eval_fn(net, img)
+            else:
+                net.train()
+                fns[name] = (lambda s=our_train_step(net, losses, ctx.workdir): s(img, train_label))
+        ms = interleaved_medians(fns, 1, ctx.repeats)
+        psanet_params = count_params(nets["PSANet"][0])
+        for peer_name in ("PSPNet", "PSANet pure-Paddle PSA"):
+            add("PSANet", pass_, shape, {"ours": ms["PSANet"], "peer": ms[peer_name]},
+                f"our {peer_name}", psanet_params, count_params(nets[peer_name][0]))
+    return section
