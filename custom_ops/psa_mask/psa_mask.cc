@@ -203,20 +203,24 @@ void ZeroFill(T* data, int64_t numel) {
   });
 }
 
-// Work is split into tasks (n, h, i): one row of positions and one mask row,
-// i.e. one target row th = h + i - hh. Each task writes a disjoint set of
-// entries (forward: row h of the output channels/planes for target row th;
-// backward: dx channels i*mw .. i*mw+mw-1 at row h), so tasks run in parallel
-// without atomics and the result does not depend on the thread count.
+// Forward tasks are (n, h, th): one row of positions and one target row
+// (mask row i = th - h + hh, which may be off the mask). A task owns, and
+// writes whole, zeros included, W rows of W output entries:
+//   collect:    y[n, th*W + tw, h, :] for every tw;
+//   distribute: y[n, h*W + w, th, :] for every w.
+// Over all (h, th) that is every y entry exactly once, so the output needs no
+// separate zero-fill pass (a 16 MB memset at PSANet size, as long as the
+// scatter itself). Backward tasks are (n, h, i): they own the rows
+// dx[n, i*mw + j, h, :] for every j. Tasks write disjoint entries, so they run
+// in parallel without atomics and the result does not depend on the thread
+// count.
 //
 // Both sides of a task are blocks of W-element rows that sit H*W elements
 // apart (8 KB at PSANet sizes): that stride maps every row to the same L1
 // sets. So the side that is read in a permuted order is first staged, row by
-// row, into a contiguous per-thread buffer; the permutation then runs from L1
-// and the destination is written row by row. Measured at PSANet size (59x59
-// mask, 32x64 map): staging cut collect-forward and backward time by ~20-30%
-// but slowed distribute-forward (there it would be a transpose), which
-// therefore reads x directly.
+// row, into a contiguous per-thread buffer (the x rows of mask row i in the
+// forward, the W x W block of dy in the backward); the permutation then runs
+// from L1 and the destination is written row by row, in order.
 
 // Per-thread staging buffer, reused across tasks and calls.
 template <typename T>
@@ -226,7 +230,7 @@ T* Scratch(int64_t numel) {
   return buffer.data();
 }
 
-// Task t -> (n, h, i) and target row th; false when th is off the map.
+// Backward task t -> (n, h, i) and target row th; false when th is off the map.
 inline bool DecodeTask(const Geometry& g, int64_t t, int64_t* n, int64_t* h,
                        int64_t* i, int64_t* th) {
   *i = t % g.mh;
@@ -236,42 +240,63 @@ inline bool DecodeTask(const Geometry& g, int64_t t, int64_t* n, int64_t* h,
   return psa_mask::inside(*th, g.h);
 }
 
-template <typename T>
-void ForwardCollectCpu(const T* x, T* y, const Geometry& g) {
-  ParallelFor(g.n * g.h * g.mh, psa_mask::x_numel(g), [&](int64_t t) {
-    int64_t n, h, i, th;
-    if (!DecodeTask(g, t, &n, &h, &i, &th)) return;
+// Forward task t -> (n, h, th) and mask row i; false when no mask row maps
+// row h onto row th (the task's entries are all zero).
+inline bool DecodeForwardTask(const Geometry& g, int64_t t, int64_t* n,
+                              int64_t* h, int64_t* th, int64_t* i) {
+  *th = t % g.h;
+  *h = (t / g.h) % g.h;
+  *n = t / (g.h * g.h);
+  *i = psa_mask::cell_of(*th, *h, g.hh);
+  return *i >= 0 && *i < g.mh;
+}
+
+// row[0, lo) = 0, row[lo, hi) = value(k), row[hi, W) = 0 (lo, hi clamped).
+template <typename T, typename Value>
+inline void WriteRow(T* row, int64_t width, int64_t lo, int64_t hi,
+                     const Value& value) {
+  lo = std::min(std::max(lo, int64_t{0}), width);
+  hi = std::min(std::max(hi, lo), width);
+  std::fill(row, row + lo, T(0));
+  for (int64_t k = lo; k < hi; ++k) row[k] = value(k);
+  std::fill(row + hi, row + width, T(0));
+}
+
+template <typename T, int kType>
+void ForwardCpu(const T* x, T* y, const Geometry& g) {
+  ParallelFor(g.n * g.h * g.h, psa_mask::y_numel(g), [&](int64_t t) {
+    int64_t n, h, th, i;
+    const bool used = DecodeForwardTask(g, t, &n, &h, &th, &i);
+    for (int64_t r = 0; r < g.w && !used; ++r) {  // r: tw (collect) or w
+      T* row = y + (kType == kCollect
+                        ? psa_mask::y_offset(g, kType, n, h, 0, th, r)
+                        : psa_mask::y_offset(g, kType, n, h, r, th, 0));
+      std::memset(row, 0, static_cast<size_t>(g.w) * sizeof(T));
+    }
+    if (!used) return;
     // buf[j * W + w] = x[n, i*mw + j, h, w]
     T* buf = Scratch<T>(g.mw * g.w);
     for (int64_t j = 0; j < g.mw; ++j) {
       std::memcpy(buf + j * g.w, x + psa_mask::x_offset(g, n, i, j, h, 0),
                   g.w * sizeof(T));
     }
-    // Output channel th*W + tw, row h: contiguous in w.
-    for (int64_t tw = 0; tw < g.w; ++tw) {
+    for (int64_t r = 0; r < g.w; ++r) {
       int64_t lo, hi;
-      psa_mask::pos_range_for_target(tw, g.hw, g.mw, g.w, &lo, &hi);
-      T* y_row = y + psa_mask::y_offset(g, kCollect, n, h, 0, th, tw);
-      for (int64_t w = lo; w < hi; ++w) {
-        y_row[w] = buf[psa_mask::cell_of(tw, w, g.hw) * g.w + w];
-      }
-    }
-  });
-}
-
-template <typename T>
-void ForwardDistributeCpu(const T* x, T* y, const Geometry& g) {
-  ParallelFor(g.n * g.h * g.mh, psa_mask::x_numel(g), [&](int64_t t) {
-    int64_t n, h, i, th;
-    if (!DecodeTask(g, t, &n, &h, &i, &th)) return;
-    // Output channel h*W + w, row th: contiguous in tw, i.e. in j.
-    for (int64_t w = 0; w < g.w; ++w) {
-      int64_t lo, hi;
-      psa_mask::cell_range(w, g.hw, g.mw, g.w, &lo, &hi);
-      T* y_row = y + psa_mask::y_offset(g, kDistribute, n, h, w, th, 0);
-      for (int64_t j = lo; j < hi; ++j) {
-        y_row[psa_mask::target(w, j, g.hw)] =
-            x[psa_mask::x_offset(g, n, i, j, h, w)];
+      if (kType == kCollect) {
+        // Row of output channel th*W + tw (tw = r), indexed by position w.
+        psa_mask::pos_range_for_target(r, g.hw, g.mw, g.w, &lo, &hi);
+        WriteRow(y + psa_mask::y_offset(g, kType, n, h, 0, th, r), g.w, lo, hi,
+                 [&](int64_t w) {
+                   return buf[psa_mask::cell_of(r, w, g.hw) * g.w + w];
+                 });
+      } else {
+        // Row th of output channel h*W + w (w = r), indexed by target tw.
+        psa_mask::cell_range(r, g.hw, g.mw, g.w, &lo, &hi);
+        WriteRow(y + psa_mask::y_offset(g, kType, n, h, r, th, 0), g.w,
+                 psa_mask::target(r, lo, g.hw), psa_mask::target(r, hi, g.hw),
+                 [&](int64_t tw) {
+                   return buf[psa_mask::cell_of(tw, r, g.hw) * g.w + r];
+                 });
       }
     }
   });
@@ -308,15 +333,12 @@ void BackwardCpu(const T* dy, T* dx, const Geometry& g) {
     for (int64_t j = 0; j < g.mw; ++j) {
       int64_t lo, hi;
       psa_mask::pos_range_for_cell(j, g.hw, g.w, &lo, &hi);
-      lo = std::min(lo, g.w);
-      hi = std::max(hi, lo);
-      T* dx_row = dx + psa_mask::x_offset(g, n, i, j, h, 0);
-      std::fill(dx_row, dx_row + lo, T(0));
-      for (int64_t w = lo; w < hi; ++w) {
-        const int64_t tw = psa_mask::target(w, j, g.hw);
-        dx_row[w] = kType == kCollect ? buf[tw * g.w + w] : buf[w * g.w + tw];
-      }
-      std::fill(dx_row + hi, dx_row + g.w, T(0));
+      WriteRow(dx + psa_mask::x_offset(g, n, i, j, h, 0), g.w, lo, hi,
+               [&](int64_t w) {
+                 const int64_t tw = psa_mask::target(w, j, g.hw);
+                 return kType == kCollect ? buf[tw * g.w + w]
+                                          : buf[w * g.w + tw];
+               });
     }
   });
 }
@@ -406,13 +428,13 @@ std::vector<paddle::Tensor> PsaMaskForward(const paddle::Tensor& x_in,
   if (x.is_cpu()) {
     PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_mask_forward_cpu", ([&] {
       data_t* out = y.data<data_t>();
-      ZeroFill(out, psa_mask::y_numel(g));
       if (UseElementwiseKernels()) {
+        ZeroFill(out, psa_mask::y_numel(g));  // the GPU's way: fill, then scatter
         ForwardElementwiseCpu<data_t>(x.data<data_t>(), out, g, psa_type);
       } else if (psa_type == kCollect) {
-        ForwardCollectCpu<data_t>(x.data<data_t>(), out, g);
+        ForwardCpu<data_t, kCollect>(x.data<data_t>(), out, g);
       } else {
-        ForwardDistributeCpu<data_t>(x.data<data_t>(), out, g);
+        ForwardCpu<data_t, kDistribute>(x.data<data_t>(), out, g);
       }
     }));
 #ifdef PADDLE_WITH_CUDA
