@@ -197,8 +197,9 @@ class ResumableBatchSampler(paddle.io.BatchSampler):
 
 def _stack(batch: List[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
     try:
-        imgs = np.stack([b["img"] for b in batch]).astype("float32")
-        labels = np.stack([b["label"] for b in batch]).astype("int64")
+        # np.stack already copies: cast only if a sample was not float32 / int64.
+        imgs = np.stack([b["img"] for b in batch]).astype("float32", copy=False)
+        labels = np.stack([b["label"] for b in batch]).astype("int64", copy=False)
     except ValueError as e:
         shapes = [(b["img"].shape, b["label"].shape, b.get("img_path")) for b in batch]
         raise ValueError(f"Training samples in one batch differ in size ({shapes}); the train "
