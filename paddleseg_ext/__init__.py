@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+# Before anything calls into MKL: its AVX2 kernels on AMD CPUs (about 4x faster
+# convolutions on the development machine; see utils/mkl_dispatch.py).
+from .utils import mkl_dispatch as _mkl_dispatch  # noqa: E402
+
+_mkl_dispatch.apply()
+
 # Importing the component packages registers every component in its registry.
 from . import cvlibs  # noqa: F401
 from . import models, datasets, transforms, optimizers  # noqa: F401,E402
