@@ -194,6 +194,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
         "paddle_commit": getattr(paddle.version, "commit", "?"),
         "numpy": numpy.__version__,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE"),
     }
     try:
         import paddleseg
@@ -204,17 +205,21 @@ def machine_info(threads: int) -> Dict[str, Any]:
     return info
 
 
-def run_child(args: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def run_child(args: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None,
+              base_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run ``python <args>`` in a fresh process that prints one JSON line last.
 
     Used where a measurement needs its own process (peak memory, a crash that
-    must not take the whole suite down). Returns the decoded JSON, or
+    must not take the whole suite down, an environment read once at start).
+    ``env`` is laid over ``base_env`` (default: this process's environment).
+    Returns the decoded JSON, or
     ``{"error": ...}`` naming the exit status and the last stderr line.
     """
     cmd = [sys.executable, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ, **(env or {})), cwd=str(ROOT))
+                              env=dict(os.environ if base_env is None else base_env, **(env or {})),
+                              cwd=str(ROOT))
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]

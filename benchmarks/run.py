@@ -2,6 +2,7 @@
 
 Sections (each a module of this folder with ``run(ctx) -> Section``):
 
+* ``mkl``: Paddle's MKL on this CPU, plain vs after ``import paddleseg_ext``;
 * ``psa_op``: the PSA mask op vs pure Paddle vs the memory-copy floor;
 * ``models``: eval forward and one training step, ours vs PaddleSeg 2.8;
 * ``data``: decode + Cityscapes train transforms, ours vs PaddleSeg's;
@@ -39,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import BENCH_DIR, Context, Section, machine_info, set_threads  # noqa: E402
 
 MODELS = ("PSPNet", "DANet", "PSANet", "PointRend")
-SECTIONS = ["psa_op", "models", "data", "deploy", "scaling"]
-MODULES = {"psa_op": "psa_op", "models": "models_vs_peer", "data": "data_pipeline",
+SECTIONS = ["mkl", "psa_op", "models", "data", "deploy", "scaling"]
+MODULES = {"mkl": "mkl", "psa_op": "psa_op", "models": "models_vs_peer", "data": "data_pipeline",
            "deploy": "deployment", "scaling": "scaling"}
 
 # glibc returns freed multi-MB blocks to the OS and page-faults them back on the
@@ -87,6 +88,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                *(sys.argv[1:] if argv is None else argv)]
         return subprocess.call(cmd, env=dict(os.environ, **MALLOC_ENV))
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # As every paddleseg_ext process does, before MKL's first call (section "mkl"
+    # measures what it changes); PaddleSeg in this process gets the same MKL path.
+    from paddleseg_ext.utils import mkl_dispatch
+
+    mkl_dispatch.apply()
     set_threads(args.threads)
 
     warmup, repeats = (1, 3) if args.quick else (2, 5)
@@ -139,7 +145,8 @@ def render(record: dict) -> str:
         f"## Benchmarks {record['date']}", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; Python {m['python']}, "
         f"Paddle {m['paddle']} (CPU), NumPy {m['numpy']}, PaddleSeg {m.get('paddleseg') or 'not installed'}; "
-        f"threads {m['threads']}.", "",
+        f"threads {m['threads']}; MKL_DEBUG_CPU_TYPE={m.get('MKL_DEBUG_CPU_TYPE')} "
+        "(see the mkl section).", "",
     ]
     for key in SECTIONS:
         sec = record["sections"].get(key)
