@@ -279,7 +279,7 @@ def run(ctx: Context) -> Section:
         f"{', '.join(map(str, threads))}; {backbone_name(ctx.quick)} "
         f"recipes ({', '.join(RECIPES[m] for m in MODELS)}), random init"
         + ("" if ctx.quick else "; full mode uses 256x512 instead of the 512x1024 Cityscapes eval crop "
-           "(15-35 s per dygraph forward there: the section would take well over 10 minutes)"),
+           "(~4x the time per call, ~40 calls per model: the section would take over 30 minutes)"),
         f"timed: the runtime call alone (Predictor.run / OnnxPredictor.run / model(x)), no "
         f"pre/post-processing; median of {repeats} rounds after {warmup} warm-up round(s) and the "
         f"parity call; {settle * 1e3:.0f} ms untimed pause before each call so the previous runtime's "

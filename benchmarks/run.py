@@ -40,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import BENCH_DIR, Context, Section, machine_info, set_threads  # noqa: E402
 
 MODELS = ("PSPNet", "DANet", "PSANet", "PointRend")
-SECTIONS = ["mkl", "psa_op", "models", "data", "deploy", "scaling"]
+# Run (and table) order. scaling runs early, while this process is still small:
+# its children's memory limit is what the machine has available next to it.
+SECTIONS = ["mkl", "psa_op", "scaling", "models", "data", "deploy"]
 MODULES = {"mkl": "mkl", "psa_op": "psa_op", "models": "models_vs_peer", "data": "data_pipeline",
            "deploy": "deployment", "scaling": "scaling"}
 
