@@ -205,6 +205,15 @@ def machine_info(threads: int) -> Dict[str, Any]:
     return info
 
 
+def plain_paddle_env() -> Dict[str, str]:
+    """The environment of a Paddle process that never imported ``paddleseg_ext``:
+    without the MKL variable it may have set, and opted out in case the child
+    imports it after all (what PaddleSeg's own tools run in)."""
+    from paddleseg_ext.utils import mkl_dispatch
+
+    return dict(mkl_dispatch.plain_environment(), **{mkl_dispatch.OPT_OUT: "0"})
+
+
 def run_child(args: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None,
               base_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Run ``python <args>`` in a fresh process that prints one JSON line last.

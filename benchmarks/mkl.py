@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Context, Section, ratio, run_child  # noqa: E402
+from common import Context, Section, plain_paddle_env, ratio, run_child  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve())
 COLUMNS = ["kernel", "shape", "plain Paddle GFLOP/s", "paddleseg_ext GFLOP/s",
@@ -101,7 +101,7 @@ def run(ctx: Context) -> Section:
 
     section = Section("mkl", "MKL code path: plain Paddle vs after import paddleseg_ext "
                       "(GFLOP/s, alternating processes)", COLUMNS)
-    plain = dict(mkl_dispatch.plain_environment(), **{mkl_dispatch.OPT_OUT: "0"})
+    plain = plain_paddle_env()
     args = [SCRIPT, "--child", "--threads", str(ctx.threads), "--repeats", str(ctx.repeats)]
     if ctx.quick:
         args.append("--quick")

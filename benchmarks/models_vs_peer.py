@@ -43,7 +43,8 @@ if __name__ == "__main__":  # a child process: make common and paddleseg_peer im
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import ROOT, Context, Section, interleaved_medians, ratio, run_child  # noqa: E402
+from common import (ROOT, Context, Section, interleaved_medians, plain_paddle_env, ratio,  # noqa: E402
+                    run_child)
 
 SCRIPT = str(Path(__file__).resolve())
 
@@ -179,9 +180,7 @@ def as_shipped(ctx: Context, arch: str, backbone: str, pass_: str, shape: Tuple[
                repeats: int) -> Dict[str, Dict[str, float]]:
     """``{side: {"ms", "params"}}``, each side timed in its own process (eval: ours
     first; train: PaddleSeg first)."""
-    from paddleseg_ext.utils import mkl_dispatch
-
-    plain = dict(mkl_dispatch.plain_environment(), **{mkl_dispatch.OPT_OUT: "0"})
+    plain = plain_paddle_env()
     args = ["--arch", arch, "--backbone", backbone, "--pass", pass_,
             "--shape", *map(str, shape), "--threads", str(ctx.threads),
             "--repeats", str(repeats), "--workdir", str(ctx.workdir)]

@@ -90,11 +90,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                *(sys.argv[1:] if argv is None else argv)]
         return subprocess.call(cmd, env=dict(os.environ, **MALLOC_ENV))
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    # As every paddleseg_ext process does, before MKL's first call (section "mkl"
-    # measures what it changes); PaddleSeg in this process gets the same MKL path.
-    from paddleseg_ext.utils import mkl_dispatch
+    # Importing the package selects MKL's code path before its first call, as in
+    # every paddleseg_ext process (section "mkl" measures what that changes);
+    # PaddleSeg in this process gets the same MKL path.
+    import paddleseg_ext  # noqa: F401
 
-    mkl_dispatch.apply()
     set_threads(args.threads)
 
     warmup, repeats = (1, 3) if args.quick else (2, 5)

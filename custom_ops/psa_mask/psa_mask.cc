@@ -266,14 +266,15 @@ template <typename T, int kType>
 void ForwardCpu(const T* x, T* y, const Geometry& g) {
   ParallelFor(g.n * g.h * g.h, psa_mask::y_numel(g), [&](int64_t t) {
     int64_t n, h, th, i;
-    const bool used = DecodeForwardTask(g, t, &n, &h, &th, &i);
-    for (int64_t r = 0; r < g.w && !used; ++r) {  // r: tw (collect) or w
-      T* row = y + (kType == kCollect
-                        ? psa_mask::y_offset(g, kType, n, h, 0, th, r)
-                        : psa_mask::y_offset(g, kType, n, h, r, th, 0));
-      std::memset(row, 0, static_cast<size_t>(g.w) * sizeof(T));
+    if (!DecodeForwardTask(g, t, &n, &h, &th, &i)) {
+      for (int64_t r = 0; r < g.w; ++r) {  // r: tw (collect) or w
+        T* row = y + (kType == kCollect
+                          ? psa_mask::y_offset(g, kType, n, h, 0, th, r)
+                          : psa_mask::y_offset(g, kType, n, h, r, th, 0));
+        std::memset(row, 0, static_cast<size_t>(g.w) * sizeof(T));
+      }
+      return;
     }
-    if (!used) return;
     // buf[j * W + w] = x[n, i*mw + j, h, w]
     T* buf = Scratch<T>(g.mw * g.w);
     for (int64_t j = 0; j < g.mw; ++j) {
