@@ -1,0 +1,89 @@
+"""The adapter contract: detect a peer's checkpoint layout, convert it exactly.
+
+An adapter is registered per (toolkit, model) with :func:`register_adapter`:
+
+* ``detect(keys, model) -> bool`` looks only at the checkpoint's key names
+  (and the target model's class/config) and says whether the file is in the
+  peer's layout for this model;
+* ``convert(state, model) -> Conversion`` returns a state dict in this
+  toolkit's layout. Conversions are exact: renames, and a conv bias that
+  precedes a BatchNorm folded into that BatchNorm's running mean
+  (``BN(conv(x) + b) == BN'(conv(x))`` with ``mean' = mean - b``). An adapter
+  never drops a tensor and never guesses: what it cannot place is reported in
+  ``Conversion.unplaced`` and the loader refuses the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["Conversion", "Adapter", "register_adapter", "registered_adapters",
+           "fold_bias_into_bn"]
+
+
+@dataclass
+class Conversion:
+    """The result of converting a peer checkpoint.
+
+    Attributes:
+        layout: human-readable name of the detected layout, e.g.
+            ``"PaddleSeg 2.x PSPNet"``.
+        state: the converted state dict (this toolkit's key names).
+        renamed: number of tensors whose key changed.
+        folded: BatchNorm prefixes whose running mean absorbed a conv bias.
+        unplaced: peer keys that have no place in the target model (a
+            non-empty list makes the loader refuse the checkpoint).
+    """
+
+    layout: str
+    state: Dict[str, np.ndarray]
+    renamed: int = 0
+    folded: List[str] = field(default_factory=list)
+    unplaced: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"detected {self.layout} checkpoint: {len(self.state)} tensors, "
+                f"{self.renamed} renamed, {len(self.folded)} conv biases folded into BatchNorm")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A registered (toolkit, model) converter."""
+
+    name: str
+    detect: Callable[[Sequence[str], object], bool]
+    convert: Callable[[Mapping[str, np.ndarray], object], Conversion]
+
+
+_ADAPTERS: Dict[str, Adapter] = {}
+
+
+def register_adapter(name: str, detect: Callable, convert: Callable) -> Adapter:
+    """Register an adapter under a unique ``name`` (e.g. ``"paddleseg.pspnet"``)."""
+    if name in _ADAPTERS:
+        raise KeyError(f"checkpoint adapter '{name}' is already registered")
+    adapter = Adapter(name, detect, convert)
+    _ADAPTERS[name] = adapter
+    return adapter
+
+
+def registered_adapters() -> List[Adapter]:
+    return list(_ADAPTERS.values())
+
+
+def fold_bias_into_bn(state: Dict[str, np.ndarray], conv_bias_key: str, bn_prefix: str) -> None:
+    """Fold ``state[conv_bias_key]`` into the running mean at ``bn_prefix``.
+
+    ``BN(conv(x) + b) = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta``
+    equals ``BN'(conv(x))`` with ``mean' = mean - b``: exact in real numbers,
+    one float rounding in practice. The bias key is removed from ``state``.
+    """
+    bias = np.asarray(state.pop(conv_bias_key))
+    mean_key = f"{bn_prefix}._mean"
+    mean = np.asarray(state[mean_key])
+    if bias.shape != mean.shape:
+        raise ValueError(f"cannot fold {conv_bias_key} {bias.shape} into {mean_key} {mean.shape}")
+    state[mean_key] = (mean.astype(np.float64) - bias.astype(np.float64)).astype(mean.dtype)
