@@ -10,7 +10,8 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to
-from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool, _check_impl,
+from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool,
+                                                   _check_concat_order, _check_impl,
                                                    _normalization, _positive_int,
                                                    parse_psa_type)
 from paddleseg_ext.utils.pretrained import load_pretrained
@@ -64,7 +65,18 @@ class PSANet(nn.Layer):
             (``$PADDLESEG_EXT_PSA_IMPL``, else the op if it can be loaded or
             built). Exported models list the op in deploy.yaml only if used.
         dropout: dropout probability before both classifiers.
+        psa_concat_order: bi-direction only, the order of the two branch
+            contexts fed to the PSA projection: ``'collect_first'`` (the
+            authors' code, hszhao/semseg) or ``'distribute_first'``
+            (PSANet_paddle, justld/PSANet_paddle, whose published Cityscapes
+            checkpoint needs it). Both train the same function class; the
+            order decides which checkpoints give the same logits.
         pretrained: path or URL of whole-model weights, or None.
+
+    PSANet_paddle's model is otherwise this network: its ``psa.reduce_layer``,
+    ``head.conv_bn_relu`` and ``head.conv`` are our ``psa.reduce``,
+    ``bottleneck`` and ``cls`` (its checkpoints convert on load, see
+    :mod:`paddleseg_ext.checkpoints.adapters.psanet_paddle`).
 
     Shape:
         x: ``[N, C_in, H, W]`` -> list of ``[N, K, H, W]`` logits: ``[main,
@@ -79,6 +91,7 @@ class PSANet(nn.Layer):
                  use_psa: bool = True, compact: bool = False,
                  enable_auxiliary_loss: bool = True, align_corners: bool = False,
                  psa_impl: str = "auto", dropout: float = 0.1,
+                 psa_concat_order: str = "collect_first",
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
         # Validate everything here so errors name PSANet and the YAML key.
@@ -102,6 +115,7 @@ class PSANet(nn.Layer):
                             ("align_corners", align_corners)):
             _check_bool(_OWNER, name, value)
         impl = _check_impl(psa_impl, _OWNER)
+        concat_order = _check_concat_order(psa_concat_order, _OWNER, "psa_concat_order")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"{_OWNER}: dropout must be in [0, 1), got {dropout!r}")
@@ -114,7 +128,8 @@ class PSANet(nn.Layer):
         aux_ch, feat_ch = (backbone.feat_channels[i] for i in idx)
 
         self.psa = (PSAModule(feat_ch, _PSA_MID_CHANNELS, psa_type_id, mask_size, shrink_factor,
-                              normalization_factor, psa_softmax, compact, impl)
+                              normalization_factor, psa_softmax, compact, impl,
+                              concat_order=concat_order)
                     if use_psa else None)
         head_in = self.psa.out_channels if self.psa is not None else feat_ch
         self.bottleneck = ConvBNReLU(head_in, _HEAD_CHANNELS, 3)

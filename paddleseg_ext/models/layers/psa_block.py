@@ -57,12 +57,16 @@ from .conv_bn import ConvBNReLU
 from .softmax import channel_softmax
 
 __all__ = ["PSAModule", "psa_aggregate", "parse_psa_type", "resolve_psa_impl",
-           "PSA_TYPES", "PSA_IMPLS"]
+           "PSA_TYPES", "PSA_IMPLS", "PSA_CONCAT_ORDERS"]
 
 #: Accepted ``psa_type`` names and PaddleSeg's integer codes.
 PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
 #: Accepted ``psa_impl`` values.
 PSA_IMPLS = ("auto", "op", "paddle")
+#: Accepted ``concat_order`` values: which bi-direction branch comes first in
+#: the context fed to ``proj`` (the authors' code: collect; PSANet_paddle:
+#: distribute).
+PSA_CONCAT_ORDERS = ("collect_first", "distribute_first")
 
 _IMPL_ENV = "PADDLESEG_EXT_PSA_IMPL"  # same variable as paddleseg_ext.ops.psa_mask
 _FALLBACK_WARNED = False
@@ -93,6 +97,13 @@ def _check_impl(value: object, owner: str) -> str:
         raise ValueError(f"{owner}: psa_impl must be one of {', '.join(map(repr, PSA_IMPLS))}, "
                          f"got {value!r}")
     return value.strip().lower()
+
+
+def _check_concat_order(value: object, owner: str, name: str = "concat_order") -> str:
+    if not isinstance(value, str) or value not in PSA_CONCAT_ORDERS:
+        raise ValueError(f"{owner}: {name} must be one of "
+                         f"{', '.join(map(repr, PSA_CONCAT_ORDERS))}, got {value!r}")
+    return value
 
 
 def _positive_int(owner: str, name: str, value: object) -> int:
@@ -244,8 +255,10 @@ class PSAModule(nn.Layer):
     ``shrink_factor``, attention ``1x1 ConvBNReLU mid -> mid`` then ``1x1 conv
     mid -> mh*mw`` (no bias), PSA mask, optional softmax, aggregation by a
     batched matmul scaled by ``1/normalization_factor``. The branch outputs
-    are concatenated, projected back to ``C`` by a 1x1 ConvBNReLU, resized to
-    the input size if shrunk and concatenated after the input.
+    are concatenated (collect first, as in the authors' code, unless
+    ``concat_order='distribute_first'``), projected back to ``C`` by a 1x1
+    ConvBNReLU, resized to the input size if shrunk and concatenated after the
+    input.
 
     Sub-layer names follow the authors' code (``reduce``/``attention`` for
     collect, or for the only branch; ``reduce_p``/``attention_p`` for
@@ -265,6 +278,11 @@ class PSAModule(nn.Layer):
         impl: ``'op'`` (compiled op), ``'paddle'`` (pure Paddle) or
             ``'auto'`` (``$PADDLESEG_EXT_PSA_IMPL``, else the op if it can be
             loaded or built); resolved once, lazily, see :attr:`custom_ops`.
+        concat_order: bi-direction only: ``'collect_first'`` (the authors')
+            or ``'distribute_first'`` (PSANet_paddle, justld/PSANet_paddle,
+            ``paddle.concat([x_dis, x_col])``), i.e. which half of ``proj``'s
+            input channels reads which branch. The same function class; it
+            only decides which checkpoints fit.
 
     Shape:
         x: ``[N, C, H, W]`` -> ``[N, 2C, H, W]`` (input, then context).
@@ -273,7 +291,8 @@ class PSAModule(nn.Layer):
     def __init__(self, in_channels: int, mid_channels: int = 512, psa_type: PsaType = 2,
                  mask_size: Sequence[int] = (59, 59), shrink_factor: int = 2,
                  normalization_factor: Optional[float] = 1.0, psa_softmax: bool = True,
-                 compact: bool = False, impl: str = "auto") -> None:
+                 compact: bool = False, impl: str = "auto",
+                 concat_order: str = "collect_first") -> None:
         super().__init__()
         owner = "PSAModule"
         _positive_int(owner, "in_channels", in_channels)
@@ -290,6 +309,7 @@ class PSAModule(nn.Layer):
         self.psa_softmax = _check_bool(owner, "psa_softmax", psa_softmax)
         self.compact = _check_bool(owner, "compact", compact)
         self.psa_impl = _check_impl(impl, owner)
+        self.concat_order = _check_concat_order(concat_order, owner)
         self._resolved_impl: Optional[str] = None
         self.in_channels = in_channels
         self.out_channels = 2 * in_channels
@@ -373,8 +393,11 @@ class PSAModule(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if self.psa_type == 2:
-            ctx = paddle.concat([self._branch(x, self.reduce, self.attention, 0),
-                                 self._branch(x, self.reduce_p, self.attention_p, 1)], axis=1)
+            branches = [self._branch(x, self.reduce, self.attention, 0),
+                        self._branch(x, self.reduce_p, self.attention_p, 1)]
+            if self.concat_order == "distribute_first":
+                branches.reverse()
+            ctx = paddle.concat(branches, axis=1)
         else:
             ctx = self._branch(x, self.reduce, self.attention, self.psa_type)
         ctx = self.proj(ctx)
@@ -387,4 +410,5 @@ class PSAModule(nn.Layer):
         return (f"psa_type={names[self.psa_type]}, mask_size={self.mask_size}, "
                 f"shrink_factor={self.shrink_factor}, compact={self.compact}, "
                 f"psa_softmax={self.psa_softmax}, "
-                f"normalization_factor={self.normalization_factor}, psa_impl={self.psa_impl}")
+                f"normalization_factor={self.normalization_factor}, psa_impl={self.psa_impl}, "
+                f"concat_order={self.concat_order}")
