@@ -24,6 +24,7 @@ QUICK_START = ROOT / "configs" / "quick_start" / "pointrend_resnet18_landcover_6
 
 
 def small(output_stride=32, **kwargs):
+    kwargs.setdefault("decoder", "semantic_fpn")  # the papers' decoder; PaddleSeg's is tested below
     for k, v in (("fpn_channels", 32), ("fpn_head_channels", 16), ("point_channels", 32),
                  ("num_points", 256), ("subdivision_num_points", 200)):
         kwargs.setdefault(k, v)
