@@ -5,6 +5,7 @@ Runs only in the benchmark environment (PaddleSeg installed):
     bash benchmarks/setup_bench_env.sh
     .venv-bench/bin/python benchmarks/peer_checkpoints.py            # logits table
     .venv-bench/bin/python benchmarks/peer_checkpoints.py --fixtures  # rewrite tests/fixtures/paddleseg/
+    .venv-bench/bin/python benchmarks/peer_checkpoints.py --recipes DIR  # PaddleSeg's own recipe files
     .venv-bench/bin/python -m pytest tests/test_peer_checkpoints.py -q -p no:cacheprovider
 
 For each model (PSPNet, DANet, PointRend at PaddleSeg's output stride 8) on
@@ -139,14 +140,51 @@ def write_fixtures() -> List[Path]:
     return written
 
 
+def check_recipes(root: Path) -> List[str]:
+    """Build every PaddleSeg PSPNet / DANet / PointRend recipe under ``root/configs`` both ways.
+
+    ``root`` is a PaddleSeg checkout (its ``configs/`` with ``_base_``). Each
+    file, unchanged, is built by PaddleSeg's own builder and by ours; a
+    state dict with PaddleSeg's key names and shapes must convert into ours
+    with every tensor placed and every key filled (random values, no
+    forward: ResNet101 recipes are included). Returns one line per file.
+    """
+    import numpy as np
+    from paddleseg.cvlibs import Config as PeerConfig
+    from paddleseg.cvlibs import SegBuilder as PeerBuilder
+
+    from paddleseg_ext.checkpoints.adapters import to_native
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    lines = []
+    for path in sorted(p for m in ("pspnet", "danet", "pointrend")
+                       for p in (root / "configs" / m).glob("*.yml")):
+        peer_cfg = PeerConfig(str(path))
+        peer_cfg.dic["model"]["backbone"]["pretrained"] = None  # no download
+        peer = PeerBuilder(peer_cfg).model
+        ours = SegBuilder(Config(str(path), opts=["model.backbone.pretrained=null"])).model
+        rng = np.random.default_rng(0)
+        state = {k: rng.normal(0, 1, v.shape).astype("float32") for k, v in peer.state_dict().items()}
+        native, conv = to_native(state, ours, source=path.name)  # raises if it does not fit
+        lines.append(f"{path.name}: {type(peer).__name__}, {len(state)} PaddleSeg tensors -> "
+                     f"{len(native)} of ours ({conv.summary()})")
+        del peer, ours, state, native
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fixtures", action="store_true", help="rewrite tests/fixtures/paddleseg/*.json")
+    p.add_argument("--recipes", type=Path, help="a PaddleSeg checkout: build its recipe files both ways")
     args = p.parse_args()
     import tempfile
 
     import paddleseg_peer
     paddleseg_peer.load()
+    if args.recipes:
+        for line in check_recipes(args.recipes):
+            print(line, flush=True)
+        return
     if args.fixtures:
         for path in write_fixtures():
             print("wrote", path.relative_to(ROOT))
