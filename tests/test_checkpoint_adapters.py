@@ -285,3 +285,63 @@ def test_convert_weights_tool(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 2 and len(errors) == 1 and "cls.weight" in errors[0]
     assert "Traceback" not in proc.stderr and not (tmp_path / "bad.pdparams").exists()
+
+
+TOOL_CONFIG = """\
+_base_: {recipe}
+model:
+  backbone: {{type: ResNet18_vd, multi_grid: [1, 1], pretrained: null}}
+train_dataset:
+  _inherited_: false
+  type: Dataset
+  dataset_root: {root}
+  train_path: {root}/train.txt
+  num_classes: 19
+  mode: train
+  transforms: [{{type: Normalize}}]
+val_dataset:
+  _inherited_: false
+  type: Dataset
+  dataset_root: {root}
+  val_path: {root}/val.txt
+  num_classes: 19
+  mode: val
+  transforms: [{{type: Normalize}}]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pspnet_resnet18_vd.json", "danet_resnet18_vd.json",
+                                  "pointrend_resnet18_vd.json"])
+def test_tools_run_on_a_paddleseg_checkpoint_with_the_zoo_recipe(name, tmp_path):
+    """val / predict / export + deploy on a PaddleSeg-layout file (random values, PaddleSeg's keys)."""
+    from synthetic import make_filelist_dataset
+
+    doc = fixture(name)
+    root = make_filelist_dataset(str(tmp_path / "data"), num_classes=19, n_train=1, n_val=1,
+                                 size=(40, 56))
+    cfg = tmp_path / "zoo.yml"
+    cfg.write_text(TOOL_CONFIG.format(recipe=ROOT / doc["recipe"], root=root))
+    ckpt = tmp_path / "paddleseg.pdparams"
+    state = synthetic_state(doc)
+    state = {k: (v * 0.05 if not k.endswith("_variance") else v) for k, v in state.items()}
+    paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(ckpt))
+
+    def tool(*args):
+        proc = _run(*args)
+        assert proc.returncode == 0, f"{args}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout + proc.stderr
+
+    log = tool("tools/val.py", "--config", str(cfg), "--model_path", str(ckpt),
+               "--save_json", str(tmp_path / "m.json"))
+    assert f"detected PaddleSeg 2.x {doc['model']} checkpoint" in log
+    assert len(json.loads((tmp_path / "m.json").read_text())["class_IoU"]) == 19
+    tool("tools/predict.py", "--config", str(cfg), "--model_path", str(ckpt),
+         "--image_path", os.path.join(root, "val.txt"), "--save_dir", str(tmp_path / "pred"))
+    assert os.listdir(tmp_path / "pred" / "pseudo_color_prediction")
+    tool("tools/export.py", "--config", str(cfg), "--model_path", str(ckpt),
+         "--save_dir", str(tmp_path / "exp"))
+    log = tool("deploy/python/infer.py", "--config", str(tmp_path / "exp" / "deploy.yaml"),
+               "--image_path", os.path.join(root, "val.txt"), "--save_dir", str(tmp_path / "dep"),
+               "--cpu_threads", "1")
+    assert os.listdir(tmp_path / "dep")
