@@ -57,7 +57,10 @@ def _recipe_hint(model: str, folder: str) -> str:
 
 
 def _model_is(model: object, name: str) -> bool:
-    return type(model).__name__ == name
+    # Imported on use: the models import the loaders, which import this package.
+    from paddleseg_ext import models
+
+    return isinstance(model, getattr(models, name))
 
 
 # --------------------------------------------------------------------- PSPNet
