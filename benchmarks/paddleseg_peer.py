@@ -134,10 +134,12 @@ def build_model(name: str, backbone: str = "ResNet50_vd", num_classes: int = 19,
         model = DANet(num_classes, make_backbone(output_stride=8), backbone_indices=(2, 3))
         return model, [CrossEntropyLoss()] * 4, [1.0, 1.0, 1.0, 0.4]
     if name == "PointRend":
-        # Output stride 32, like ours and the paper (an FPN over an undilated
-        # ResNet). PaddleSeg's shipped recipe dilates to output stride 8
-        # (pointrend_resnet50_os8_*.yml), a different and ~4x costlier network
-        # with the same parameters; pointrend_output_stride=8 builds that one.
+        # Output stride 32, like our paper recipes (an FPN over an undilated
+        # ResNet); PaddleSeg's FPN decoder still differs from their Semantic FPN
+        # (ours builds PaddleSeg's with decoder: paddleseg). PaddleSeg's shipped
+        # recipe dilates to output stride 8 (pointrend_resnet50_os8_*.yml), a
+        # ~4x costlier network with the same parameters;
+        # pointrend_output_stride=8 builds that one.
         net = make_backbone(output_stride=pointrend_output_stride)
         model = PointRend(num_classes, net, backbone_indices=(0, 1, 2, 3),
                           fpn_inplanes=list(net.feat_channels))

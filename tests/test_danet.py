@@ -257,3 +257,51 @@ def test_quick_start_builds_and_outputs_match_losses():
     builder.check_outputs_match_losses(model)
     model.train()
     assert len(model(paddle.randn([1, 3, 64, 64]))) == len(builder.loss["types"]) == 4
+
+
+# -- PaddleSeg 2.x's variant (the defaults) vs the paper recipes' -------------------
+
+def test_paddleseg_variant_aux_head_is_linear_on_stage4():
+    net = small(aux_head="linear")
+    conv = net.aux_head[1]
+    assert list(conv.weight.shape) == [3, net.backbone.feat_channels[3], 1, 1]
+    net.train()
+    out = net(paddle.randn([1, 3, 33, 47]))
+    assert net.output_names == ("fused", "pam", "cam", "aux") and len(out) == 4
+    assert all(list(o.shape) == [1, 3, 33, 47] for o in out)
+    fcn = small(aux_head="fcn")
+    assert list(fcn.aux_head.conv_bn_relu._conv.weight.shape)[1] == fcn.backbone.feat_channels[2]
+
+
+def test_align_mode_is_the_final_resize_and_changes_the_function():
+    a = small(align_mode=1)
+    b = small(align_mode=0)
+    b.set_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = paddle.randn([1, 3, 40, 56])
+    with paddle.no_grad():
+        head = a.head(a.backbone(x)[3])[0]
+        ya, yb = a(x)[0], b(x)[0]
+    want = paddle.nn.functional.interpolate(head, size=[40, 56], mode="bilinear", align_corners=False,
+                                            align_mode=1)
+    np.testing.assert_allclose(ya.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    assert np.abs(ya.numpy() - yb.numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"aux_head": "mlp"}, r"aux_head must be one of \['linear', 'fcn'\], got 'mlp'"),
+    ({"align_mode": 2}, "align_mode must be 0 or 1, got 2"),
+])
+def test_bad_variant_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        small(**kwargs)
+
+
+def test_paddleseg_recipe_pinned_parameter_count():
+    recipe = RECIPES / "paddleseg" / "danet_resnet50_os8_cityscapes_1024x512_80k.yml"
+    net = SegBuilder(Config(str(recipe), opts=["model.backbone.pretrained=null"])).model
+    assert net.aux_head_type == "linear" and net.align_mode == 1
+    n = sum(int(p.numel()) for p in net.parameters() if not p.stop_gradient)
+    # PaddleSeg 2.8 builds 47,522,862 from the same file: its 4 head convs also carry a
+    # bias before their BN (2,048 values), folded into the BN on load.
+    assert n == 47_520_814

@@ -24,6 +24,7 @@ QUICK_START = ROOT / "configs" / "quick_start" / "pointrend_resnet18_landcover_6
 
 
 def small(output_stride=32, **kwargs):
+    kwargs.setdefault("decoder", "semantic_fpn")  # the papers' decoder; PaddleSeg's is tested below
     for k, v in (("fpn_channels", 32), ("fpn_head_channels", 16), ("point_channels", 32),
                  ("num_points", 256), ("subdivision_num_points", 200)):
         kwargs.setdefault(k, v)
@@ -133,8 +134,9 @@ def test_subdivision_stops_at_input_size_and_caps_points():
         assert list(net(x)[0].shape) == [1, 3, 9, 13]
 
 
-def test_to_static_save_load_matches_dygraph(tmp_path):
-    net = small()
+@pytest.mark.parametrize("decoder", ["semantic_fpn", "paddleseg"])
+def test_to_static_save_load_matches_dygraph(tmp_path, decoder):
+    net = small(decoder=decoder)
     net.eval()
     static = paddle.jit.to_static(
         net, input_spec=[paddle.static.InputSpec([None, 3, None, None], "float32", "x")],
@@ -284,3 +286,55 @@ def test_quick_start_builds_and_outputs_match_losses():
     label = paddle.randint(0, 7, [2, 64, 64])
     terms = [fn(o, label) * c for o, fn, c in zip(out, builder.loss["types"], builder.loss["coef"])]
     assert len(terms) == 2 and all(np.isfinite(float(t)) for t in terms)
+
+
+# -- PaddleSeg 2.x's decoder (the default) --------------------------------------------
+
+def paddleseg_small(output_stride=8, **kwargs):
+    return small(output_stride=output_stride, decoder="paddleseg", **kwargs)
+
+
+@pytest.mark.parametrize("output_stride", [8, 32])
+def test_paddleseg_decoder_predicts_at_the_coarsest_level(output_stride):
+    net = paddleseg_small(output_stride)
+    net.eval()
+    x = paddle.randn([1, 3, 67, 93])
+    with paddle.no_grad():
+        feats = net.backbone(x)
+        pyramid = net.neck([feats[i] for i in net.backbone_indices])
+        coarse = net.fpn_head(pyramid)
+        out = net(x)
+    assert list(coarse.shape[2:]) == list(pyramid[-1].shape[2:])
+    assert list(pyramid[0].shape[2:]) == list(feats[0].shape[2:])  # the neck keeps fine-to-coarse
+    assert len(out) == 1 and list(out[0].shape) == [1, 3, 67, 93]
+    net.train()
+    out = net(x)
+    assert list(out[0].shape) == [1, 3, 67, 93] and list(out[1][0].shape) == [1, 3, 256]
+
+
+def test_paddleseg_decoder_backward_reaches_every_parameter():
+    net = paddleseg_small(dropout=0.0)
+    net.train()
+    img = paddle.randn([2, 3, 48, 64])
+    label = paddle.to_tensor(np.random.default_rng(0).integers(0, 3, (2, 48, 64)).astype("int64"))
+    out = net(img)
+    loss = CrossEntropyLoss()(out[0], label) + PointCrossEntropyLoss()(out[1], label)
+    loss.backward()
+    trainable = [(n, p) for n, p in net.named_parameters() if not p.stop_gradient]
+    assert [n for n, p in trainable if p.grad is None] == []
+    assert net.point_head.padding_mode == "zeros"
+
+
+def test_bad_decoder():
+    with pytest.raises(ValueError, match=r"decoder must be one of \['paddleseg', 'semantic_fpn'\], got 'fpn'"):
+        small(decoder="fpn")
+
+
+def test_paddleseg_recipe_pinned_parameter_count():
+    recipe = RECIPES / "paddleseg" / "pointrend_resnet50_os8_cityscapes_1024x512_80k.yml"
+    net = SegBuilder(Config(str(recipe), opts=["model.backbone.pretrained=null"])).model
+    assert net.decoder == "paddleseg" and net.backbone.output_stride == 8
+    n = sum(int(p.numel()) for p in net.parameters() if not p.stop_gradient)
+    # PaddleSeg 2.8 builds 28,717,295 from the same file: a 3x3 output conv + BN for the coarsest
+    # FPN level that its forward never calls (590,336) and 4 lateral conv biases (1,024, folded).
+    assert n == 28_125_935

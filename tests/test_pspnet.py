@@ -158,3 +158,21 @@ def test_to_static_with_dynamic_size_matches_dygraph():
         spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "x")]
         got = paddle.jit.to_static(net, input_spec=spec, full_graph=True)(img)[0].numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_aux_width_defaults_to_a_quarter_of_stage3_as_paddleseg():
+    net = small()
+    assert list(net.aux_head.conv_bn_relu._conv.weight.shape)[:2] == [64, 256]  # ResNet18: 256 / 4
+    assert list(small(aux_inter_channels=32).aux_head.conv.weight.shape) == [3, 32, 1, 1]
+    with pytest.raises(ValueError, match="aux_inter_channels must be a positive int, got 0"):
+        small(aux_inter_channels=0)
+
+
+def test_paddleseg_recipe_builds_the_same_network_as_the_paper_recipe():
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+    recipe = RECIPES / "paddleseg" / "pspnet_resnet50_os8_cityscapes_1024x512_80k.yml"
+    net = SegBuilder(Config(str(recipe), opts=["model.backbone.pretrained=null"])).model
+    n = sum(int(p.numel()) for p in net.parameters() if not p.stop_gradient)
+    # PaddleSeg 2.8 builds 67,863,942 from the same file: 3,328 more, the biases of its
+    # PPM and aux convs in front of BatchNorm, folded into the BN on load.
+    assert n == 67_860_614

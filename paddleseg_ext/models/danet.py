@@ -6,11 +6,16 @@ from typing import List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.attention import CAM, PAM
 from paddleseg_ext.utils.pretrained import load_pretrained
+
+
+#: DANet's auxiliary heads: PaddleSeg 2.x's linear one on stage 4, the FCN one on stage 3.
+AUX_HEADS = ("linear", "fcn")
 
 
 def _positive_int(owner: str, name: str, value) -> int:
@@ -81,20 +86,39 @@ class DANet(nn.Layer):
 
     Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
     (https://arxiv.org/abs/1809.02983). A dilated backbone (output stride 8)
-    feeds its last stage to a :class:`DAHead`; in training an auxiliary FCN
-    head (:class:`~paddleseg_ext.models.layers.AuxHead`) on the previous stage
-    adds deep supervision, as in mmsegmentation's DANet. Training outputs are
-    ``[fused, pam, cam, aux]`` (loss ``coef: [1, 1, 1, 0.4]``), eval outputs
-    ``[fused]`` only, without running any auxiliary classifier.
+    feeds its last stage to a :class:`DAHead`; in training an auxiliary head
+    adds deep supervision. Training outputs are ``[fused, pam, cam, aux]``
+    (loss ``coef: [1, 1, 1, 0.4]``), eval outputs ``[fused]`` only, without
+    running any auxiliary classifier.
+
+    Two switches choose between PaddleSeg 2.x's DANet (the defaults, so
+    PaddleSeg's own recipe files build its network and its checkpoints load
+    exactly) and this project's paper recipes:
+
+    * ``aux_head``: ``"linear"`` (PaddleSeg) is dropout + 1x1 classifier on
+      the attention head's input (stage 4), ``backbone_indices[0]`` unused;
+      ``"fcn"`` (paper recipes, as mmsegmentation) is an
+      :class:`~paddleseg_ext.models.layers.AuxHead` (3x3 ConvBNReLU to 256,
+      dropout, 1x1) on ``backbone_indices[0]`` (stage 3).
+    * ``align_mode``: of the final bilinear resize of the logits
+      (``F.interpolate``, used when ``align_corners`` is False): 1
+      (PaddleSeg, source = scale * target) or 0 (half-pixel centres, as every
+      other model here).
+
+    PaddleSeg 2.8 classifies its PAM branch in training with the CAM
+    branch's classifier (its ``aux_head_pam`` is built but never used); here
+    each branch has its own. Eval logits are unaffected.
 
     Args:
         num_classes: K.
         backbone: a built backbone exposing ``feat_channels``.
         backbone_indices: (aux feature index, attention feature index).
         inter_channels: attention branch width; default ``C / 4``.
-        enable_auxiliary_loss: build and (in training) run the aux FCN head.
+        enable_auxiliary_loss: build and (in training) run the aux head.
         dropout: dropout probability before every classifier.
         align_corners: for resizing logits to the input size.
+        aux_head: ``"linear"`` or ``"fcn"`` (see above).
+        align_mode: 0 or 1 (see above).
         pretrained: path or URL of whole-model weights, or None.
 
     Shape:
@@ -105,7 +129,8 @@ class DANet(nn.Layer):
     def __init__(self, num_classes: int, backbone: nn.Layer,
                  backbone_indices: Sequence[int] = (2, 3), inter_channels: Optional[int] = None,
                  enable_auxiliary_loss: bool = True, dropout: float = 0.1,
-                 align_corners: bool = False, pretrained: Optional[str] = None) -> None:
+                 align_corners: bool = False, aux_head: str = "linear", align_mode: int = 1,
+                 pretrained: Optional[str] = None) -> None:
         super().__init__()
         self.num_classes = _positive_int("DANet", "num_classes", num_classes)
         if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
@@ -120,14 +145,24 @@ class DANet(nn.Layer):
                              f"{backbone_indices!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"DANet: dropout must be in [0, 1), got {dropout!r}")
+        if aux_head not in AUX_HEADS:
+            raise ValueError(f"DANet: aux_head must be one of {list(AUX_HEADS)}, got {aux_head!r}")
+        if isinstance(align_mode, bool) or align_mode not in (0, 1):
+            raise ValueError(f"DANet: align_mode must be 0 or 1, got {align_mode!r}")
         self.backbone = backbone
         self.backbone_indices = idx
         self.enable_auxiliary_loss = bool(enable_auxiliary_loss)
         self.align_corners = bool(align_corners)
+        self.align_mode = align_mode
+        self.aux_head_type = aux_head
         aux_ch, head_ch = (backbone.feat_channels[i] for i in idx)
         self.head = DAHead(head_ch, num_classes, inter_channels, float(dropout))
-        self.aux_head = (AuxHead(aux_ch, num_classes, dropout=float(dropout))
-                         if self.enable_auxiliary_loss else None)
+        if not self.enable_auxiliary_loss:
+            self.aux_head = None
+        elif aux_head == "linear":
+            self.aux_head = _classifier(head_ch, num_classes, float(dropout))
+        else:
+            self.aux_head = AuxHead(aux_ch, num_classes, dropout=float(dropout))
         self.pretrained = pretrained
         if pretrained:
             load_pretrained(self, pretrained)
@@ -143,6 +178,10 @@ class DANet(nn.Layer):
         feats = self.backbone(x)
         logits = self.head(feats[self.backbone_indices[1]])
         if self.training and self.aux_head is not None:
-            logits.append(self.aux_head(feats[self.backbone_indices[0]]))
+            aux_in = self.backbone_indices[1 if self.aux_head_type == "linear" else 0]
+            logits.append(self.aux_head(feats[aux_in]))
         size = spatial_size(x)
-        return [resize_to(logit, size, self.align_corners) for logit in logits]
+        if self.align_mode == 0 or self.align_corners:
+            return [resize_to(logit, size, self.align_corners) for logit in logits]
+        return [F.interpolate(logit, size=size, mode="bilinear", align_corners=False, align_mode=1)
+                for logit in logits]

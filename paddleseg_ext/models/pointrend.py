@@ -11,9 +11,14 @@ import paddle.nn.functional as F
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import resize_to, spatial_size
 from paddleseg_ext.models.layers.fpn import FPN, SemanticFPNHead
+from paddleseg_ext.models.layers.paddleseg_fpn import PaddleSegFPN, PaddleSegFPNHead
 from paddleseg_ext.models.layers.point_geometry import (most_uncertain_points, point_sample,
                                                         sample_training_points, scatter_points)
 from paddleseg_ext.utils.pretrained import load_pretrained
+
+
+#: PointRend's FPN neck + decoder: PaddleSeg 2.x's, or the papers' Semantic FPN.
+DECODERS = ("paddleseg", "semantic_fpn")
 
 
 def _positive_int(owner: str, name: str, value) -> int:
@@ -42,6 +47,8 @@ class PointHead(nn.Layer):
         num_fcs: number of MLP layers (3 in the paper).
         coarse_pred_each_layer: concatenate the coarse prediction before
             every layer, not only the first.
+        padding_mode: of the point sampling (see
+            :func:`~paddleseg_ext.models.layers.point_geometry.point_sample`).
 
     Shape:
         fine: ``[N, in_channels, H, W]``; coarse: ``[N, K, h, w]``;
@@ -49,8 +56,12 @@ class PointHead(nn.Layer):
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 256,
-                 num_fcs: int = 3, coarse_pred_each_layer: bool = True) -> None:
+                 num_fcs: int = 3, coarse_pred_each_layer: bool = True,
+                 padding_mode: str = "border") -> None:
         super().__init__()
+        if padding_mode not in ("border", "zeros"):
+            raise ValueError(f"PointHead: padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
+        self.padding_mode = padding_mode
         for name, v in (("in_channels", in_channels), ("num_classes", num_classes),
                         ("channels", channels)):
             _positive_int("PointHead", name, v)
@@ -71,8 +82,8 @@ class PointHead(nn.Layer):
 
     def forward(self, fine: paddle.Tensor, coarse: paddle.Tensor,
                 points: paddle.Tensor) -> paddle.Tensor:
-        coarse_pts = point_sample(coarse, points)  # [N, K, P]
-        y = paddle.concat([point_sample(fine, points), coarse_pts], axis=1)
+        coarse_pts = point_sample(coarse, points, self.padding_mode)  # [N, K, P]
+        y = paddle.concat([point_sample(fine, points, self.padding_mode), coarse_pts], axis=1)
         for fc in self.fcs:
             y = F.relu(fc(y))
             if self.coarse_pred_each_layer:
@@ -105,13 +116,22 @@ class PointRend(nn.Layer):
     Use a non-dilated backbone (``output_stride: 32``), as the paper and
     mmsegmentation do; dilated ones also work but cost far more.
 
+    ``decoder`` chooses the FPN neck and decoder: ``"semantic_fpn"`` is the
+    papers' (above; this project's recipes), ``"paddleseg"`` (the default,
+    so PaddleSeg's own recipe files build its network) is PaddleSeg 2.x's
+    (:mod:`~paddleseg_ext.models.layers.paddleseg_fpn`): coarse logits and
+    the point head's fine-grained features at the *coarsest* pyramid level,
+    and point sampling with zero padding. PaddleSeg's shipped recipes also
+    dilate the backbone to output stride 8 (``backbone.output_stride: 8``).
+
     Args:
         num_classes: K (>= 2: the uncertainty compares the two best classes).
         backbone: a built backbone exposing ``feat_channels`` and ``feat_strides``.
         backbone_indices: the backbone levels fed to the FPN, fine to coarse.
         fpn_channels: FPN width (256).
         fpn_head_channels: width of the Semantic FPN scale heads (128).
-        dropout: dropout probability before the coarse classifier.
+        dropout: dropout probability before the coarse classifier (0, as
+            PaddleSeg; the paper recipes set 0.1).
         point_channels: width of the point MLP (256).
         point_num_fcs: layers of the point MLP (3).
         coarse_pred_each_layer: see :class:`PointHead`.
@@ -122,17 +142,18 @@ class PointRend(nn.Layer):
         subdivision_steps: inference refinement rounds (2).
         subdivision_num_points: points re-predicted per round (8196).
         align_corners: for bilinear resizing of features and logits.
+        decoder: ``"paddleseg"`` or ``"semantic_fpn"`` (see above).
         pretrained: path or URL of whole-model weights, or None.
     """
 
     def __init__(self, num_classes: int, backbone: nn.Layer,
                  backbone_indices: Sequence[int] = (0, 1, 2, 3), fpn_channels: int = 256,
-                 fpn_head_channels: int = 128, dropout: float = 0.1, point_channels: int = 256,
+                 fpn_head_channels: int = 128, dropout: float = 0.0, point_channels: int = 256,
                  point_num_fcs: int = 3, coarse_pred_each_layer: bool = True,
                  num_points: int = 2048, oversample_ratio: float = 3,
                  importance_sample_ratio: float = 0.75, subdivision_steps: int = 2,
                  subdivision_num_points: int = 8196, align_corners: bool = False,
-                 pretrained: Optional[str] = None) -> None:
+                 decoder: str = "paddleseg", pretrained: Optional[str] = None) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"PointRend: num_classes must be an int >= 2, got {num_classes!r}")
@@ -157,6 +178,8 @@ class PointRend(nn.Layer):
                 or subdivision_steps < 0:
             raise ValueError(f"PointRend: subdivision_steps must be an int >= 0, got "
                              f"{subdivision_steps!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"PointRend: decoder must be one of {list(DECODERS)}, got {decoder!r}")
 
         self.num_classes = num_classes
         self.backbone = backbone
@@ -168,11 +191,22 @@ class PointRend(nn.Layer):
         self.subdivision_steps = subdivision_steps
         self.subdivision_num_points = subdivision_num_points
 
-        self.neck = FPN([backbone.feat_channels[i] for i in idx], fpn_channels)
-        self.fpn_head = SemanticFPNHead(fpn_channels, [backbone.feat_strides[i] for i in idx],
-                                        fpn_head_channels, num_classes, dropout, self.align_corners)
+        self.decoder = decoder
+        in_channels = [backbone.feat_channels[i] for i in idx]
+        if decoder == "paddleseg":
+            self.neck = PaddleSegFPN(in_channels, fpn_channels)
+            self.fpn_head = PaddleSegFPNHead(fpn_channels, len(idx), fpn_head_channels,
+                                             num_classes, dropout, self.align_corners)
+        else:
+            self.neck = FPN(in_channels, fpn_channels)
+            self.fpn_head = SemanticFPNHead(fpn_channels, [backbone.feat_strides[i] for i in idx],
+                                            fpn_head_channels, num_classes, dropout,
+                                            self.align_corners)
+        # The point head's fine-grained features: the stride-4 level, or PaddleSeg's coarsest.
+        self.fine_level = -1 if decoder == "paddleseg" else 0
+        self.padding_mode = "zeros" if decoder == "paddleseg" else "border"
         self.point_head = PointHead(fpn_channels, num_classes, point_channels, point_num_fcs,
-                                    coarse_pred_each_layer)
+                                    coarse_pred_each_layer, self.padding_mode)
         self.pretrained = pretrained
         if pretrained:
             load_pretrained(self, pretrained)
@@ -185,11 +219,12 @@ class PointRend(nn.Layer):
     def forward(self, x: paddle.Tensor) -> List[Union[paddle.Tensor, Tuple[paddle.Tensor, ...]]]:
         feats = self.backbone(x)
         pyramid = self.neck([feats[i] for i in self.backbone_indices])
-        fine = pyramid[0]
-        coarse = self.fpn_head(pyramid)  # [N, K, H/4, W/4]
+        fine = pyramid[self.fine_level]
+        coarse = self.fpn_head(pyramid)  # [N, K, h, w] at the fine level's size
         if self.training:
             points = sample_training_points(coarse.detach(), self.num_points,
-                                            self.oversample_ratio, self.importance_sample_ratio)
+                                            self.oversample_ratio, self.importance_sample_ratio,
+                                            self.padding_mode)
             point_logits = self.point_head(fine, coarse, points)
             return [resize_to(coarse, spatial_size(x), self.align_corners), (point_logits, points)]
         refined = self.subdivide(coarse, fine, paddle.shape(x)[2:])

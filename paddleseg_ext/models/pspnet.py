@@ -29,6 +29,12 @@ class PSPNet(nn.Layer):
     previous stage adds deep supervision (weight 0.4 in the paper, set by the
     loss ``coef``).
 
+    PaddleSeg 2.x's PSPNet is the same function: its PPM and aux convs carry
+    a bias before their BatchNorm (folded into the BN's running mean when its
+    checkpoints load, see :mod:`paddleseg_ext.checkpoints.adapters.paddleseg`)
+    and it concatenates the pooled branches in the reverse bin order (a
+    permutation of the bottleneck's input channels, applied on load).
+
     Args:
         num_classes: number of classes C.
         backbone: a built backbone whose forward returns a list of features
@@ -39,6 +45,9 @@ class PSPNet(nn.Layer):
         enable_auxiliary_loss: build and (in training) run the aux head.
         dropout: dropout probability before both classifiers.
         align_corners: for all bilinear resizes.
+        aux_inter_channels: width of the aux head's 3x3 conv; ``None`` takes
+            a quarter of the aux feature's channels, as PaddleSeg 2.x's
+            ``AuxLayer`` does (256 on ResNet50/101, 64 on ResNet18/34).
         pretrained: path or URL of whole-model weights, or None.
 
     Shape:
@@ -51,6 +60,7 @@ class PSPNet(nn.Layer):
                  backbone_indices: Sequence[int] = (2, 3), pp_out_channels: int = 1024,
                  bin_sizes: Sequence[int] = (1, 2, 3, 6), enable_auxiliary_loss: bool = True,
                  dropout: float = 0.1, align_corners: bool = False,
+                 aux_inter_channels: Optional[int] = None,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
         self.num_classes = _positive_int("num_classes", num_classes)
@@ -76,7 +86,9 @@ class PSPNet(nn.Layer):
                                    align_corners=self.align_corners)
         self.dropout = nn.Dropout(p=float(dropout))
         self.cls = nn.Conv2D(pp_out_channels, num_classes, 1)
-        self.aux_head = (AuxHead(aux_ch, num_classes, dropout=float(dropout))
+        aux_inter = aux_ch // 4 if aux_inter_channels is None else \
+            _positive_int("aux_inter_channels", aux_inter_channels)
+        self.aux_head = (AuxHead(aux_ch, num_classes, aux_inter, dropout=float(dropout))
                          if self.enable_auxiliary_loss else None)
 
         self.pretrained = pretrained

@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import paddle
 
+from paddleseg_ext.checkpoints.adapters import to_native
+
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 _AUX_DIR = re.compile(r"^\.(.+)\.(tmp|old|del)$")
 COMPLETE_MARK = "state.json"
@@ -268,10 +270,13 @@ def load_checkpoint(path: str, model: paddle.nn.Layer,
     return state
 
 
-def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
-    """Load weights for eval/predict from a ``.pdparams`` file or a checkpoint folder."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.pdparams")
+def read_model_weights(path: str) -> Dict[str, Any]:
+    """The state dict in the ``.pdparams`` file at ``path`` (for ``--model_path`` and the converter).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read or holds no state dict.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model weights not found: {path}")
     try:
@@ -281,6 +286,21 @@ def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
                          "damaged or not a .pdparams file") from e
     if not isinstance(state, dict):
         raise ValueError(f"Model weights {path} hold a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
+    """Load weights for eval/predict from a ``.pdparams`` file or a checkpoint folder.
+
+    A whole-model checkpoint in a peer toolkit's layout (see
+    :mod:`paddleseg_ext.checkpoints.adapters`) is detected from its keys and
+    converted exactly in memory; one that does not fit is refused.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pdparams")
+    state = read_model_weights(path)
+    # Another toolkit's whole-model layout (PaddleSeg 2.x, ...) is converted exactly or refused.
+    state, _ = to_native(state, model, source=f"Model weights {path}")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     mismatched = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]

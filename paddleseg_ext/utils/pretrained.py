@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Tuple
 import paddle
 import paddle.nn as nn
 
+from paddleseg_ext.checkpoints.adapters import to_native
+
 logger = logging.getLogger("paddleseg_ext")
 
 
@@ -41,7 +43,10 @@ def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
 
     Keys present in both with equal shapes are loaded; the rest are reported
     (as a warning on the ``paddleseg_ext`` logger) and skipped, so a backbone
-    checkpoint with an ImageNet classifier (``fc.*``) loads cleanly.
+    checkpoint with an ImageNet classifier (``fc.*``) loads cleanly. A
+    whole-model checkpoint in a peer toolkit's layout (PaddleSeg 2.x, ...) is
+    converted exactly and must fit whole (see
+    :func:`paddleseg_ext.checkpoints.adapters.to_native`).
 
     Args:
         model: the layer to fill.
@@ -57,12 +62,17 @@ def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError: the path does not exist (message names it).
-        ValueError: the file does not hold a state dict.
+        ValueError: the file does not hold a state dict, or it is a peer's
+            whole-model checkpoint that does not fit ``model``.
     """
     path = _resolve(path_or_url)
     state = paddle.load(path)
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' does not contain a state dict (got {type(state).__name__})")
+    # A whole-model checkpoint in a peer's layout is converted exactly, and then must fit
+    # whole (to_native refuses it otherwise); an unrecognised partial file (a backbone's
+    # ImageNet weights, ...) keeps the lenient key matching below.
+    state, _ = to_native(state, model, source=f"pretrained weights '{path}'", unknown="pass")
     own = model.state_dict()
     loaded: List[str] = []
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Mapping, Sequence
 import numpy as np
 
 __all__ = ["Conversion", "Adapter", "register_adapter", "registered_adapters",
-           "fold_bias_into_bn"]
+           "fold_bias_into_bn", "as_numpy", "rename_prefix"]
 
 
 @dataclass
@@ -36,6 +36,13 @@ class Conversion:
         folded: BatchNorm prefixes whose running mean absorbed a conv bias.
         unplaced: peer keys that have no place in the target model (a
             non-empty list makes the loader refuse the checkpoint).
+        hint: what the target model must be for this layout (e.g. the
+            config switch that builds the peer's variant); quoted when the
+            checkpoint is refused.
+        unused: peer keys of layers the peer builds but its forward never
+            calls (so they never influence its outputs and were never
+            trained); named one by one in the adapter, reported in
+            :meth:`summary`, not loaded.
     """
 
     layout: str
@@ -43,10 +50,17 @@ class Conversion:
     renamed: int = 0
     folded: List[str] = field(default_factory=list)
     unplaced: List[str] = field(default_factory=list)
+    hint: str = ""
+    unused: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"detected {self.layout} checkpoint: {len(self.state)} tensors, "
+        """One line: the layout, tensors converted, biases folded (and unused peer tensors)."""
+        text = (f"detected {self.layout} checkpoint: {len(self.state)} tensors, "
                 f"{self.renamed} renamed, {len(self.folded)} conv biases folded into BatchNorm")
+        if self.unused:
+            text += (f", {len(self.unused)} tensors of a layer the peer never calls left out "
+                     f"({', '.join(self.unused)})")
+        return text
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,28 @@ def register_adapter(name: str, detect: Callable, convert: Callable) -> Adapter:
 
 
 def registered_adapters() -> List[Adapter]:
+    """Every registered adapter, in registration order."""
     return list(_ADAPTERS.values())
+
+
+def as_numpy(state: Mapping[str, object]) -> Dict[str, np.ndarray]:
+    """A copy of ``state`` with every value as a NumPy array (Paddle tensors included)."""
+    return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in state.items()}
+
+
+def rename_prefix(state: Dict[str, np.ndarray], out: Dict[str, np.ndarray], src: str,
+                  dst: str) -> int:
+    """Move every ``src...`` key of ``state`` to ``dst...`` in ``out``; return how many moved.
+
+    ``src`` and ``dst`` are key prefixes (``"head.conv."`` -> ``"cls."``) or
+    whole keys; keys are removed from ``state`` as they are moved, so what is
+    left in ``state`` at the end is what no rule placed.
+    """
+    moved = 0
+    for key in [k for k in state if k == src or (src.endswith(".") and k.startswith(src))]:
+        out[dst + key[len(src):]] = state.pop(key)
+        moved += 1
+    return moved
 
 
 def fold_bias_into_bn(state: Dict[str, np.ndarray], conv_bias_key: str, bn_prefix: str) -> None:

@@ -38,7 +38,8 @@ def _check_points(points: paddle.Tensor, fn: str) -> None:
                          f"{list(points.shape)}")
 
 
-def point_sample(feats: paddle.Tensor, points: paddle.Tensor) -> paddle.Tensor:
+def point_sample(feats: paddle.Tensor, points: paddle.Tensor,
+                 padding_mode: str = "border") -> paddle.Tensor:
     """Bilinearly sample ``feats`` at ``points``.
 
     Args:
@@ -51,12 +52,14 @@ def point_sample(feats: paddle.Tensor, points: paddle.Tensor) -> paddle.Tensor:
         padding). The reference code pads with zeros, which fades logits
         towards 0 at the image edge, where the top-2 gap then shrinks and
         the uncertainty sampling piles up points that are not on any boundary.
+        ``padding_mode="zeros"`` gives that reference behaviour (PaddleSeg
+        2.x's PointRend, whose checkpoints expect it).
     """
     _check_points(points, "point_sample")
     # grid_sample wants [-1, 1] coordinates; with align_corners=False, -1 and
     # 1 are the outer edges of the border pixels, matching the [0, 1] convention.
     grid = points.unsqueeze(2) * 2.0 - 1.0  # [N, P, 1, 2]
-    out = F.grid_sample(feats, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(feats, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     return out.squeeze(3)
 
 
@@ -103,7 +106,8 @@ def uncertainty(logits: paddle.Tensor) -> paddle.Tensor:
 
 @paddle.no_grad()
 def sample_training_points(coarse_logits: paddle.Tensor, num_points: int,
-                           oversample_ratio: float, importance_sample_ratio: float) -> paddle.Tensor:
+                           oversample_ratio: float, importance_sample_ratio: float,
+                           padding_mode: str = "border") -> paddle.Tensor:
     """Uncertainty-biased random points for training (paper Sec. 3.1).
 
     ``num_points * oversample_ratio`` uniform random candidates are scored by
@@ -119,6 +123,7 @@ def sample_training_points(coarse_logits: paddle.Tensor, num_points: int,
         num_points: P, points per image.
         oversample_ratio: >= 1.
         importance_sample_ratio: in [0, 1].
+        padding_mode: of :func:`point_sample`.
 
     Returns:
         ``[N, P, 2]`` points, no gradient.
@@ -130,7 +135,7 @@ def sample_training_points(coarse_logits: paddle.Tensor, num_points: int,
     parts = []
     if num_uncertain > 0:
         candidates = paddle.rand([n, num_candidates, 2], dtype="float32")
-        scores = uncertainty(point_sample(coarse_logits, candidates)).squeeze(1)  # [N, S]
+        scores = uncertainty(point_sample(coarse_logits, candidates, padding_mode)).squeeze(1)  # [N, S]
         idx = paddle.topk(scores, k=num_uncertain, axis=1)[1]  # [N, P_u]
         idx = idx.unsqueeze(-1).tile([1, 1, 2])
         parts.append(paddle.take_along_axis(candidates, idx, axis=1))
