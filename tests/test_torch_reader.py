@@ -308,3 +308,15 @@ def test_not_a_checkpoint(tmp_path):
         load_torch_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_torch_checkpoint(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("fname", ["tiny_zip.pt", "tiny_legacy.pt"])
+def test_weights_reader_dispatches_torch_files_by_their_first_bytes(fname):
+    from paddleseg_ext.checkpoints.safe_load import load_weights_file
+    from paddleseg_ext.checkpoints.torch_reader import is_torch_checkpoint
+
+    path = os.path.join(FIXTURES, fname)
+    assert is_torch_checkpoint(path)
+    assert not is_torch_checkpoint(os.path.join(FIXTURES, "tiny_reference.npz"))  # a zip, not torch's
+    ref = np.load(os.path.join(FIXTURES, "tiny_reference.npz"))
+    np.testing.assert_array_equal(load_weights_file(path)["state_dict"]["conv.weight"], ref["conv.weight"])

@@ -266,15 +266,26 @@ def _load_legacy(path: str) -> Any:
     return _resolve(obj)
 
 
+def _starts_with_legacy_magic(head: bytes) -> bool:
+    """The first pickle is the int LEGACY_MAGIC: PROTO n, [FRAME], LONG1 of 10 bytes."""
+    if len(head) < 2 or head[0] != 0x80:
+        return False
+    i = 2
+    if head[i:i + 1] == b"\x95":  # protocol 4+ frame header
+        i += 9
+    return head[i:i + 2] == b"\x8a\x0a" and int.from_bytes(head[i + 2:i + 12], "little") == LEGACY_MAGIC
+
+
 def is_torch_checkpoint(path: str) -> bool:
-    """Cheap sniff: a zip with ``<name>/data.pkl`` or a pickle starting with the legacy magic."""
+    """Cheap sniff (reads the first bytes only): a zip with ``<name>/data.pkl``, or a
+    file that starts with the pickled legacy magic number."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 return any(n.endswith("/data.pkl") for n in zf.namelist())
         with open(path, "rb") as f:
-            return restricted_load(f, path) == LEGACY_MAGIC
-    except (WeightsFileError, OSError):
+            return _starts_with_legacy_magic(f.read(32))
+    except (zipfile.BadZipFile, OSError):
         return False
 
 
