@@ -11,6 +11,7 @@ source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 OUT="${OUT:-output/pretrained_check}"
 THREADS="${THREADS:-1}"
+export PYTHONUNBUFFERED=1  # the logs show progress while the runs go
 CFG=configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml
 python tools/data/prepare_landcover.py --out data/landcover
 mkdir -p "$OUT"

@@ -11,10 +11,10 @@ What the allow-list admits (all of it checked against what Paddle 3.3.1 and
 this toolkit write; see ``tests/test_safe_load.py``):
 
 * containers: ``collections.OrderedDict`` and the builtins ``dict``, ``list``,
-  ``tuple``, ``set``, ``frozenset``, ``slice``, ``complex``, ``bytearray``;
+  ``tuple``, ``set``, ``frozenset``, ``slice``, ``complex``, ``bytearray``, ``bytes``;
 * NumPy arrays, dtypes and scalars (``numpy[._]core.multiarray._reconstruct``,
   ``...scalar``, ``numpy.ndarray``, ``numpy.dtype`` and the dtype classes
-  NumPy 2 pickles, ``numpy.random`` bit-generator state for ``rng.pkl``);
+  NumPy >= 1.25 pickles);
 * ``_codecs.encode`` only for ``latin1`` (how protocol 2 spells ``bytes``);
 * Paddle's RNG state (``paddle.base.libpaddle.GeneratorState``, rebuilt by
   pickle's NEWOBJ + ``__setstate__`` from plain numbers), which the toolkit's
@@ -89,13 +89,7 @@ def _numpy_globals() -> Dict[Global, Any]:
             cls = getattr(dtypes_mod, name)
             if isinstance(cls, type) and issubclass(cls, np.dtype):
                 out[("numpy.dtypes", name)] = cls
-    # np.random.get_state() is a plain tuple; a Generator's state pickles through these.
-    import numpy.random._pickle as rnd_pickle
-
-    for name in ("__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor"):
-        fn = getattr(rnd_pickle, name, None)
-        if fn is not None:
-            out[("numpy.random._pickle", name)] = fn
+    # (np.random.get_state(), what rng.pkl holds, is a plain tuple: no numpy.random globals.)
     return out
 
 
