@@ -60,21 +60,21 @@ def test_layout_split_and_16bit_tiles(source, built):
     regions = {p: meta["split"][f"{p}_region_y0_y1_x0_x1"] for p in ("train", "val")}
     masks = {}
     for split in ("train", "val"):
-        mask = np.zeros((N, N), bool)
         lines = (Path(out) / f"{split}.txt").read_text().splitlines()
         assert len(lines) == meta["tiles"][split] > 0
+        corners = []
         for line in lines:
             img_rel, lab_rel = line.split(" ")
             name = os.path.basename(img_rel)
             y, x = int(name[6:10]), int(name[12:16])
+            corners.append((y, x))
             img = read_image(os.path.join(out, img_rel), img_channels=1)  # raw / 257, one band
             np.testing.assert_allclose(img[:, :, 0], source["img"][y:y + TILE, x:x + TILE] / 257.0, rtol=1e-6)
             lab = cv2.imread(os.path.join(out, lab_rel), cv2.IMREAD_UNCHANGED)
             np.testing.assert_array_equal(lab, source["label"][y:y + TILE, x:x + TILE])
-            y0, y1, x0, x1 = regions[split]
-            assert y0 <= y and y + TILE <= y1 and x0 <= x and x + TILE <= x1
-            mask[y:y + TILE, x:x + TILE] = True
-        masks[split] = mask
+        y0, y1, x0, x1 = regions[split]
+        assert all(y0 <= y <= y1 - TILE and x0 <= x <= x1 - TILE for y, x in corners)
+        masks[split] = PR.PL.coverage((N, N), corners, TILE)
     assert not (masks["train"] & masks["val"]).any() and meta["pixels_in_both_splits"] == 0
     vy0, vy1, vx0, vx1 = regions["val"]
     assert masks["val"][vy0:vy1, vx0:vx1].all()  # every val pixel is scored
