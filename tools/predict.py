@@ -25,6 +25,9 @@ def main(argv=None):
     p.add_argument("--image_path", required=True, help="image file, folder or list file")
     p.add_argument("--save_dir", default="output/result")
     p.add_argument("--custom_color", nargs="+", type=int, help="r g b triples for classes 0, 1, ...")
+    p.add_argument("--overlay_bands", nargs="+", type=int,
+                   help="bands under the overlay: 3 (as R G B) or 1 (grey), percentile-stretched; "
+                        "default: the picture for 8-bit RGB, else bands 0 1 2")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--num_threads", type=int)
     p.add_argument("--opts", nargs="+", default=[])
@@ -42,7 +45,8 @@ def main(argv=None):
     model = builder.model
     load_model_weights(model, args.model_path)
     kw["aug_pred"] = kw.pop("aug_eval", False)
-    return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color, **kw)
+    return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
+                   overlay_bands=args.overlay_bands, **kw)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ class DeployConfig:
                 raise FileNotFoundError(f"{path} names {p}, which does not exist")
         builder = ComponentBuilder(lambda _: path)
         transforms = builder.build_value(self.dic.get("transforms", []), "Deploy.transforms")
-        channels = (self.dic.get("input_shape") or [None, 3])[1]
+        # Band count: recorded by export (older files: the input shape's C).
+        channels = self.dic.get("img_channels", (self.dic.get("input_shape") or [None, 3])[1])
         channels = channels if isinstance(channels, int) and channels > 0 else 3
         self.transforms = Compose(transforms, img_channels=channels)
         self.output_op = self.dic.get("output_op", "argmax")

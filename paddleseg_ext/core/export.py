@@ -75,10 +75,29 @@ def _custom_op_library(name: str) -> Optional[str]:
 
 
 def _normalise_shape(input_shape: Optional[Sequence[int]], img_channels: int) -> List[Optional[int]]:
+    """``[N, C, H, W]`` with None for dynamic sizes; C is the band count."""
     shape = list(input_shape) if input_shape else [None, img_channels, None, None]
     if len(shape) != 4:
         raise ValueError(f"input_shape must be N C H W, got {shape}")
-    return [None if (s is None or int(s) < 0) else int(s) for s in shape]
+    shape = [None if (s is None or int(s) < 0) else int(s) for s in shape]
+    if shape[1] is None:
+        shape[1] = img_channels  # the channel count is never dynamic: deploy reads it
+    elif shape[1] != img_channels:
+        raise ValueError(f"input_shape {list(input_shape)} has {shape[1]} channels but the model takes "
+                         f"img_channels={img_channels} (from the dataset); give C={img_channels} or -1")
+    return shape
+
+
+def _normalisation(transforms_cfg: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The per-band normalisation of the val transforms with Normalize's defaults written
+    out (``{mean, std, max_value}``), so deploy.yaml states it in full; None without Normalize."""
+    from ..transforms import Normalize
+
+    for t in transforms_cfg:
+        if isinstance(t, dict) and t.get("type") == "Normalize":
+            built = Normalize(**{k: v for k, v in t.items() if k != "type"})
+            return {"mean": built.mean, "std": built.std, "max_value": built.max_value}
+    return None
 
 
 def _write_deploy(save_dir: str, deploy: Dict[str, Any]) -> None:
@@ -98,12 +117,17 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
         save_dir: output folder (``model.json``/``.pdmodel``, ``model.pdiparams``, ``deploy.yaml``,
             and ``custom_ops/<lib>.so`` when the model calls a compiled custom op).
         val_transforms_cfg: the val transforms as config dicts (written to deploy.yaml).
-        input_shape: ``[N, C, H, W]``; default ``[None, C, None, None]`` (dynamic).
+        input_shape: ``[N, C, H, W]``; default ``[None, C, None, None]`` (dynamic); C
+            must equal ``img_channels`` (or be -1/None).
         output_op: ``argmax`` | ``softmax`` | ``none``.
+        img_channels: bands of the input (recorded as ``img_channels`` in deploy.yaml).
         extra: more keys for the ``Deploy`` section.
 
     Returns:
         The deploy.yaml content.
+
+    Raises:
+        ValueError: ``input_shape`` is not N C H W, or its C differs from ``img_channels``.
     """
     log = get_logger()
     model.eval()
@@ -129,6 +153,8 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
             "params": "model.pdiparams",
             "transforms": copy.deepcopy(list(val_transforms_cfg)),
             "input_shape": [-1 if s is None else s for s in shape],
+            "img_channels": shape[1],
+            "normalize": _normalisation(val_transforms_cfg),
             "output_op": output_op,
             "output_dtype": "int32" if output_op == "argmax" else "float32",
             "custom_ops": ops,

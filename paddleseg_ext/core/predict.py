@@ -10,12 +10,14 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ..transforms.loading import read_image
 from ..utils.logger import get_logger
 from ..utils.visualize import get_color_map_list, get_pseudo_color_map, overlay
 from .infer import is_out_of_memory
 from .val import out_of_memory_error, predict_logits
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
+STRETCH_PERCENTILES = (2.0, 98.0)
 
 
 def get_image_list(image_path: str) -> Tuple[List[str], Optional[str]]:
@@ -65,10 +67,76 @@ def _rel_name(path: str, base: Optional[str]) -> str:
     return os.path.splitext(rel)[0]
 
 
+def check_overlay_bands(bands: Optional[Sequence[int]], img_channels: int) -> Optional[List[int]]:
+    """Validate ``overlay_bands`` (1 or 3 band indices below ``img_channels``), or None.
+
+    Raises:
+        ValueError: wrong count, a non-integer or an index out of range.
+    """
+    if bands is None:
+        return None
+    bands = list(bands) if isinstance(bands, (list, tuple)) else [bands]
+    if len(bands) not in (1, 3) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands):
+        raise ValueError(f"overlay_bands must be 1 (grey) or 3 (red, green, blue) band indices, got {bands!r}")
+    bad = [b for b in bands if not 0 <= b < img_channels]
+    if bad:
+        raise ValueError(f"overlay_bands {bands}: band(s) {bad} out of range; the images have "
+                         f"img_channels={img_channels} bands (0..{img_channels - 1})")
+    return bands
+
+
+def band_composite(img: np.ndarray, bands: Optional[Sequence[int]] = None,
+                   percentiles: Tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+    """An RGB uint8 picture of chosen bands of a multi-band image, for overlays.
+
+    Each chosen band is stretched linearly from its low to its high percentile
+    (2 % and 98 % by default, computed over the band's finite pixels) to
+    0..255, the usual display stretch for 16-bit and reflectance imagery.
+
+    Args:
+        img: ``HxWxC`` image (any numeric type).
+        bands: 3 band indices shown as red, green, blue, or 1 shown as grey;
+            default ``[0, 1, 2]`` (``[0]`` for images with fewer than 3 bands).
+        percentiles: stretch limits.
+
+    Returns:
+        ``HxWx3`` uint8.
+    """
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if bands is None:
+        bands = [0, 1, 2] if img.shape[2] >= 3 else [0]
+    bands = check_overlay_bands(bands, img.shape[2])
+    out = np.empty(img.shape[:2] + (len(bands),), np.uint8)
+    for i, b in enumerate(bands):
+        band = img[:, :, b].astype(np.float64)
+        finite = band[np.isfinite(band)]
+        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
+        scaled = (np.nan_to_num(band, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
+        out[:, :, i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.repeat(out, 3, axis=2) if len(bands) == 1 else out
+
+
+def _overlay_base(path: str, transforms: Any, overlay_bands: Optional[Sequence[int]]) -> Optional[np.ndarray]:
+    """RGB uint8 picture under the overlay: the file's colours for 8-bit 3-channel
+    pictures, else a percentile-stretched composite of ``overlay_bands``."""
+    channels = getattr(transforms, "img_channels", 3)
+    if overlay_bands is None and channels == 3 and not path.lower().endswith((".tif", ".tiff", ".npy")):
+        raw = cv2.imread(path, cv2.IMREAD_COLOR)
+        if raw is not None and raw.dtype == np.uint8:
+            return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+    try:
+        img = read_image(path, to_rgb=getattr(transforms, "to_rgb", True), img_channels=channels)
+    except (ValueError, OSError):
+        return None
+    return band_composite(img, overlay_bands)
+
+
 def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: str = "output/result",
             aug_pred: bool = False, scales: Sequence[float] | float = 1.0, flip_horizontal: bool = False,
             flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None, stride: Any = None,
-            custom_color: Optional[Sequence[int]] = None, weight: float = 0.6) -> List[str]:
+            custom_color: Optional[Sequence[int]] = None, weight: float = 0.6,
+            overlay_bands: Optional[Sequence[int]] = None) -> List[str]:
     """Predict every image under ``image_path``; write colour maps and overlays.
 
     Args:
@@ -77,6 +145,10 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
         image_path: file, folder or list file.
         save_dir: writes ``pseudo_color_prediction/<sub-path>.png`` (palette PNG)
             and ``added_prediction/<sub-path>.jpg`` (overlay).
+        overlay_bands: bands under the overlay (3 as RGB, or 1 as grey), each
+            stretched between its 2nd and 98th percentile (see
+            :func:`band_composite`); default: the picture itself for 8-bit
+            3-channel images, else bands ``[0, 1, 2]`` (``[0]`` with fewer bands).
 
     Returns:
         Paths of the pseudo-colour PNGs written.
@@ -86,6 +158,7 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
     out-of-memory error names the image and suggests sliding-window inference.
     """
     log = get_logger()
+    overlay_bands = check_overlay_bands(overlay_bands, getattr(transforms, "img_channels", 3))
     images, base = get_image_list(image_path)
     model.eval()
     cmap = get_color_map_list(256, custom_color)
@@ -115,9 +188,8 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
             os.makedirs(os.path.dirname(color_path), exist_ok=True)
             os.makedirs(os.path.dirname(added_path), exist_ok=True)
             get_pseudo_color_map(pred, cmap).save(color_path)
-            raw = cv2.imread(path, cv2.IMREAD_COLOR)
-            if raw is not None and raw.shape[:2] == pred.shape:
-                rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+            rgb = _overlay_base(path, transforms, overlay_bands)
+            if rgb is not None and rgb.shape[:2] == pred.shape:
                 cv2.imwrite(added_path, cv2.cvtColor(overlay(rgb, pred, cmap, weight), cv2.COLOR_RGB2BGR))
             written.append(color_path)
     if skipped:

@@ -9,7 +9,8 @@ from .cityscapes import Cityscapes
 from .collate import collate_fn
 from .dataset import Dataset, read_file_list
 from .landcover import LandCover
+from .random_windows import RandomWindows
 from .voc import PascalVOC
 
 __all__ = ["Dataset", "Cityscapes", "ADE20K", "PascalVOC", "CamVid", "LandCover",
-           "collate_fn", "read_file_list"]
+           "RandomWindows", "collate_fn", "read_file_list"]

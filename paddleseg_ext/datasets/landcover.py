@@ -32,6 +32,8 @@ class LandCover(Dataset):
         edge: add a binary edge map in train mode.
         invalid_label: 'error' or 'ignore' for label values outside the classes
             (see :class:`~paddleseg_ext.datasets.Dataset`).
+        img_channels: 3 for the RGB tiles, 6 for the all-band tiles
+            (``prepare_landcover.py --bands all``).
 
     Raises:
         FileNotFoundError: the folder or its lists are missing (run the
@@ -45,7 +47,7 @@ class LandCover(Dataset):
     def __init__(self, dataset_root: str = "data/landcover", transforms: Any = None,
                  mode: str = "train", num_classes: Optional[int] = None,
                  ignore_index: int = 255, edge: bool = False,
-                 invalid_label: str = "error") -> None:
+                 invalid_label: str = "error", img_channels: int = 3) -> None:
         check_mode(mode, ("train", "val"), "LandCover")
         hint = "; make it with: python tools/data/prepare_landcover.py --out " + str(dataset_root)
         if not os.path.isdir(dataset_root):
@@ -55,7 +57,7 @@ class LandCover(Dataset):
             super().__init__(dataset_root, transforms, num_classes=num_classes, mode=mode,
                              train_path="train.txt", val_path="val.txt",
                              ignore_index=ignore_index, edge=edge,
-                             invalid_label=invalid_label)
+                             invalid_label=invalid_label, img_channels=img_channels)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"LandCover: {e}{hint}") from e
 

@@ -410,8 +410,9 @@ def adjust_sharpness(img: np.ndarray, factor: float, inplace: bool = False) -> n
 
 
 def normalize(img: np.ndarray, mean: np.ndarray, std: np.ndarray,
-              chw_buffer: bool = False) -> np.ndarray:
-    """``(img / 255 - mean) / std`` per channel, float32 (PaddleSeg's rule).
+              chw_buffer: bool = False, max_value: float = 255.0) -> np.ndarray:
+    """``(img / max_value - mean) / std`` per channel, float32 (PaddleSeg's rule
+    with ``max_value = 255``).
 
     Three float32 operations per element in this order, as before, but in one
     output buffer. ``chw_buffer=True`` stores the result channel-first and
@@ -422,11 +423,11 @@ def normalize(img: np.ndarray, mean: np.ndarray, std: np.ndarray,
         img = img.astype(np.float32)
     if chw_buffer and img.ndim == 3:
         out = np.empty((img.shape[2],) + img.shape[:2], np.float32)
-        np.divide(img.transpose(2, 0, 1), np.float32(255.0), out=out)
+        np.divide(img.transpose(2, 0, 1), np.float32(max_value), out=out)
         np.subtract(out, mean.astype(np.float32)[:, None, None], out=out)
         np.divide(out, std.astype(np.float32)[:, None, None], out=out)
         return out.transpose(1, 2, 0)
-    out = np.divide(img, np.float32(255.0))
+    out = np.divide(img, np.float32(max_value))
     np.subtract(out, mean.astype(np.float32), out=out)
     return np.divide(out, std.astype(np.float32), out=out)
 

@@ -13,6 +13,16 @@ wanted), the alpha channel of RGBA is dropped when 3 channels are wanted,
 16-bit images are scaled to the 0..255 float range (so the usual ``Normalize``
 settings apply), and BGR is turned into RGB when asked.
 
+Multi-band imagery (remote sensing): TIFF / GeoTIFF files, multi-page or
+multi-sample, any band count, are read with ``tifffile`` (bands in the
+file's order; OpenCV serves as a fallback when ``tifffile`` is missing or
+refuses a file, up to 4 bands), and ``.npy`` arrays (``HxW`` or ``HxWxC``,
+bands in stored order, never unpickled). Pixel types: uint8 and uint16 (both
+reach the transforms in the 0..255 range: 16-bit as ``raw / 257``), int8,
+int16, int32, float16/32/64 (as stored; floats must be finite). Anything else,
+or a band count that differs from ``img_channels``, is a ValueError that
+names the file.
+
 Labels must be single-channel class-index maps. OpenCV expands palette PNGs
 (like Pascal VOC's ``SegmentationClass``) to colour, so those are read with
 Pillow, which keeps the palette indices.
@@ -21,6 +31,7 @@ Pillow, which keeps the palette indices.
 from __future__ import annotations
 
 import functools
+import io
 import os
 from typing import Callable, Optional, Tuple
 
@@ -32,7 +43,16 @@ try:  # optional (a requirement, but the OpenCV path serves without it)
 except ImportError:  # pragma: no cover - depends on the environment
     _pyspng = None
 
+try:  # a requirement; without it TIFFs go through OpenCV (at most 4 bands)
+    import tifffile as _tifffile
+except ImportError:  # pragma: no cover - depends on the environment
+    _tifffile = None
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_NPY_SIGNATURE = b"\x93NUMPY"
+# Pixel types an image may have (unsigned 8/16-bit: the 0..255 range; others as stored).
+IMAGE_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int8, np.int16, np.int32,
+                                            np.float16, np.float32, np.float64))
 # dtypes cv2.cvtColor takes for the BGR(A) -> RGB channel swap.
 _CV_COLOR_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.uint16, np.float32))
 
@@ -53,7 +73,8 @@ def _read_bytes(path: str, what: str) -> np.ndarray:
 
 
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
-               b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WebP"}
+               b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "BigTIFF",
+               b"MM\x00+": "BigTIFF", b"RIFF": "WebP", _NPY_SIGNATURE: "NPY"}
 
 
 def image_format(buf: np.ndarray) -> Optional[str]:
@@ -146,13 +167,81 @@ def read_image_lazy(path: str, to_rgb: bool = True, img_channels: int = 3
     are those of :func:`read_image` either way.
     """
     buf = _read_bytes(path, "image")
+    fmt = image_format(buf)
+    if fmt in ("TIFF", "BigTIFF", "NPY"):
+        img = _decode_npy(buf, path) if fmt == "NPY" else _decode_tiff(buf, path)
+        if img is not None:
+            _check_image_dtype(img, path)
+            # Bands in stored order (RGB for a colour file), as libspng's: swap only when BGR is wanted.
+            return prepare_image_lazy(img, to_rgb=not to_rgb, img_channels=img_channels, path=path)
     img = _decode_rgb_fast(buf)
     if img is not None and (img.ndim == 2 or img_channels == 3):
         # Already RGB(A): swapping gives BGR, so swap only when BGR is wanted.
         # (Other channel counts keep OpenCV's order, hence the OpenCV path.)
         return prepare_image_lazy(img, to_rgb=not to_rgb, img_channels=img_channels, path=path)
     img = _decode(buf, path, "image")
+    _check_image_dtype(img, path)
     return prepare_image_lazy(img, to_rgb=to_rgb, img_channels=img_channels, path=path)
+
+
+def _decode_npy(buf: np.ndarray, path: str) -> np.ndarray:
+    """A ``.npy`` image as ``HxW`` / ``HxWxC`` (object arrays are refused, never unpickled)."""
+    try:
+        arr = np.load(io.BytesIO(buf.tobytes()), allow_pickle=False)
+    except ValueError as e:  # object dtype (pickle), truncated data, bad header
+        raise ValueError(f"cannot read image file {path} as a .npy array: {e}") from None
+    if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1:]) and arr.shape[2] > arr.shape[0] and \
+            arr.shape[0] <= 64:
+        raise ValueError(f"image file {path} holds an array of shape {arr.shape}, which looks "
+                         f"channel-first (CxHxW); .npy images must be HxW or HxWxC (save "
+                         f"arr.transpose(1, 2, 0))")
+    return arr
+
+
+def _decode_tiff(buf: np.ndarray, path: str) -> Optional[np.ndarray]:
+    """A TIFF's image as ``HxW`` / ``HxWxC``, or None when ``tifffile``
+    is not installed or cannot decode it (e.g. a compression that needs
+    ``imagecodecs``): the caller then tries OpenCV, which words the error.
+
+    Bands may be stored as samples (``YXS``), planes (``SYX``) or pages (``IYX``
+    / ``QYX``); all become the last axis, in the file's order.
+    """
+    if _tifffile is None:
+        return None
+    try:
+        with _tifffile.TiffFile(io.BytesIO(buf.tobytes())) as tif:
+            series = tif.series
+            if len(series) > 1 and all(len(x.shape) == 2 and x.shape == series[0].shape
+                                       and x.dtype == series[0].dtype for x in series):
+                # One single-band page per band, each its own series (a plain page stack).
+                arr, axes = np.stack([x.asarray() for x in series]), "I" + series[0].axes
+            else:
+                arr, axes = series[0].asarray(), series[0].axes
+    except Exception:  # noqa: BLE001 - any refusal: OpenCV decides and words the error
+        return None
+    # Drop length-1 axes other than the image plane, then put Y, X first.
+    keep = [i for i, a in enumerate(axes) if a in "YX" or arr.shape[i] > 1]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if "Y" not in axes or "X" not in axes or len(axes) > 3:
+        raise ValueError(f"image file {path}: TIFF image of shape {arr.shape} (axes {axes!r}) is "
+                         f"not a 2-D image with bands; one image with any number of bands (as "
+                         f"samples, planes or pages) is expected")
+    order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
+    return np.ascontiguousarray(arr.transpose(order))
+
+
+def _check_image_dtype(img: np.ndarray, path: str) -> None:
+    """ValueError naming the file for pixel types the toolkit does not read, or
+    non-finite float pixels."""
+    if img.dtype not in IMAGE_DTYPES:
+        allowed = ", ".join(str(d) for d in IMAGE_DTYPES)
+        raise ValueError(f"image file {path} has pixel type {img.dtype}, which is not supported "
+                         f"(allowed: {allowed}); convert it, e.g. to float32")
+    if img.dtype.kind == "f" and img.size and not np.isfinite(img).all():
+        bad = int(img.size - np.isfinite(img).sum())
+        raise ValueError(f"image file {path} has {bad} non-finite (NaN/inf) pixel value(s); "
+                         f"replace no-data pixels with a finite value (and label them ignore_index)")
 
 
 def prepare_image(img: np.ndarray, to_rgb: bool = True, img_channels: int = 3,

@@ -114,20 +114,31 @@ class RandomBlur(Transform):
 
 @manager.TRANSFORMS.register
 class Normalize(Transform):
-    """``img = (img / 255 - mean) / std`` per channel.
+    """``img = (img / max_value - mean) / std`` per channel (band).
+
+    Units: unsigned 8- and 16-bit images reach the transforms in the 0..255
+    range (16-bit as ``raw / 257``), so with the default ``max_value: 255``
+    ``mean`` and ``std`` are fractions of the type's full range: for 8-bit
+    data ``raw / 255``, for 16-bit data ``raw / 65535`` (a 16-bit band with
+    mean 1200 and std 300 in raw units takes ``mean: 0.01831``, ``std:
+    0.004578``). Signed-integer and float images are read as stored; set
+    ``max_value`` to the value that should map to 1 (e.g. 1 for reflectance
+    in 0..1, 10000 for scaled surface reflectance) and give mean/std in those
+    units.
 
     Args:
-        mean: one value per image channel.
+        mean: one value per image channel (band).
         std: one non-zero value per image channel.
+        max_value: the pixel value that maps to 1 before ``mean``/``std``.
 
     Raises:
         ValueError: mean/std not lists of numbers, of different lengths, a
-            zero std, or (at call time) a length that differs from the
-            image's channel count.
+            zero std, a non-positive ``max_value``, or (at call time) a length
+            that differs from the image's channel count.
     """
 
     def __init__(self, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.5, 0.5, 0.5)) -> None:
+                 std: Sequence[float] = (0.5, 0.5, 0.5), max_value: float = 255.0) -> None:
         for name, v in (("mean", mean), ("std", std)):
             if not isinstance(v, (list, tuple)) or not v or not all(
                     isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
@@ -138,6 +149,7 @@ class Normalize(Transform):
                              f"{len(std)}; give one of each per channel")
         if any(s == 0 for s in std):
             raise ValueError(f"Normalize: std must not contain 0, got {list(std)}")
+        self.max_value = check_number(max_value, "max_value", "Normalize", low_inclusive=False)
         self.mean = [float(x) for x in mean]
         self.std = [float(x) for x in std]
         self._mean = np.asarray(self.mean, np.float32)
@@ -151,5 +163,6 @@ class Normalize(Transform):
                 f"{_where(data)} has {c} channels; give one mean and std per channel "
                 f"(e.g. set them for img_channels={c})")
         # Channel-first buffer behind an HxWxC view: Compose's CHW output is then free.
-        data["img"] = F.normalize(data["img"], self._mean, self._std, chw_buffer=True)
+        data["img"] = F.normalize(data["img"], self._mean, self._std, chw_buffer=True,
+                                  max_value=self.max_value)
         return data

