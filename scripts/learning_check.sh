@@ -28,23 +28,7 @@ import sys; sys.path.insert(0, '.')
 from paddleseg_ext.cvlibs import Config; print(Config('$cfg').iters)")" --save_json "$OUT/$m/val.json"
 done
 python tools/pixel_baseline.py --config "$cfg" --save_json "$OUT/baseline.json"
-python - "$OUT" "$(nproc) cores, load $load at start" "${models[@]}" > "$OUT/table.md" <<'PY'
-import json, os, sys
-out, machine, models = sys.argv[1], sys.argv[2], sys.argv[3:]
-base = json.load(open(os.path.join(out, "baseline.json")))
-rows = {m: json.load(open(os.path.join(out, m, "val.json"))) for m in models}
-names = next(iter(rows.values())).get("class_names") or [str(i) for i in range(len(base["class_IoU"]))]
-title = {"pspnet": "PSPNet", "danet": "DANet", "psanet": "PSANet", "pointrend": "PointRend"}
-fmt = lambda v: "n/a" if v is None or v != v else f"{v:.3f}"
-print("| class | " + " | ".join(title.get(m, m) for m in models) + " | per-pixel baseline |")
-print("|---" * (len(models) + 2) + "|")
-for i, n in enumerate(names):
-    print(f"| {n} | " + " | ".join(fmt(rows[m]["class_IoU"][i]) for m in models) + f" | {fmt(base['class_IoU'][i])} |")
-for k in ("mIoU", "Acc", "Kappa"):
-    print(f"| **{k}** | " + " | ".join(fmt(rows[m][k]) for m in models) + f" | {fmt(base[k])} |")
-secs = [open(os.path.join(out, m, "train_seconds")).read().strip() for m in models]
-print(f"| train time (s, {machine}) | " + " | ".join(secs) + " | - |")
-PY
+python scripts/learning_table.py "$OUT" "$(nproc) cores, load $load at start" "${models[@]}" > "$OUT/table.md"
 cat "$OUT/table.md"
 if [ "$readme" = 1 ]; then
   python scripts/readme_table.py README.md learning_check "$OUT/table.md" \
