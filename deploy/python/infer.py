@@ -271,8 +271,10 @@ class Predictor(BasePredictor):
                 # support ArrayAttribute<DoubleAttribute>", Paddle issue #79749); every model here
                 # resizes bilinearly. Without that pass the oneDNN conv/BN/activation fusions remain.
                 pcfg.delete_pass("onednn_placement_pass")
-            else:
+            else:  # explicitly: Paddle 3.3 uses oneDNN on CPU unless told not to (same failure)
                 pcfg.disable_mkldnn()
+        # No enable_memory_optim(): with a PIR program Paddle 3.3 then fails in run() with "Not find
+        # predictor_id 0 and pass_name memory_optimize_pass" (deploy/README.md, PaddleSeg's tool).
         pcfg.disable_glog_info()
         pcfg.switch_ir_optim(True)
         try:
