@@ -2,13 +2,19 @@
 # Learning check for all four models: train each quick-start config on the
 # land-cover tiles, evaluate it, and compare with the per-pixel baseline.
 # Usage: bash scripts/learning_check.sh [model ...]   (default: all four; OUT=output/learning_check)
+# Writes the table to $OUT/table.md; with the default model set (or README=1) also into README.md
+# between <!-- BEGIN learning_check --> and <!-- END learning_check --> (README=0: never).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 OUT="${OUT:-output/learning_check}"
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(pspnet danet psanet pointrend)
+readme="${README:-}"
+if [ ${#models[@]} -eq 0 ]; then models=(pspnet danet psanet pointrend); readme="${readme:-1}"; fi
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit+local changes"
+load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
 python tools/data/prepare_landcover.py --out data/landcover
 mkdir -p "$OUT"
 for m in "${models[@]}"; do
@@ -22,19 +28,9 @@ import sys; sys.path.insert(0, '.')
 from paddleseg_ext.cvlibs import Config; print(Config('$cfg').iters)")" --save_json "$OUT/$m/val.json"
 done
 python tools/pixel_baseline.py --config "$cfg" --save_json "$OUT/baseline.json"
-python - "$OUT" "${models[@]}" <<'PY'
-import json, os, sys
-out, models = sys.argv[1], sys.argv[2:]
-base = json.load(open(os.path.join(out, "baseline.json")))
-rows = {m: json.load(open(os.path.join(out, m, "val.json"))) for m in models}
-names = next(iter(rows.values())).get("class_names") or [str(i) for i in range(len(base["class_IoU"]))]
-fmt = lambda v: "n/a" if v is None or v != v else f"{v:.3f}"
-print("| class | " + " | ".join(models) + " | pixel baseline |")
-print("|---" * (len(models) + 2) + "|")
-for i, n in enumerate(names):
-    print(f"| {n} | " + " | ".join(fmt(rows[m]["class_IoU"][i]) for m in models) + f" | {fmt(base['class_IoU'][i])} |")
-for k in ("mIoU", "Acc", "Kappa"):
-    print(f"| **{k}** | " + " | ".join(fmt(rows[m][k]) for m in models) + f" | {fmt(base[k])} |")
-secs = [open(os.path.join(out, m, "train_seconds")).read().strip() for m in models]
-print("| train time (s) | " + " | ".join(secs) + " | - |")
-PY
+python scripts/learning_table.py "$OUT" "$(nproc) cores, load $load at start" "${models[@]}" > "$OUT/table.md"
+cat "$OUT/table.md"
+if [ "$readme" = 1 ]; then
+  python scripts/readme_table.py README.md learning_check "$OUT/table.md" \
+      --command "bash scripts/learning_check.sh" --commit "$commit"
+fi

@@ -42,3 +42,4 @@ python deploy/python/infer.py --config "$OUT/inference_model/deploy.yaml" \
 
 echo "== 7/7 summary"
 python scripts/summarize.py "$OUT" "$train_s"
+echo "The README's other commands run in a shell with the environment active: source ${VENV#"$ROOT/"}/bin/activate"

@@ -66,6 +66,21 @@ func_is_null() {
     [ -z "$1" ] || [ "$1" = "null" ] || [ "$1" = "None" ]
 }
 
+# func_check_python PYTHON TAG -> exit 0 if PYTHON imports paddle and paddleseg_ext; else print one
+# line saying what failed and how to get the environment, and exit 1
+func_check_python() {
+    local py="$1" tag="$2" err hint=""
+    if ! command -v "$py" > /dev/null 2>&1; then
+        err="not found"
+    else
+        err=$("$py" -c "import paddle, paddleseg_ext" 2>&1 > /dev/null | tail -n 1) && return 0
+    fi
+    [ -x .venv/bin/python ] && hint="; activate the environment first: source .venv/bin/activate"
+    [ -x .venv/bin/python ] || hint="; make the environment with bash scripts/setup_env.sh, then: source .venv/bin/activate"
+    echo "$tag python '$py' cannot import paddle and paddleseg_ext (${err:-failed})$hint" >&2
+    return 1
+}
+
 # func_set_params KEY VALUE -> "KEY VALUE", or nothing when VALUE is null
 func_set_params() {
     if func_is_null "$2"; then echo ""; else echo "$1 $2"; fi

@@ -28,6 +28,7 @@ case " $TIPC_MODES " in *" $MODE "*) ;; *) echo "[prepare] unknown mode '$MODE' 
 model_name=$(func_section_value "$FILENAME" train_params model_name)
 python=$(func_section_value "$FILENAME" train_params python)
 func_is_null "$python" && python=python
+func_check_python "$python" "[prepare]" || exit 2
 DATA=test_tipc/data
 N_TRAIN_LITE=16
 N_VAL_LITE=4

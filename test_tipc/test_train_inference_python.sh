@@ -28,6 +28,7 @@ get_mode() { func_mode_value "$(get "$1" "$2")" "$MODE"; }
 # ---- train_params
 model_name=$(get train_params model_name)
 python=$(get train_params python); func_is_null "$python" && python=python
+func_check_python "$python" "[TIPC]" || exit 2
 train_device=$(get_mode train_params --device); func_is_null "$train_device" && train_device=cpu
 iters=$(get_mode train_params --iters)
 batch_size=$(get_mode train_params --batch_size)

@@ -174,10 +174,12 @@ def test_infer_cli_folder_batch_benchmark(tiny):
                            "--save_log_path", str(log)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 2, out[-3000:]  # the broken image: all others done, then a non-zero exit
     assert "skipping 1 non-image file(s)" in out and "notes.txt" in out
     assert "skipping" in out and "broken.png" in out
     assert "3 image(s)" in out and "1 skipped" in out
+    assert re.search(r"^error: 1 image\(s\) could not be read and were skipped .*broken\.png$", proc.stderr, re.M)
+    assert "Traceback" not in out
     assert "preprocess" in out and "inference" in out and "postprocess" in out and "images/s" in out
     assert "batch 2" in out
     assert sorted(os.listdir(save)) == ["img0.png", "img1.png", "img2.png"]
@@ -185,6 +187,45 @@ def test_infer_cli_folder_batch_benchmark(tiny):
     assert pred.shape[:2] == (24, 40)
     stats = json.loads(log.read_text().splitlines()[-1])
     assert stats["images"] == 3 and stats["batch_size"] == 2 and stats["inference_ms"] > 0
+
+
+def test_unreadable_images_in_a_list_are_skipped_and_fail_the_run(tiny, tmp_path):
+    """A list naming a missing and an empty image: one line each, the rest predicted, exit 2."""
+    imgs = sorted(f for f in os.listdir(tiny["images"]) if f.startswith("img"))
+    (tmp_path / "empty.png").write_bytes(b"")
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join([os.path.join(tiny["images"], imgs[0]), "missing.png", "empty.png",
+                               os.path.join(tiny["images"], imgs[1])]) + "\n")
+    save = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join(DEPLOY, "infer.py"), "--config", tiny["paddle"],
+                           "--image_path", str(lst), "--save_dir", str(save), "--cpu_threads", "1"],
+                          cwd=ROOT, env=dict(os.environ, OPENCV_LOG_LEVEL="ERROR"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(os.listdir(save)) == 2  # both readable images were predicted
+    skips = [line for line in proc.stdout.splitlines() if "skipping" in line]  # the log goes to stdout
+    assert len(skips) == 2 and any("missing.png" in s for s in skips) and any("empty.png" in s for s in skips)
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 image(s)") and "missing.png" in last and "empty.png" in last
+    preds = infer.main(["--config", tiny["paddle"], "--image_path", str(lst), "--save_dir", str(save)])
+    assert len(preds) == 2 and sorted(os.path.basename(p) for p, _ in preds.skipped) == ["empty.png", "missing.png"]
+
+
+@pytest.mark.parametrize("tool, argv, code, message", [
+    ("export", ["--config", "no/such.yml"], 2, "no/such.yml"),
+    ("infer", ["--config", "no/such/deploy.yaml", "--image_path", "."], 2, "deploy.yaml not found"),
+    ("infer_onnx", ["--config", "no/such/deploy.yaml", "--image_path", "."], 2, "deploy.yaml not found"),
+])
+def test_deploy_tools_use_the_one_paragraph_error_form(tool, argv, code, message, tmp_path):
+    script = os.path.join(ROOT, "tools", "export.py") if tool == "export" else os.path.join(DEPLOY, f"{tool}.py")
+    proc = subprocess.run([sys.executable, script, *argv], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, OPENCV_LOG_LEVEL="ERROR"), timeout=300)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-2].startswith("error: ") and message in lines[-2], proc.stderr
+    assert lines[-1] == "(set PADDLESEG_EXT_DEBUG=1 to see the traceback)"
+    assert "Traceback" not in proc.stderr
 
 
 def test_batches_of_mixed_sizes_run_image_by_image(tiny):

@@ -17,7 +17,8 @@ import textwrap
 
 import pytest
 
-from paddleseg_ext.cvlibs import ConfigError, run_cli
+from paddleseg_ext.cvlibs import ConfigError
+from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.models.pspnet import PSPNet
 from tiny_config import write_tiny_config

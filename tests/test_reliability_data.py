@@ -20,7 +20,7 @@ from PIL import Image
 import synthetic as S
 from paddleseg_ext import transforms as T
 from paddleseg_ext.core.data import ResumableBatchSampler
-from paddleseg_ext.cvlibs import run_cli
+from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.datasets import Dataset
 from paddleseg_ext.utils import checkpoint as ckpt

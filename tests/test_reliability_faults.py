@@ -25,7 +25,8 @@ from paddleseg_ext.core import Trainer
 from paddleseg_ext.core.hooks import NonFiniteLossError
 from paddleseg_ext.core.infer import is_out_of_memory
 from paddleseg_ext.core.val import evaluate
-from paddleseg_ext.cvlibs import Config, SegBuilder, manager, run_cli
+from paddleseg_ext.cvlibs import Config, SegBuilder, manager
+from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.models.losses.cross_entropy_loss import CrossEntropyLoss
 from paddleseg_ext.models.pspnet import PSPNet
 from paddleseg_ext.utils import checkpoint as ckpt

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_ext.cvlibs import Config, SegBuilder, manager  # noqa: E402
 from paddleseg_ext.core.export import (MissingDependencyError, check_onnx, export,  # noqa: E402
-                                       export_onnx, require, run_tool)
+                                       export_onnx, require)
+from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
@@ -97,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main))
+    sys.exit(run_cli(main))

@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder, run_cli  # noqa: E402
+from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
+from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402

@@ -18,7 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder, run_cli  # noqa: E402
+from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
+from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import Trainer  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402

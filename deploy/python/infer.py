@@ -25,9 +25,10 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from paddleseg_ext.core.export import DeploymentError, run_tool  # noqa: E402
+from paddleseg_ext.cvlibs.errors import DeploymentError  # noqa: E402
 from paddleseg_ext.cvlibs import ComponentBuilder  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
+from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 
 
@@ -271,8 +272,10 @@ class Predictor(BasePredictor):
                 # support ArrayAttribute<DoubleAttribute>", Paddle issue #79749); every model here
                 # resizes bilinearly. Without that pass the oneDNN conv/BN/activation fusions remain.
                 pcfg.delete_pass("onednn_placement_pass")
-            else:
+            else:  # explicitly: Paddle 3.3 uses oneDNN on CPU unless told not to (same failure)
                 pcfg.disable_mkldnn()
+        # No enable_memory_optim(): with a PIR program Paddle 3.3 then fails in run() with "Not find
+        # predictor_id 0 and pass_name memory_optimize_pass" (deploy/README.md, PaddleSeg's tool).
         pcfg.disable_glog_info()
         pcfg.switch_ir_optim(True)
         try:
@@ -322,9 +325,21 @@ def _bool_arg(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def run_cli(argv: Optional[Sequence[str]], backend: str, make_predictor: Callable[[DeployConfig, Any], Any],
-            description: str) -> List[Tuple[str, np.ndarray]]:
-    """The command line shared by infer.py and infer_onnx.py."""
+class Predictions(list):
+    """``(path, class map)`` pairs of a run, and ``skipped``: ``(path, reason)`` of unreadable images."""
+
+    def __init__(self, items: Sequence[Tuple[str, np.ndarray]] = (), skipped: Sequence[Tuple[str, str]] = ()):
+        super().__init__(items)
+        self.skipped = list(skipped)
+
+
+def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Callable[[DeployConfig, Any], Any],
+               description: str) -> Predictions:
+    """The command line shared by infer.py and infer_onnx.py.
+
+    An unreadable image (missing, empty, not decodable) is skipped with one warning line
+    naming it; the others still run. The result lists the skipped images.
+    """
     from paddleseg_ext.core.predict import _rel_name, get_image_list
     from paddleseg_ext.utils.visualize import get_color_map_list, get_pseudo_color_map
 
@@ -332,7 +347,7 @@ def run_cli(argv: Optional[Sequence[str]], backend: str, make_predictor: Callabl
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
     cfg = DeployConfig(args.config, backend)
-    images, base = get_image_list(args.image_path)
+    images, base = get_image_list(args.image_path, missing_ok=True)
     predictor = make_predictor(cfg, args)
     if args.benchmark:
         predictor.warmup(images, args.batch_size)
@@ -360,16 +375,27 @@ def run_cli(argv: Optional[Sequence[str]], backend: str, make_predictor: Callabl
             os.makedirs(os.path.dirname(os.path.abspath(args.save_log_path)), exist_ok=True)
             with open(args.save_log_path, "a") as f:
                 f.write(json.dumps(dict(stats, config=cfg.path)) + "\n")
-    return preds
+    return Predictions(preds, predictor.skipped)
+
+
+def exit_status(preds: Predictions) -> int:
+    """0, or 2 after a run that skipped images (one paragraph on stderr naming them)."""
+    if not preds.skipped:
+        return 0
+    names = [p for p, _ in preds.skipped]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    print(f"error: {len(names)} image(s) could not be read and were skipped (reasons above): {shown}",
+          file=sys.stderr)
+    return 2
 
 
 def _paddle_predictor(cfg: DeployConfig, args: Any) -> Predictor:
     return Predictor(cfg, args.device, args.cpu_threads, args.enable_mkldnn, args.use_trt, args.precision)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Tuple[str, np.ndarray]]:
-    return run_cli(argv, "paddle", _paddle_predictor, "Paddle Inference for an exported segmentation model")
+def main(argv: Optional[Sequence[str]] = None) -> Predictions:
+    return run_deploy(argv, "paddle", _paddle_predictor, "Paddle Inference for an exported segmentation model")
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main))
+    sys.exit(run_cli(lambda argv: exit_status(main(argv))))

@@ -24,8 +24,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from infer import BasePredictor, DeployConfig, run_cli  # noqa: E402
-from paddleseg_ext.core.export import require, run_tool  # noqa: E402
+from infer import BasePredictor, DeployConfig, Predictions, exit_status, run_deploy  # noqa: E402
+from paddleseg_ext.core.export import require  # noqa: E402
+from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 
 
@@ -87,10 +88,10 @@ def _onnx_predictor(cfg: DeployConfig, args: Any) -> OnnxPredictor:
     return OnnxPredictor(cfg, args.device, args.cpu_threads, args.enable_mkldnn, args.use_trt, args.precision)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Tuple[str, np.ndarray]]:
+def main(argv: Optional[Sequence[str]] = None) -> Predictions:
     import_onnxruntime()  # before reading anything: the clearest error first
-    return run_cli(argv, "onnx", _onnx_predictor, "onnxruntime inference for a model exported to ONNX")
+    return run_deploy(argv, "onnx", _onnx_predictor, "onnxruntime inference for a model exported to ONNX")
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main))
+    sys.exit(run_cli(lambda argv: exit_status(main(argv))))

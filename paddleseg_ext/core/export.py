@@ -28,7 +28,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import paddle
 import yaml
 
+from ..cvlibs.errors import DeploymentError, MissingDependencyError  # noqa: F401 - raised and re-exported here
 from ..utils.logger import get_logger
+from ..utils.quiet import filter_native_stderr
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 ONNX_INSTALL_HINT = "pip install -e .[onnx]   (or: pip install paddle2onnx onnxruntime)"
@@ -143,7 +145,8 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
     if os.path.isfile(os.path.join(save_dir, "deploy.yaml")):  # a previous export's op libraries
         shutil.rmtree(os.path.join(save_dir, "custom_ops"), ignore_errors=True)
     prefix = os.path.join(save_dir, "model")
-    paddle.jit.save(static, prefix)
+    with filter_native_stderr():  # tracing: Paddle's harmless "not support input out tensor" line
+        paddle.jit.save(static, prefix)
     model_file = next((f for f in ("model.json", "model.pdmodel") if os.path.isfile(os.path.join(save_dir, f))),
                       "model.json")
     ops = custom_ops_of(model)
@@ -185,14 +188,6 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
 # --------------------------------------------------------------------------
 # ONNX
 # --------------------------------------------------------------------------
-
-class MissingDependencyError(ImportError):
-    """An optional dependency (paddle2onnx, onnxruntime) is not installed."""
-
-
-class DeploymentError(RuntimeError):
-    """A deployment step failed for a reason the message explains (exit status 1, no traceback)."""
-
 
 class ConversionError(DeploymentError):
     """paddle2onnx could not convert the saved model (the message names the op(s))."""
@@ -398,21 +393,6 @@ def export_onnx(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Seque
     log.info("[EXPORT] saved %s (opset %d, paddle2onnx %s) to %s", info["model"], info["opset"],
              info["paddle2onnx"], save_dir)
     return deploy
-
-
-def run_tool(main: Any, argv: Optional[Sequence[str]] = None) -> int:
-    """Exit status of a deployment tool's ``main``: :func:`paddleseg_ext.cvlibs.run_cli`, plus
-    one-line errors for a missing optional dependency (2) and a :class:`DeploymentError` such as
-    a failed conversion or custom-op registration (1)."""
-    from ..cvlibs.errors import DEBUG_ENV, run_cli
-
-    try:
-        return run_cli(main, argv)
-    except (MissingDependencyError, DeploymentError) as e:
-        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "False"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, MissingDependencyError) else 1
 
 
 def check_onnx(save_dir: str, model: paddle.nn.Layer, shape: Sequence[int] = (1, 3, 64, 64),

@@ -20,14 +20,18 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 STRETCH_PERCENTILES = (2.0, 98.0)
 
 
-def get_image_list(image_path: str) -> Tuple[List[str], Optional[str]]:
+def get_image_list(image_path: str, missing_ok: bool = False) -> Tuple[List[str], Optional[str]]:
     """Images from a file, a folder (recursive) or a list file (first column of each line).
+
+    Args:
+        missing_ok: keep images a list file names but that do not exist (the caller
+            skips them while reading), instead of raising.
 
     Returns:
         The image paths and the folder they are relative to (for keeping
         sub-paths in the output), or None.
     Raises:
-        FileNotFoundError: the path, or a file a list names, does not exist.
+        FileNotFoundError: the path, or (without ``missing_ok``) a file a list names, does not exist.
         ValueError: no image was found.
     """
     log = get_logger()
@@ -52,7 +56,7 @@ def get_image_list(image_path: str) -> Tuple[List[str], Optional[str]]:
                     continue
                 p = line.split()[0]
                 p = p if os.path.isabs(p) else os.path.join(base, p)
-                if not os.path.isfile(p):
+                if not os.path.isfile(p) and not missing_ok:
                     raise FileNotFoundError(f"{image_path} line {n}: image not found: {p}")
                 images.append(p)
     if not images:

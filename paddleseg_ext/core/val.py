@@ -102,7 +102,8 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
                 raise clean from e
             if nranks > 1 and i % nranks != rank:
                 continue
-            img = paddle.to_tensor(data["img"][None])
+            img = data["img"]  # the loader already made it a tensor; to_tensor would copy (and warn)
+            img = (img if isinstance(img, paddle.Tensor) else paddle.to_tensor(img)).unsqueeze(0)
             try:
                 logit = predict_logits(model, img, data.get("trans_info", []), aug_eval, scales,
                                        flip_horizontal, flip_vertical, is_slide, crop_size, stride)

@@ -1,31 +1,24 @@
-"""Errors raised for bad user input (configs, data), and how the tools report them.
+"""Errors raised for bad user input (configs, data, deployment), and their messages cleaned.
 
-The command-line tools run their ``main`` through :func:`run_cli`: an error a
-user can fix (a bad config, a missing or broken data file, a wrong value)
-prints one ``error: <message>`` paragraph to stderr and exits with status 2;
-a fault during a run (NaN loss, out of memory, a full disk) exits with 1; an
-interrupt exits with 130. Set ``PADDLESEG_EXT_DEBUG=1`` to get the full
-traceback instead.
+How the tools report them (one paragraph, an exit status) is :mod:`paddleseg_ext.utils.cli`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-from typing import Any, Callable, Optional, Sequence
-
-DEBUG_ENV = "PADDLESEG_EXT_DEBUG"
 
 
 class ConfigError(ValueError):
     """A config is wrong: the message says what, where (file, key) and what is allowed."""
 
 
-#: Exceptions caused by what the user gave us (exit status 2).
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
-#: Faults during a run that have a clear message (exit status 1).
-RUN_ERRORS = (FloatingPointError, MemoryError, OSError)
+class MissingDependencyError(ImportError):
+    """An optional dependency (paddle2onnx, onnxruntime) is not installed (exit status 2)."""
+
+
+class DeploymentError(RuntimeError):
+    """A deployment step failed for a reason the message explains (exit status 1, no traceback)."""
+
 
 _WORKER_PREFIX = re.compile(r"^DataLoader worker\(\d+\) caught (\w+) with message:\n", re.S)
 
@@ -61,50 +54,3 @@ def clean_exception(e: BaseException) -> BaseException:
         return e
     new.__cause__ = e.__cause__
     return new
-
-
-def user_message(e: BaseException) -> str:
-    """The text shown to the user for ``e``: its message, worker tracebacks removed."""
-    msg = clean_worker_message(str(e)).strip()
-    if isinstance(e, KeyError) and len(e.args) == 1:
-        msg = str(e.args[0])
-    if not msg:
-        msg = type(e).__name__
-    return msg
-
-
-def exit_code(e: BaseException) -> Optional[int]:
-    """Exit status for an exception shown without traceback, or None (a bug: show it)."""
-    if isinstance(e, KeyboardInterrupt):
-        return 130
-    if isinstance(e, INPUT_ERRORS):
-        return 2
-    if isinstance(e, RUN_ERRORS):
-        return 1
-    return None
-
-
-def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None,
-            stream=None) -> int:
-    """Run a tool's ``main(argv)``; print user errors as one paragraph; return the exit status.
-
-    ``main`` may return an int (its exit status); anything else counts as 0.
-    With ``PADDLESEG_EXT_DEBUG=1`` exceptions propagate with their traceback.
-    """
-    stream = stream or sys.stderr
-    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "False")
-    try:
-        rv = main(argv)
-    except (KeyboardInterrupt, Exception) as e:  # noqa: B902 - classified below
-        code = exit_code(e)
-        if debug or code is None:
-            raise
-        if isinstance(e, KeyboardInterrupt):
-            print("error: interrupted", file=stream)
-        else:
-            print(f"error: {user_message(e)}\n(set {DEBUG_ENV}=1 to see the traceback)", file=stream)
-        stream.flush()
-        return code
-    if isinstance(rv, int) and not isinstance(rv, bool):
-        return rv
-    return 0

@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -332,6 +333,9 @@ _STATE: dict = {
     "warned": False,  # the fallback warning was shown
 }
 _STATE_LOCK = threading.RLock()
+# Paddle's loader logs "using custom operator only" at INFO on every load whatever `verbose`
+# says, through its own handler and the root logger's (two lines): drop that one message.
+logging.getLogger("utils.cpp_extension").addFilter(lambda r: r.getMessage() != "using custom operator only")
 
 
 def _import_built(so_path: Path) -> ModuleType:

@@ -1,0 +1,183 @@
+"""A new user's first hour: the READMEs' commands, quiet tools, the set-up's GPU index, TIPC's python check.
+
+The full run of every README block is ``python3 scripts/check_readme.py`` (after the quick
+start; minutes). Here: the blocks name files that exist and no placeholders, each tool's
+``--help`` and a tiny real run print no third-party warning, the set-up forwards
+``PADDLE_INDEX_URL`` to pip, the TIPC chain stops with one line when its python lacks
+paddle, and the README table writer.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tiny_config import write_tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import check_readme  # noqa: E402
+import readme_table  # noqa: E402
+
+TOOLS = ["tools/train.py", "tools/val.py", "tools/predict.py", "tools/export.py", "tools/pixel_baseline.py",
+         "tools/launch.py", "deploy/python/infer.py", "deploy/python/infer_onnx.py"]
+#: Paths a runnable block may name before they exist: what the quick start and the blocks make.
+MADE_BY_RUNS = ("output/", "data/landcover", "test_tipc/data/", ".venv", ".venv-bench")
+
+
+def _user_env():
+    """A user's shell: nothing the test harness sets that would hide a message."""
+    env = check_readme.new_shell_env()
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    return env
+
+
+def test_every_bash_block_is_runnable_or_tagged():
+    blocks = check_readme.all_blocks()
+    assert {b.path for b in blocks} == set(check_readme.READMES)
+    runnable = [b for b in blocks if b.tag is None]
+    assert len(runnable) >= 4
+    assert {b.tag for b in blocks} <= {None, "setup", "gpu", "long"}
+    for b in runnable:
+        words = shlex.split(b.text.replace("\\\n", " "), comments=True)
+        for i, w in enumerate(words):
+            if re.match(r"^(configs|tools|scripts|deploy|test_tipc|benchmarks)/", w):
+                assert os.path.exists(os.path.join(ROOT, w)), f"{b.path}:{b.line} names {w}, which does not exist"
+            if w in ("--config", "--model_path", "--image_path"):
+                value = words[i + 1]
+                assert (value.startswith("$") or value.startswith(MADE_BY_RUNS)
+                        or os.path.exists(os.path.join(ROOT, value))), \
+                    f"{b.path}:{b.line}: {w} {value} is a placeholder, not a path"
+    assert "source .venv/bin/activate" in runnable[0].text  # a new shell needs the environment first
+
+
+def test_block_extraction_and_tags(tmp_path):
+    (tmp_path / "R.md").write_text("x\n\n<!-- readme-check: long (an hour) -->\n```bash\nslow\n```\n"
+                                   "```bash\nfast 1\nfast 2\n```\n```text\ntool [--opt]\n```\n")
+    blocks = check_readme.extract_blocks("R.md", str(tmp_path))
+    assert [(b.tag, b.text) for b in blocks] == [("long", "slow"), (None, "fast 1\nfast 2")]
+    (tmp_path / "Bad.md").write_text("```bash\nnever closed\n")
+    with pytest.raises(ValueError, match="not closed"):
+        check_readme.extract_blocks("Bad.md", str(tmp_path))
+
+
+def test_noise_patterns():
+    noisy = ["/x/site-packages/paddle/utils/cpp_extension/extension_utils.py:712: UserWarning: No ccache found.",
+             "W1202 00:59:30.813625 10993 eager_utils.cc:3584] Paddle static graph(PIR) not support input out",
+             "[2026-12-02 00:57:07,185] [    INFO] extension_utils.py:1604 - using custom operator only",
+             "Traceback (most recent call last):"]
+    quiet = ["2026-12-02 01:02:29 INFO [EXPORT] saved model.json", "[DEPLOY] 2 image(s) -> out",
+             "/home/me/train.py:3: UserWarning: the user's own warning"]
+    assert check_readme.noise_lines("\n".join(noisy + quiet)) == noisy
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_help_prints_no_third_party_warning(tool):
+    proc = subprocess.run([sys.executable, tool, "--help"], cwd=ROOT, env=_user_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:")
+    assert proc.stderr == "" and not check_readme.noise_lines(proc.stdout)
+
+
+@pytest.mark.slow
+def test_a_tiny_real_run_prints_no_third_party_warning(tmp_path):
+    """train -> val (plain and aug) -> predict -> export -> Paddle Inference, as a user runs them."""
+    cfg, root = write_tiny_config(tmp_path, iters=2, size=(32, 32))
+    out, val = str(tmp_path / "out"), os.path.join(root, "val.txt")
+    steps = [
+        ["tools/train.py", "--config", cfg, "--save_dir", out, "--do_eval", "--save_interval", "2"],
+        ["tools/val.py", "--config", cfg, "--model_path", out + "/best_model", "--aug_eval", "--flip_horizontal"],
+        ["tools/predict.py", "--config", cfg, "--model_path", out + "/best_model", "--image_path", val,
+         "--save_dir", str(tmp_path / "pred")],
+        ["tools/export.py", "--config", cfg, "--model_path", out + "/best_model", "--save_dir", str(tmp_path / "exp"),
+         "--output_op", "softmax"],  # softmax is what triggers Paddle's PIR "out tensor" line
+        ["deploy/python/infer.py", "--config", str(tmp_path / "exp"), "--image_path", val,
+         "--save_dir", str(tmp_path / "dep"), "--cpu_threads", "1"],
+    ]
+    for argv in steps:
+        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=_user_env(), capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, f"{argv[0]}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        noise = check_readme.noise_lines(proc.stdout + proc.stderr)
+        assert not noise, f"{argv[0]} printed: {noise}"
+        assert not re.search(r"Warning:", proc.stderr), f"{argv[0]}:\n{proc.stderr}"
+
+
+def test_tipc_stops_at_once_when_its_python_lacks_paddle(tmp_path):
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")  # -S: no site-packages
+    (shim / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}{os.pathsep}/usr/bin{os.pathsep}/bin", TIPC_OUTPUT_DIR=str(tmp_path / "o"))
+    cfg = "test_tipc/configs/pspnet/train_infer_python.txt"
+    for script in ("test_tipc/prepare.sh", "test_tipc/test_train_inference_python.sh"):
+        proc = subprocess.run(["bash", script, cfg, "lite_train_lite_infer"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "cannot import paddle and paddleseg_ext" in lines[0] and "No module named" in lines[0]
+        assert "source .venv/bin/activate" in lines[0]
+    assert not (tmp_path / "o").exists()  # stopped before any step
+
+
+def _fake_venv(tmp_path):
+    """A venv whose python records each call and succeeds: the set-up's pip calls, without pip."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    (venv / "bin" / "python").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    (venv / "bin" / "python").chmod(0o755)
+    return venv, calls
+
+
+@pytest.mark.parametrize("index", ["https://www.paddlepaddle.org.cn/packages/stable/cu126/", None])
+def test_setup_forwards_the_paddle_index_to_pip(tmp_path, index):
+    venv, calls = _fake_venv(tmp_path)
+    env = dict(os.environ, PADDLESEG_EXT_VENV=str(venv), PADDLE_PKG="paddlepaddle-gpu==3.3.1")
+    env.pop("PADDLE_INDEX_URL", None)
+    if index:
+        env["PADDLE_INDEX_URL"] = index
+    proc = subprocess.run(["bash", "scripts/setup_env.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pips = [line for line in calls.read_text().splitlines() if line.startswith("-m pip install")]
+    paddle_line = next(line for line in pips if "paddlepaddle-gpu==3.3.1" in line)
+    if index:
+        assert paddle_line.endswith(f"paddlepaddle-gpu==3.3.1 --extra-index-url {index}")
+        assert index in proc.stdout
+    assert sum("--extra-index-url" in line for line in pips) == (1 if index else 0)  # Paddle only
+    assert any("-r" in line.split() and "requirements.txt" in line for line in pips)
+    assert "-m paddleseg_ext.ops.build" in calls.read_text()
+    assert "source " in proc.stdout and "bin/activate" in proc.stdout
+
+
+def test_readme_table_replaces_only_its_block(tmp_path):
+    md = tmp_path / "R.md"
+    md.write_text("intro\n<!-- BEGIN t -->\nold | table\n<!-- END t -->\nafter\n")
+    body = tmp_path / "b.md"
+    body.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    assert readme_table.main([str(md), "t", str(body), "--command", "bash x.sh", "--commit", "abc123"]) == 0
+    text = md.read_text()
+    assert text.startswith("intro\n<!-- BEGIN t -->\n| a | b |\n") and text.endswith("<!-- END t -->\nafter\n")
+    assert "old" not in text and "Written by `bash x.sh` on commit abc123" in text
+    md.write_text("no markers\n")
+    assert readme_table.main([str(md), "t", str(body), "--command", "x"]) == 2
+    assert md.read_text() == "no markers\n"
+    with pytest.raises(ValueError, match="1 begin and 0 end"):
+        readme_table.replace_block("<!-- BEGIN t -->\n", "t", "x")
+
+
+def test_readme_has_the_learning_check_block():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    block = readme_table.replace_block(text, "learning_check", "X")  # exactly one pair of markers
+    assert block != text
+    begin, end = readme_table.markers("learning_check")
+    inside = text[text.index(begin):text.index(end)]
+    assert re.search(r"Written by `bash scripts/learning_check\.sh[^`]*` on commit \w+", inside)  # not hand-copied
