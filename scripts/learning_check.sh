@@ -18,7 +18,7 @@ load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
 python tools/data/prepare_landcover.py --out data/landcover
 mkdir -p "$OUT"
 for m in "${models[@]}"; do
-  cfg=$(ls configs/quick_start/${m}_*landcover*.yml)
+  cfg=$(ls configs/quick_start/${m}_resnet18_*landcover*.yml)   # the ResNet18 recipe (EfficientNet ones: pretrained_check.sh)
   echo "== $m: $cfg"
   start=$(date +%s)
   python tools/train.py --config "$cfg" --save_dir "$OUT/$m" --save_interval 100000 --log_iters 100 --seed 0
