@@ -407,3 +407,19 @@ def test_psa_module_fused_traces_the_fused_op(attention_op, monkeypatch, tmp_pat
     for v in inputs:
         want = ref(paddle.to_tensor(v)).numpy()
         np.testing.assert_allclose(loaded(paddle.to_tensor(v)).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_section_quick(attention_op, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
+                           "--sections", "psa_attention", "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    record = json.loads(next(tmp_path.glob("*-quick.json")).read_text())
+    rows = record["sections"]["psa_attention"]["rows"]
+    assert {r["impl"] for r in rows} == {"unfused", "fused"}
+    for r in rows:
+        assert r["note"] is None and r["fwd+bwd ms"] > 0 and r["peak memory MiB"] is not None
+    assert all(r["fused / unfused time"].endswith("x") for r in rows if r["impl"] == "fused")
