@@ -204,8 +204,8 @@ void ColumnStats(const Problem<T>& pb, T* lse, T* zero_w) {
   });
 }
 
-// Channels per register tile of the hot loops: 32 accumulators (4 AVX
-// registers in float32) stay in registers across a whole window.
+// Channels per register tile of the logit-gradient dots (4 AVX registers in
+// float32).
 constexpr int64_t kTile = 32;
 
 // 32-byte SIMD vectors (GCC vector extensions): one AVX register in the
@@ -233,23 +233,6 @@ template <typename T>
 constexpr int64_t kTileVecs = kTile * static_cast<int64_t>(sizeof(T)) / 32;
 template <typename T>
 constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
-
-// dst[0, kTile) = init + sum_e coef[e] * rows[part[e] * stride, +kTile):
-// the accumulators stay in registers over the whole window.
-template <typename T>
-PSA_ALWAYS_INLINE void AxpyTile(T* dst, const T* init, T scale, const T* rows,
-                                int64_t stride, const T* coef,
-                                const int64_t* part, int64_t count) {
-  typedef typename Simd<T>::V V;
-  V acc[kTileVecs<T>];
-  for (int64_t v = 0; v < kTileVecs<T>; ++v) acc[v] = scale * Load(init + v * kLanes<T>);
-  for (int64_t e = 0; e < count; ++e) {
-    const T* row = rows + part[e] * stride;
-    const T cf = coef[e];
-    for (int64_t v = 0; v < kTileVecs<T>; ++v) acc[v] += cf * Load(row + v * kLanes<T>);
-  }
-  __builtin_memcpy(dst, acc, sizeof(acc));
-}
 
 // The window walk of position u as a list: partner positions and their
 // coefficients (softmax: w - b of the partner's or u's column; else the
@@ -283,6 +266,53 @@ PSA_ALWAYS_INLINE int64_t WalkList(const Problem<T>& pb, int64_t n, int64_t u,
   return e;
 }
 
+// Positions handled together by the register-blocked loops: neighbours
+// along a map row whose windows are the same cells shifted by one column, so
+// one load of a partner row feeds all of them.
+constexpr int64_t kGroup = 4;
+
+// Bounding rectangle of the partners of a group of positions, and for each
+// position its coefficient at every rectangle entry (0 outside its window).
+template <typename T>
+struct GroupPlan {
+  int64_t r0, c0, rows, cols;  // rectangle in map coordinates
+  T* dense;                    // [kGroup][rows * cols]
+};
+
+template <typename T>
+PSA_ALWAYS_INLINE GroupPlan<T> PlanGroup(const Geometry& g, const T* coef,
+                                         const int64_t* part,
+                                         const int64_t* len, int64_t stride,
+                                         int64_t members, T* buffer) {
+  GroupPlan<T> plan;
+  int64_t r_lo = g.h, r_hi = -1, c_lo = g.w, c_hi = -1;
+  for (int64_t k = 0; k < members; ++k) {
+    for (int64_t e = 0; e < len[k]; ++e) {
+      const int64_t p = part[k * stride + e];
+      const int64_t r = p / g.w, c = p % g.w;
+      r_lo = std::min(r_lo, r);
+      r_hi = std::max(r_hi, r);
+      c_lo = std::min(c_lo, c);
+      c_hi = std::max(c_hi, c);
+    }
+  }
+  plan.r0 = r_lo;
+  plan.c0 = c_lo;
+  plan.rows = r_hi >= r_lo ? r_hi - r_lo + 1 : 0;
+  plan.cols = c_hi >= c_lo ? c_hi - c_lo + 1 : 0;
+  plan.dense = buffer;
+  const int64_t area = plan.rows * plan.cols;
+  std::fill(buffer, buffer + kGroup * area, T(0));
+  for (int64_t k = 0; k < members; ++k) {
+    for (int64_t e = 0; e < len[k]; ++e) {
+      const int64_t p = part[k * stride + e];
+      buffer[k * area + (p / g.w - plan.r0) * plan.cols + (p % g.w - plan.c0)] =
+          coef[k * stride + e];
+    }
+  }
+  return plan;
+}
+
 // One gather task: for positions u in [u0, u1) of image n,
 // dst[u] = base_scale(u) * base + sum over the walk's cells of
 // coef * rows[partner], every channel. Used by the forward (u = column,
@@ -290,6 +320,9 @@ PSA_ALWAYS_INLINE int64_t WalkList(const Problem<T>& pb, int64_t n, int64_t u,
 //   reverse:           which walk (partner = u - off or u + off);
 //   logit_at_partner:  the cell's logit sits at the partner (else at u);
 //   column_is_partner: lse/b of the partner's column (else u's).
+// Groups of kGroup positions of one map row share every partner-row load
+// (kGroup x 2 vector accumulators stay in registers); channels beyond the
+// last full 64-byte tile go through the per-position lists.
 template <typename T>
 PSA_ALWAYS_INLINE void GatherTaskBody(const Problem<T>& pb, bool reverse,
                                       bool logit_at_partner,
@@ -297,35 +330,71 @@ PSA_ALWAYS_INLINE void GatherTaskBody(const Problem<T>& pb, bool reverse,
                                       const T* base, const T* base_scale,
                                       T* dst, int64_t n, int64_t u0,
                                       int64_t u1) {
-  const int64_t cells = pb.g.mh * pb.g.mw;
-  T* coef = Scratch<T>(kPositionBlock * cells);
-  int64_t* part = Scratch<int64_t>(kPositionBlock * cells);
-  int64_t len[kPositionBlock];
-  for (int64_t u = u0; u < u1; ++u) {
-    len[u - u0] = WalkList(pb, n, u, reverse, logit_at_partner,
-                           column_is_partner, coef + (u - u0) * cells,
-                           part + (u - u0) * cells);
-  }
-  for (int64_t c0 = 0; c0 < pb.c; c0 += kChannelBlock) {
-    const int64_t width = BlockWidth(c0, pb.c);
-    const T* blk = rows + BlockBase(n, c0, pb.plane, pb.c);
-    T* out = dst + BlockBase(n, c0, pb.plane, pb.c);
-    const T* bvec = base + n * pb.c + c0;
-    for (int64_t u = u0; u < u1; ++u) {
-      const T s = base_scale != nullptr ? base_scale[n * pb.plane + u] : T(1);
-      const T* cf = coef + (u - u0) * cells;
-      const int64_t* pt = part + (u - u0) * cells;
-      const int64_t count = len[u - u0];
+  typedef typename Simd<T>::V V;
+  constexpr int64_t lanes = kLanes<T>;
+  constexpr int64_t tile = 2 * lanes;  // channels per register tile
+  const Geometry& g = pb.g;
+  const int64_t cells = g.mh * g.mw;
+  T* coef = Scratch<T>(kGroup * cells + kGroup * (g.mh + 1) * (g.mw + kGroup));
+  T* dense_buf = coef + kGroup * cells;
+  int64_t* part = Scratch<int64_t>(kGroup * cells);
+  for (int64_t ua = u0; ua < u1;) {
+    // A group: up to kGroup consecutive positions on one map row.
+    int64_t members = 1;
+    while (members < kGroup && ua + members < u1 &&
+           (ua + members) / g.w == ua / g.w) {
+      ++members;
+    }
+    int64_t len[kGroup] = {0, 0, 0, 0};
+    T scale[kGroup] = {T(0), T(0), T(0), T(0)};
+    for (int64_t k = 0; k < members; ++k) {
+      len[k] = WalkList(pb, n, ua + k, reverse, logit_at_partner,
+                        column_is_partner, coef + k * cells, part + k * cells);
+      scale[k] = base_scale != nullptr ? base_scale[n * pb.plane + ua + k] : T(1);
+    }
+    const GroupPlan<T> plan =
+        PlanGroup(g, coef, part, len, cells, members, dense_buf);
+    const int64_t area = plan.rows * plan.cols;
+    for (int64_t cb = 0; cb < pb.c; cb += kChannelBlock) {
+      const int64_t width = BlockWidth(cb, pb.c);
+      const T* blk = rows + BlockBase(n, cb, pb.plane, pb.c);
+      T* out = dst + BlockBase(n, cb, pb.plane, pb.c);
+      const T* bvec = base + n * pb.c + cb;
       int64_t k0 = 0;
-      for (; k0 + kTile <= width; k0 += kTile) {
-        AxpyTile(out + u * width + k0, bvec + k0, s, blk + k0, width, cf, pt, count);
+      for (; k0 + tile <= width; k0 += tile) {
+        V acc[kGroup][2];
+        const V b0 = Load(bvec + k0), b1 = Load(bvec + k0 + lanes);
+        for (int64_t k = 0; k < kGroup; ++k) {
+          acc[k][0] = scale[k] * b0;
+          acc[k][1] = scale[k] * b1;
+        }
+        for (int64_t r = 0; r < plan.rows; ++r) {
+          const T* row = blk + ((plan.r0 + r) * g.w + plan.c0) * width + k0;
+          const T* d = plan.dense + r * plan.cols;
+          for (int64_t c = 0; c < plan.cols; ++c, row += width) {
+            const V x0 = Load(row), x1 = Load(row + lanes);
+            for (int64_t k = 0; k < kGroup; ++k) {
+              const T cf = d[k * area + c];
+              acc[k][0] += cf * x0;
+              acc[k][1] += cf * x1;
+            }
+          }
+        }
+        for (int64_t k = 0; k < members; ++k) {
+          __builtin_memcpy(out + (ua + k) * width + k0, acc[k], sizeof(acc[k]));
+        }
       }
       for (; k0 < width; ++k0) {  // channels beyond the last full tile
-        T acc = s * bvec[k0];
-        for (int64_t e = 0; e < count; ++e) acc += cf[e] * blk[pt[e] * width + k0];
-        out[u * width + k0] = acc;
+        for (int64_t k = 0; k < members; ++k) {
+          const T* cf = coef + k * cells;
+          const int64_t* pt = part + k * cells;
+          T acc = scale[k] * bvec[k0];
+          for (int64_t e = 0; e < len[k]; ++e) acc += cf[e] * blk[pt[e] * width + k0];
+          out[(ua + k) * width + k0] = acc;
+        }
       }
     }
+    ua += members;
   }
 }
 

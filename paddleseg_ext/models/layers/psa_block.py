@@ -67,7 +67,7 @@ PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
 PSA_IMPLS = ("auto", "op", "paddle", "fused")
 #: ``fused`` runs the unfused compiled path on maps of at most this many
 #: positions, where it is faster on CPU (docs/benchmarks.md, psa_attention).
-FUSED_MIN_POSITIONS = 4096
+FUSED_MIN_POSITIONS = 16384
 
 _IMPL_ENV = "PADDLESEG_EXT_PSA_IMPL"  # same variable as paddleseg_ext.ops.psa_mask
 _FALLBACK_WARNED = False
