@@ -61,18 +61,20 @@ def child(n: int, c: int, h: int, w: int, mh: int, mw: int, impl: str, warmup: i
           repeats: int, threads: int) -> Dict[str, Any]:
     """Time ``warmup + repeats`` fwd+bwd calls of one candidate; measure its peak memory."""
     set_threads(threads)
-    import numpy as np
     import paddle
 
     from paddleseg_ext.models.layers.softmax import channel_softmax
     from paddleseg_ext.ops import psa_attention, psa_mask
 
     plane = h * w
-    rng = np.random.default_rng(0)
-    x = paddle.to_tensor(rng.standard_normal((n, c, h, w)).astype("float32"), stop_gradient=False)
-    a = paddle.to_tensor(rng.standard_normal((n, mh * mw, h, w)).astype("float32"),
-                         stop_gradient=False)
-    dout = paddle.to_tensor(rng.standard_normal((n, c, h, w)).astype("float32"))
+    # Inputs made by Paddle directly: large freed NumPy temporaries would stay in
+    # the heap (run.py's malloc settings) and hide the step's allocations from RSS.
+    paddle.seed(0)
+    x = paddle.randn([n, c, h, w], dtype="float32")
+    a = paddle.randn([n, mh * mw, h, w], dtype="float32")
+    dout = paddle.randn([n, c, h, w], dtype="float32")
+    x.stop_gradient = False
+    a.stop_gradient = False
 
     def step():
         if impl == "fused":
