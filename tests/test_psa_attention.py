@@ -12,6 +12,7 @@ and both gradients.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -423,3 +424,35 @@ def test_benchmark_section_quick(attention_op, tmp_path):
     for r in rows:
         assert r["note"] is None and r["fwd+bwd ms"] > 0 and r["peak memory MiB"] is not None
     assert all(r["fused / unfused time"].endswith("x") for r in rows if r["impl"] == "fused")
+
+
+@pytest.mark.slow
+def test_psanet_fused_export_deploys_with_infer(attention_op, tmp_path):
+    # tools/export.py --psa_impl fused: deploy.yaml lists psa_attention, ships its
+    # library, and deploy/python/infer.py registers it and matches the pure-Paddle export.
+    sys.path.insert(0, str(ROOT / "deploy" / "python"))
+    sys.path.insert(0, str(ROOT / "tools"))
+    import yaml
+
+    import infer  # noqa: E402
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
+    export_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export_tool)
+    cfg = str(ROOT / "configs" / "quick_start" / "psanet_resnet18_os8_landcover_64x64_400.yml")
+    paddle.seed(0)
+    weights = str(tmp_path / "w.pdparams")
+    paddle.save(SegBuilder(Config(cfg, opts=["model.psa_impl=paddle"])).model.state_dict(), weights)
+    for impl in ("fused", "paddle"):
+        export_tool.main(["--config", cfg, "--model_path", weights, "--save_dir",
+                          str(tmp_path / impl), "--psa_impl", impl])
+    with open(tmp_path / "fused" / "deploy.yaml") as f:
+        deploy = yaml.safe_load(f)["Deploy"]
+    assert deploy["custom_ops"] == ["psa_attention"]
+    assert (tmp_path / "fused" / deploy["custom_op_libs"]["psa_attention"]).is_file()
+    x = np.random.RandomState(1).rand(1, 3, 40, 56).astype("float32")
+    outs = [infer.Predictor(infer.DeployConfig(str(tmp_path / k)), cpu_threads=1).run(x)
+            for k in ("fused", "paddle")]
+    assert outs[0].shape == (1, 40, 56)
+    assert (outs[0] == outs[1]).mean() >= 0.999
