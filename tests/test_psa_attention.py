@@ -456,3 +456,16 @@ def test_psanet_fused_export_deploys_with_infer(attention_op, tmp_path):
             for k in ("fused", "paddle")]
     assert outs[0].shape == (1, 40, 56)
     assert (outs[0] == outs[1]).mean() >= 0.999
+
+
+def test_env_fused_selects_fused_for_psanet_and_auto_for_the_ops(attention_op, monkeypatch):
+    from paddleseg_ext.models.layers import psa_block
+
+    monkeypatch.setenv("PADDLESEG_EXT_PSA_IMPL", "fused")
+    assert psa_block.resolve_psa_impl("auto") == "fused"
+    x = paddle.to_tensor(_rand((1, 9, 3, 4), 40))
+    np.testing.assert_array_equal(psa_mask(x, 0, (3, 3)).numpy(),
+                                  psa_mask(x, 0, (3, 3), impl="paddle").numpy())
+    f = paddle.to_tensor(_rand((1, 2, 3, 4), 41))
+    _assert_close(psa_attention(f, x, 0).numpy(), psa_attention(f, x, 0, impl="paddle").numpy(),
+                  "env fused")

@@ -341,6 +341,8 @@ def psa_mask(
     mh, mw = _mask_hw(mask_size)
     _check_input(x, mh, mw)
     mode = (impl or os.environ.get(_IMPL_ENV) or "auto").strip().lower()
+    if mode == "fused" and not impl:  # PSANet's fused choice; the mask op itself: auto
+        mode = "auto"
     if mode not in ("op", "paddle", "auto"):
         raise ValueError(
             f"psa_mask: impl must be 'op', 'paddle' or 'auto', got {mode!r} "
