@@ -4,6 +4,7 @@ Sections (each a module of this folder with ``run(ctx) -> Section``):
 
 * ``mkl``: Paddle's MKL on this CPU, plain vs after ``import paddleseg_ext``;
 * ``psa_op``: the PSA mask op vs pure Paddle vs the memory-copy floor;
+* ``psa_attention``: the fused PSA attention op vs the unfused composition;
 * ``models``: eval forward and one training step, ours vs PaddleSeg 2.8;
 * ``data``: decode + Cityscapes train transforms, ours vs PaddleSeg's;
 * ``deploy``: Paddle Inference (MKLDNN on/off, 1/2 threads) vs dygraph vs onnxruntime;
@@ -42,9 +43,10 @@ from common import BENCH_DIR, Context, Section, machine_info, set_threads  # noq
 MODELS = ("PSPNet", "DANet", "PSANet", "PointRend")
 # Run (and table) order. scaling runs early, while this process is still small:
 # its children's memory limit is what the machine has available next to it.
-SECTIONS = ["mkl", "psa_op", "scaling", "models", "data", "deploy"]
-MODULES = {"mkl": "mkl", "psa_op": "psa_op", "models": "models_vs_peer", "data": "data_pipeline",
-           "deploy": "deployment", "scaling": "scaling"}
+SECTIONS = ["mkl", "psa_op", "psa_attention", "scaling", "models", "data", "deploy"]
+MODULES = {"mkl": "mkl", "psa_op": "psa_op", "psa_attention": "psa_attention",
+           "models": "models_vs_peer", "data": "data_pipeline", "deploy": "deployment",
+           "scaling": "scaling"}
 
 # glibc returns freed multi-MB blocks to the OS and page-faults them back on the
 # next allocation; which candidate pays depends on the order of frees. Raising

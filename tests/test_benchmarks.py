@@ -16,7 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-SECTIONS = ["mkl", "psa_op", "models", "data", "deploy", "scaling"]
+SECTIONS = ["mkl", "psa_op", "psa_attention", "models", "data", "deploy", "scaling"]
 
 
 def _number(v):

@@ -154,10 +154,8 @@ def op_unavailable(monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("simulated: no C++ compiler")
 
-    monkeypatch.setattr(psa_module, "_STATE", {
-        "module": None, "so_path": None, "error": None, "reason": None, "warned": False,
-    })
-    monkeypatch.setattr(psa_module, "_load_or_build", fail)
+    monkeypatch.setattr(psa_module._OP, "state", psa_module._OP.fresh_state())
+    monkeypatch.setattr(psa_module._OP, "load_or_build", fail)
     monkeypatch.delenv("PADDLESEG_EXT_PSA_IMPL", raising=False)
 
 
@@ -422,7 +420,7 @@ _RELOAD_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {root!r})
     impl, prefix = {impl!r}, {prefix!r}
     import paddleseg_ext.ops
-    state = sys.modules["paddleseg_ext.ops.psa_mask"]._STATE
+    state = sys.modules["paddleseg_ext.ops.psa_mask"]._OP.state
     assert state["module"] is None, "importing the package must not load the op"
     if impl == "op":
         from paddleseg_ext.ops import load_op_library
@@ -578,9 +576,7 @@ def test_env_selects_pure_paddle(monkeypatch, op_unavailable):
 
 
 def test_no_build_env_reports_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(psa_module, "_STATE", {
-        "module": None, "so_path": None, "error": None, "reason": None, "warned": False,
-    })
+    monkeypatch.setattr(psa_module._OP, "state", psa_module._OP.fresh_state())
     monkeypatch.setenv("PADDLESEG_EXT_OP_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("PADDLESEG_EXT_OP_NO_BUILD", "1")
     with pytest.raises(RuntimeError, match=r"no prebuilt library.*PADDLESEG_EXT_OP_NO_BUILD"):
@@ -609,7 +605,7 @@ _LOCK_SCRIPT = textwrap.dedent(
         return types.SimpleNamespace(psa_mask=None)
 
     ext.load = fake_load
-    mod._import_built = lambda so_path: types.SimpleNamespace(psa_mask=None)
+    mod._OP.import_built = lambda so_path: types.SimpleNamespace(psa_mask=None)
     print(mod.build_op())
     """
 )

@@ -145,7 +145,7 @@ def test_normalization_factor_none_means_window_area(bb):
     ({"mask_w": 7.5}, "mask_w must be a positive int, got 7.5"),
     ({"shrink_factor": 0}, "shrink_factor must be a positive int, got 0"),
     ({"normalization_factor": 0}, "normalization_factor must be a positive number or None"),
-    ({"psa_impl": "cuda"}, r"psa_impl must be one of 'auto', 'op', 'paddle', got 'cuda'"),
+    ({"psa_impl": "cuda"}, r"psa_impl must be one of 'auto', 'op', 'paddle', 'fused', got 'cuda'"),
     ({"compact": "yes"}, "compact must be True or False, got 'yes'"),
     ({"num_classes": 0}, "num_classes must be a positive int, got 0"),
     ({"backbone_indices": (2, 9)}, r"backbone_indices must be two ints in \[0, 4\)"),

@@ -10,7 +10,9 @@ deploy/python/infer_onnx.py). The input is ``[None, C, None, None]`` unless
 ``--input_shape`` fixes it.
 
 PSANet: ``--psa_impl op`` traces the compiled ``psa_mask`` custom op (deploy.yaml
-records it; infer.py registers it), ``--psa_impl paddle`` the pure-Paddle
+records it; infer.py registers it), ``--psa_impl fused`` the compiled fused
+``psa_attention`` op (no [hw, hw] map at any input size; recorded the same way),
+``--psa_impl paddle`` the pure-Paddle
 PSA mask (needs nothing but Paddle). ONNX always uses the pure-Paddle path,
 since paddle2onnx cannot convert a custom op.
 """
@@ -51,16 +53,17 @@ def main(argv=None):
     p.add_argument("--format", default="paddle", choices=["paddle", "onnx"],
                    help="paddle: Paddle Inference model; onnx: also model.onnx via paddle2onnx")
     p.add_argument("--opset", type=int, default=11, help="minimum ONNX opset (raised when an op needs it)")
-    p.add_argument("--psa_impl", choices=["op", "paddle"],
-                   help="PSANet: trace the compiled psa_mask op or the pure-Paddle PSA mask")
+    p.add_argument("--psa_impl", choices=["op", "fused", "paddle"],
+                   help="PSANet: trace the compiled psa_mask op, the fused psa_attention op or "
+                        "the pure-Paddle PSA mask")
     p.add_argument("--no_check", action="store_true", help="ONNX: skip the onnxruntime check against Paddle")
     p.add_argument("--opts", nargs="+", default=[])
     args = p.parse_args(argv)
     log = get_logger()
     if args.format == "onnx":
-        if args.psa_impl == "op":
-            p.error("--format onnx cannot use --psa_impl op: paddle2onnx cannot convert the compiled "
-                    "psa_mask custom op; ONNX export uses the pure-Paddle PSA mask (--psa_impl paddle)")
+        if args.psa_impl in ("op", "fused"):
+            p.error(f"--format onnx cannot use --psa_impl {args.psa_impl}: paddle2onnx cannot convert "
+                    "a compiled custom op; ONNX export uses the pure-Paddle PSA mask (--psa_impl paddle)")
         require("paddle2onnx", "ONNX export (--format onnx)")  # fail before anything heavy
     setup_device("cpu")
     opts = list(args.opts)

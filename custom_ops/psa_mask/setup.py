@@ -35,7 +35,7 @@ setup(
     name="paddleseg_ext_psa_mask",
     ext_modules=Extension(
         sources=sources,
-        include_dirs=[HERE],
+        include_dirs=[HERE, os.path.join(os.path.dirname(HERE), "common")],
         # Same flags as the lazy build in paddleseg_ext/ops/psa_mask.py.
         extra_compile_args={"cxx": ["-O3", "-pthread"], "nvcc": ["-O3"]},
         extra_link_args=["-pthread"],

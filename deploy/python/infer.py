@@ -111,10 +111,13 @@ def load_custom_ops(names: Sequence[str], libs: Optional[Dict[str, str]] = None,
     done: Dict[str, str] = {}
     libs = libs or {}
     for name in names:
-        if name != "psa_mask":
-            raise ValueError(f"deploy.yaml needs custom op '{name}', which this toolkit does not provide")
-        from paddleseg_ext.ops import load_op_library, op_cache_dir
+        from paddleseg_ext.ops import op_cache_dir
+        from paddleseg_ext.ops.custom_op_build import registered_op
 
+        op = registered_op(name)
+        if op is None:
+            raise ValueError(f"deploy.yaml needs custom op '{name}', which this toolkit does not provide")
+        load_op_library = op.load_library
         errors = []
         try:
             done[name] = load_op_library(build=False)[1]

@@ -66,12 +66,13 @@ def custom_ops_of(model: paddle.nn.Layer) -> List[str]:
 
 def _custom_op_library(name: str) -> Optional[str]:
     """Path of the loaded shared library of a custom op we provide, or None."""
-    if name != "psa_mask":
+    from ..ops.custom_op_build import registered_op
+
+    op = registered_op(name)
+    if op is None:
         return None
     try:
-        from ..ops import load_op_library
-
-        return load_op_library(build=False)[1]
+        return op.load_library(build=False)[1]
     except Exception:  # noqa: BLE001 - shipping the library is a convenience only
         return None
 

@@ -61,9 +61,12 @@ class PSANet(nn.Layer):
         enable_auxiliary_loss: build and (in training) run the aux head.
         align_corners: for the final logit resizes (the PSA module's internal
             shrink/expand always uses align_corners=True, as the authors do).
-        psa_impl: ``'op'`` compiled op, ``'paddle'`` pure Paddle, ``'auto'``
-            (``$PADDLESEG_EXT_PSA_IMPL``, else the op if it can be loaded or
-            built). Exported models list the op in deploy.yaml only if used.
+        psa_impl: ``'fused'`` the fused attention op (no ``[hw, hw]`` map;
+            the unfused compiled path on small maps, where it is faster),
+            ``'op'`` compiled mask op, ``'paddle'`` pure Paddle, ``'auto'``
+            (``$PADDLESEG_EXT_PSA_IMPL``, else the mask op if it can be
+            loaded or built). Exported models list the op in deploy.yaml only
+            if used.
         dropout: dropout probability before both classifiers.
         psa_concat_order: bi-direction only, the order of the two branch
             contexts fed to the PSA projection: ``'collect_first'`` (the

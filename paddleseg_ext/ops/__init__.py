@@ -1,9 +1,19 @@
 """Custom operators of paddleseg_ext.
 
-Nothing is compiled at import time: the compiled PSA mask op is built or
-loaded on first use (or ahead of time with ``python -m paddleseg_ext.ops.build``).
+Nothing is compiled at import time: the compiled ops (PSA mask, fused PSA
+attention) are built or loaded on first use, or ahead of time with
+``python -m paddleseg_ext.ops.build``. ``custom_op_build`` is the one home of
+the build/cache/lock machinery.
 """
 
+from .psa_attention import (  # noqa: F401
+    ATTENTION_OP_NAME,
+    build_attention_op,
+    is_attention_op_available,
+    load_attention_op_library,
+    psa_attention,
+    psa_attention_reference,
+)
 from .psa_mask import (  # noqa: F401
     OP_NAME,
     build_op,
@@ -15,11 +25,17 @@ from .psa_mask import (  # noqa: F401
 )
 
 __all__ = [
+    "ATTENTION_OP_NAME",
     "OP_NAME",
+    "build_attention_op",
     "build_op",
+    "is_attention_op_available",
     "is_compiled_op_available",
+    "load_attention_op_library",
     "load_op_library",
     "op_cache_dir",
+    "psa_attention",
+    "psa_attention_reference",
     "psa_mask",
     "psa_mask_reference",
 ]

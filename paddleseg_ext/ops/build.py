@@ -4,7 +4,8 @@ Usage::
 
     python -m paddleseg_ext.ops.build [--verbose]
 
-Compiles the PSA mask op (PSANet, Zhao et al., ECCV 2018,
+Compiles every custom op of the package (the PSA mask op and the fused PSA
+attention op of PSANet, Zhao et al., ECCV 2018,
 https://hszhao.github.io/papers/eccv18_psanet.pdf) into the per-user cache
 (``$PADDLESEG_EXT_OP_CACHE`` or ``~/.cache/paddleseg_ext/ops``) and prints the
 path of the shared library, so later imports never compile. Safe to run while
@@ -34,16 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show compiler output")
     args = parser.parse_args(argv)
 
-    from paddleseg_ext.ops.psa_mask import OP_NAME, build_op, op_cache_dir
+    import paddleseg_ext.ops  # noqa: F401 - defines the ops
+    from paddleseg_ext.ops.custom_op_build import op_cache_dir, registered_ops
 
-    try:
-        so_path = build_op(verbose=args.verbose)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"built op '{OP_NAME}': {so_path}")
+    status = 0
+    for op in registered_ops():
+        try:
+            so_path = op.build(verbose=args.verbose)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"built op '{op.op_name}': {so_path}")
     print(f"cache root: {op_cache_dir()}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

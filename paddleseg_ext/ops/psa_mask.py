@@ -28,22 +28,15 @@ one warning).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import logging
 import os
-import platform
-import shutil
-import sys
-import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, Sequence, Union
+from typing import Sequence, Union
 
 import paddle
+
+from .custom_op_build import IMPL_ENV, CompiledOp, op_cache_dir, want_cuda
 
 __all__ = [
     "psa_mask",
@@ -59,20 +52,10 @@ __all__ = [
 #: Name the op is registered under (``PD_BUILD_OP(psa_mask)``); saved
 #: programs refer to it by this name.
 OP_NAME = "psa_mask"
-# Shared-library name; distinct from OP_NAME so it never shadows a module.
-_LIB_NAME = "paddleseg_ext_psa_mask"
-
-_IMPL_ENV = "PADDLESEG_EXT_PSA_IMPL"
-_CACHE_ENV = "PADDLESEG_EXT_OP_CACHE"
-_NO_BUILD_ENV = "PADDLESEG_EXT_OP_NO_BUILD"
-_BUILD_OK = "BUILD_OK.json"
+_IMPL_ENV = IMPL_ENV
 
 _PSA_TYPES = {"collect": 0, "distribute": 1}
 _OP_DTYPES = ("float32", "float64")
-
-_CXX_FLAGS = ["-O3", "-pthread"]
-_LD_FLAGS = ["-pthread"]
-_CUDA_FLAGS = ["-O3"]
 
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
@@ -238,172 +221,26 @@ def psa_mask_reference(
 
 
 # --------------------------------------------------------------------------
-# Compiled op: locate, build, load
+# Compiled op: built, cached and loaded by custom_op_build
 # --------------------------------------------------------------------------
+
+_OP = CompiledOp(
+    OP_NAME, "psa_mask", cpu_sources=["psa_mask.cc"], cuda_sources=["psa_mask.cu"],
+    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h"], build_hint=_BUILD_HINT)
 
 
 def op_source_dir() -> Path:
-    """Directory holding the op's C++/CUDA sources (found from ``__file__``).
-
-    The repository layout (``custom_ops/psa_mask``, e.g. after
-    ``pip install -e .``) wins; ``paddleseg_ext/ops/csrc`` is the place for
-    sources shipped inside an installed package.
-    """
-    here = Path(__file__).resolve().parent
-    candidates = [here.parents[1] / "custom_ops" / "psa_mask", here / "csrc"]
-    for candidate in candidates:
-        if (candidate / "psa_mask.cc").is_file():
-            return candidate
-    return candidates[0]
-
-
-def _sources(with_cuda: bool) -> list[Path]:
-    src = op_source_dir()
-    files = [src / "psa_mask.cc"]
-    if with_cuda:
-        files.append(src / "psa_mask.cu")
-    return files
+    """Directory holding the op's C++/CUDA sources (found from ``__file__``)."""
+    return _OP.source_dir()
 
 
 def _want_cuda() -> bool:
-    return bool(paddle.is_compiled_with_cuda()) and shutil.which("nvcc") is not None
-
-
-def _build_key(with_cuda: bool) -> str:
-    """Hash of everything the binary depends on; a new key means a rebuild."""
-    digest = hashlib.sha256()
-    src = op_source_dir()
-    for name in ("psa_mask_common.h", "psa_mask.cc", "psa_mask.cu"):
-        path = src / name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.exists() else b"<missing>")
-    meta = {
-        "paddle": paddle.__version__,
-        "commit": getattr(paddle.version, "commit", ""),
-        "cuda": with_cuda,
-        "python": list(sys.version_info[:2]),
-        "machine": platform.machine(),
-        "flags": [_CXX_FLAGS, _LD_FLAGS, _CUDA_FLAGS],
-    }
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    return f"paddle{paddle.__version__}-{'cuda' if with_cuda else 'cpu'}-{digest.hexdigest()[:16]}"
-
-
-def op_cache_dir() -> Path:
-    """Root of the per-user build cache.
-
-    ``$PADDLESEG_EXT_OP_CACHE`` if set, else
-    ``$XDG_CACHE_HOME/paddleseg_ext/ops`` (``~/.cache/paddleseg_ext/ops``).
-    """
-    env = os.environ.get(_CACHE_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base).expanduser().resolve() / "paddleseg_ext" / "ops"
-
-
-def _build_dir(with_cuda: bool) -> Path:
-    return op_cache_dir() / _build_key(with_cuda)
-
-
-def _so_path(build_dir: Path) -> Path:
-    # Layout produced by paddle.utils.cpp_extension.load(build_directory=...).
-    return build_dir / _LIB_NAME / f"{_LIB_NAME}.so"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock: one process builds, the others wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# Per-process state: the op registers into Paddle's global registry, which
-# must happen at most once per process.
-_STATE: dict = {
-    "module": None,  # loaded op module
-    "so_path": None,  # its shared library
-    "error": None,  # a failed build: not retried in this process
-    "reason": None,  # why the op is unavailable right now (for messages)
-    "warned": False,  # the fallback warning was shown
-}
-_STATE_LOCK = threading.RLock()
-# Paddle's loader logs "using custom operator only" at INFO on every load whatever `verbose`
-# says, through its own handler and the root logger's (two lines): drop that one message.
-logging.getLogger("utils.cpp_extension").addFilter(lambda r: r.getMessage() != "using custom operator only")
-
-
-def _import_built(so_path: Path) -> ModuleType:
-    from paddle.utils.cpp_extension.extension_utils import (
-        _import_module_from_library,
-    )
-
-    return _import_module_from_library(_LIB_NAME, str(so_path.parent), False)
-
-
-def _load_or_build(allow_build: bool, verbose: bool = False) -> tuple[ModuleType, Path]:
-    """Load the cached library, building it first if needed and allowed."""
-    with_cuda = _want_cuda()
-    build_dir = _build_dir(with_cuda)
-    so_path = _so_path(build_dir)
-    marker = build_dir / _BUILD_OK
-    if marker.exists() and so_path.exists():
-        return _import_built(so_path), so_path
-    if not allow_build:
-        raise RuntimeError(f"no prebuilt library at {so_path}")
-    for src in _sources(with_cuda):
-        if not src.exists():
-            raise RuntimeError(f"op source {src} is missing")
-    with _file_lock(build_dir.with_name(build_dir.name + ".lock")):
-        # Another process may have finished the build while we waited.
-        if marker.exists() and so_path.exists():
-            return _import_built(so_path), so_path
-        from paddle.utils.cpp_extension import load
-
-        build_dir.mkdir(parents=True, exist_ok=True)
-        module = load(
-            name=_LIB_NAME,
-            sources=[str(s) for s in _sources(with_cuda)],
-            extra_cxx_cflags=list(_CXX_FLAGS),
-            extra_cuda_cflags=list(_CUDA_FLAGS),
-            extra_ldflags=list(_LD_FLAGS),
-            build_directory=str(build_dir),
-            verbose=verbose,
-        )
-        if not so_path.exists():
-            raise RuntimeError(f"build finished but {so_path} is missing")
-        # Written last, atomically: its presence means the .so is complete.
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"so_path": str(so_path), "cuda": with_cuda}))
-        os.replace(tmp, marker)
-        return module, so_path
+    return want_cuda()
 
 
 def _get_op(allow_build: bool = True) -> ModuleType | None:
-    """The loaded op module, or None (why: ``_STATE['reason']``)."""
-    with _STATE_LOCK:
-        if _STATE["module"] is not None:
-            return _STATE["module"]
-        if _STATE["error"] is not None:
-            return None
-        if allow_build and os.environ.get(_NO_BUILD_ENV, "") not in ("", "0"):
-            allow_build = False
-        try:
-            module, so_path = _load_or_build(allow_build)
-        except Exception as exc:  # noqa: BLE001 - any failure means "fall back"
-            _STATE["reason"] = f"{type(exc).__name__}: {exc}"
-            if allow_build:
-                _STATE["error"] = _STATE["reason"]
-            elif os.environ.get(_NO_BUILD_ENV, "") not in ("", "0"):
-                _STATE["reason"] += f" and building is disabled by {_NO_BUILD_ENV}"
-            return None
-        _STATE["module"], _STATE["so_path"] = module, so_path
-        return module
+    """The loaded op module, or None (why: ``_OP.state['reason']``)."""
+    return _OP.get(allow_build)
 
 
 def build_op(verbose: bool = False) -> Path:
@@ -418,17 +255,7 @@ def build_op(verbose: bool = False) -> Path:
     Raises:
         RuntimeError: If the build fails.
     """
-    with _STATE_LOCK:
-        if _STATE["so_path"] is not None:
-            return _STATE["so_path"]
-        try:
-            module, so_path = _load_or_build(allow_build=True, verbose=verbose)
-        except Exception as exc:
-            raise RuntimeError(
-                f"psa_mask: building the compiled op failed: {exc}"
-            ) from exc
-        _STATE.update(module=module, so_path=so_path, error=None, reason=None)
-        return so_path
+    return _OP.build(verbose)
 
 
 def load_op_library(build: bool = True) -> tuple[ModuleType, str]:
@@ -450,13 +277,7 @@ def load_op_library(build: bool = True) -> tuple[ModuleType, str]:
     Raises:
         RuntimeError: If the op can be neither loaded nor built.
     """
-    module = _get_op(allow_build=build)
-    if module is None:
-        reason = _STATE["reason"] or "unknown reason"
-        raise RuntimeError(
-            f"psa_mask: the compiled op is not available ({reason}). {_BUILD_HINT}"
-        )
-    return module, str(_STATE["so_path"])
+    return _OP.load_library(build)
 
 
 def is_compiled_op_available(build: bool = False) -> bool:
@@ -468,7 +289,7 @@ def is_compiled_op_available(build: bool = False) -> bool:
     Returns:
         True if the op is registered after the call.
     """
-    return _get_op(allow_build=build) is not None
+    return _OP.available(build)
 
 
 # --------------------------------------------------------------------------
@@ -477,11 +298,9 @@ def is_compiled_op_available(build: bool = False) -> bool:
 
 
 def _fallback_warning() -> None:
-    with _STATE_LOCK:
-        if _STATE["warned"]:
-            return
-        _STATE["warned"] = True
-        reason = _STATE["reason"] or "unknown reason"
+    if not _OP.take_warning():
+        return
+    reason = _OP.state["reason"] or "unknown reason"
     warnings.warn(
         "psa_mask: the compiled PSA mask op is unavailable "
         f"({reason}); using the slower pure-Paddle implementation. "
@@ -522,6 +341,8 @@ def psa_mask(
     mh, mw = _mask_hw(mask_size)
     _check_input(x, mh, mw)
     mode = (impl or os.environ.get(_IMPL_ENV) or "auto").strip().lower()
+    if mode == "fused" and not impl:  # PSANet's fused choice; the mask op itself: auto
+        mode = "auto"
     if mode not in ("op", "paddle", "auto"):
         raise ValueError(
             f"psa_mask: impl must be 'op', 'paddle' or 'auto', got {mode!r} "

@@ -51,7 +51,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddleseg_ext.ops import OP_NAME, is_compiled_op_available, load_op_library, psa_mask
+from paddleseg_ext.ops import (ATTENTION_OP_NAME, OP_NAME, is_attention_op_available,
+                               is_compiled_op_available, load_attention_op_library,
+                               load_op_library, psa_attention, psa_mask)
 
 from .conv_bn import ConvBNReLU
 from .softmax import channel_softmax
@@ -62,7 +64,10 @@ __all__ = ["PSAModule", "psa_aggregate", "parse_psa_type", "resolve_psa_impl",
 #: Accepted ``psa_type`` names and PaddleSeg's integer codes.
 PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
 #: Accepted ``psa_impl`` values.
-PSA_IMPLS = ("auto", "op", "paddle")
+PSA_IMPLS = ("auto", "op", "paddle", "fused")
+#: ``fused`` runs the unfused compiled path on maps of at most this many
+#: positions, where it is faster on CPU (docs/benchmarks.md, psa_attention).
+FUSED_MIN_POSITIONS = 16384
 #: Accepted ``concat_order`` values: which bi-direction branch comes first in
 #: the context fed to ``proj`` (the authors' code: collect; PSANet_paddle:
 #: distribute).
@@ -129,17 +134,18 @@ def _normalization(owner: str, value: object, mask_size: Tuple[int, int]) -> flo
 
 
 def resolve_psa_impl(requested: str) -> str:
-    """Resolve ``'auto' | 'op' | 'paddle'`` to the implementation that will run.
+    """Resolve ``'auto' | 'op' | 'paddle' | 'fused'`` to the implementation that will run.
 
     ``'auto'`` follows ``$PADDLESEG_EXT_PSA_IMPL`` when it is set (like
     :func:`paddleseg_ext.ops.psa_mask`), else picks ``'op'`` when the compiled
-    op can be loaded or built and ``'paddle'`` otherwise (one warning).
+    mask op can be loaded or built and ``'paddle'`` otherwise (one warning).
+    ``'fused'`` is chosen explicitly (the PSANet recipes do).
 
     Args:
         requested: the layer's ``psa_impl``.
 
     Returns:
-        ``'op'`` or ``'paddle'``.
+        ``'fused'``, ``'op'`` or ``'paddle'``.
     """
     mode = _check_impl(requested, "PSAModule")
     if mode == "auto":
@@ -173,6 +179,15 @@ def _traced_mask_fn(impl: Optional[str]):
     return None
 
 
+@paddle.jit.not_to_static
+def _traced_attention_fn():
+    """The compiled fused op for a traced program, or None (not loadable):
+    fetched outside the trace, as :func:`_traced_mask_fn` does."""
+    if is_attention_op_available(build=True):
+        return load_attention_op_library(build=True)[0].psa_attention
+    return None
+
+
 def _apply_mask(attn: paddle.Tensor, direction: int, mh: int, mw: int,
                 impl: Optional[str]) -> paddle.Tensor:
     if not paddle.in_dynamic_mode():
@@ -181,6 +196,33 @@ def _apply_mask(attn: paddle.Tensor, direction: int, mh: int, mw: int,
             return op(attn, direction, mh, mw)
         impl = "paddle"
     return psa_mask(attn, direction, (mh, mw), impl=impl)
+
+
+# unified: run as plain Python under paddle.jit.to_static (the size dispatch
+# and the op lookup are not graph code), as psa_mask does.
+@paddle.jit.marker.unified
+def _fused(feat: paddle.Tensor, attn: paddle.Tensor, direction: int, mh: int, mw: int,
+           softmax: bool, normalization_factor: float) -> paddle.Tensor:
+    """``psa_impl='fused'``: the fused attention, or the unfused path where it is faster.
+
+    Dygraph: the unfused compiled path on maps of at most
+    :data:`FUSED_MIN_POSITIONS` positions (faster there on CPU), else the
+    fused op (its chunked pure-Paddle fallback if the op cannot load). A traced
+    program has no static map size: it calls the compiled fused op whenever it
+    loads (exact at every size), else the unfused pure-Paddle composition.
+    """
+    if not paddle.in_dynamic_mode():
+        op = _traced_attention_fn()
+        if op is None:
+            return psa_aggregate(feat, attn, direction, (mh, mw), softmax=softmax,
+                                 normalization_factor=normalization_factor, impl="paddle")
+        out = op(feat, attn, direction, mh, mw, softmax)[0]
+    elif int(feat.shape[2]) * int(feat.shape[3]) <= FUSED_MIN_POSITIONS:
+        return psa_aggregate(feat, attn, direction, (mh, mw), softmax=softmax,
+                             normalization_factor=normalization_factor, impl="auto")
+    else:
+        out = psa_attention(feat, attn, direction, 1.0, softmax, (mh, mw))
+    return out * (1.0 / normalization_factor) if normalization_factor != 1.0 else out
 
 
 def _shape(x: paddle.Tensor):
@@ -210,7 +252,10 @@ def psa_aggregate(feat: paddle.Tensor, attn: paddle.Tensor, direction: int,
             (the paper's ``1/N``).
         impl: ``'op' | 'paddle' | 'auto'`` or None (= auto), as in
             :func:`paddleseg_ext.ops.psa_mask` (in a traced program the
-            choice is resolved once, at trace time).
+            choice is resolved once, at trace time); ``'fused'``:
+            :func:`paddleseg_ext.ops.psa_attention` without the ``[hw, hw]``
+            map on maps of more than :data:`FUSED_MIN_POSITIONS` positions,
+            the compiled unfused path (or pure Paddle) below that.
 
     Returns:
         ``[N, C, h, w]``: ``z[:, :, i] = sum_j Y[j, i] * feat[:, :, j] / norm``.
@@ -232,6 +277,8 @@ def psa_aggregate(feat: paddle.Tensor, attn: paddle.Tensor, direction: int,
         y = attn.reshape([0, 0, -1])
         if direction == 1:
             y = y.transpose([0, 2, 1])  # distribute: Y[j, i] = A[i, j] (predicted at sender j)
+    elif impl == "fused":
+        return _fused(feat, attn, direction, mh, mw, softmax, normalization_factor)
     else:
         y = _apply_mask(attn, direction, mh, mw, impl).reshape([0, 0, -1])
     # y: [N, HW_source j, HW_receiver i]
@@ -275,9 +322,13 @@ class PSAModule(nn.Layer):
         psa_softmax: softmax over source positions.
         compact: attention channels are absolute positions (no mask op);
             needs ``mask_h*mask_w == h*w`` of the shrunk map.
-        impl: ``'op'`` (compiled op), ``'paddle'`` (pure Paddle) or
-            ``'auto'`` (``$PADDLESEG_EXT_PSA_IMPL``, else the op if it can be
-            loaded or built); resolved once, lazily, see :attr:`custom_ops`.
+        impl: ``'fused'`` (PSA mask, softmax and aggregation in one op
+            without the ``[hw, hw]`` map, on maps of more than
+            :data:`FUSED_MIN_POSITIONS` positions), ``'op'`` (compiled mask
+            op), ``'paddle'`` (pure Paddle) or ``'auto'``
+            (``$PADDLESEG_EXT_PSA_IMPL``, else ``op`` if the mask op can be
+            loaded or built, else pure Paddle); resolved once, lazily, see
+            :attr:`custom_ops`.
         concat_order: bi-direction only: ``'collect_first'`` (the authors')
             or ``'distribute_first'`` (PSANet_paddle, justld/PSANet_paddle,
             ``paddle.concat([x_dis, x_col])``), i.e. which half of ``proj``'s
@@ -330,7 +381,7 @@ class PSAModule(nn.Layer):
     # -- implementation bookkeeping -----------------------------------------
     @paddle.jit.not_to_static
     def resolve_impl(self) -> str:
-        """The PSA mask implementation forward uses: ``'op'`` or ``'paddle'``.
+        """The PSA implementation forward uses: ``'fused'``, ``'op'`` or ``'paddle'``.
 
         Resolved on first call (first forward, or first read of
         :attr:`custom_ops`) and then fixed for this layer, so what the
@@ -345,12 +396,17 @@ class PSAModule(nn.Layer):
     def custom_ops(self) -> Tuple[str, ...]:
         """Compiled ops forward calls; read by the exporter for deploy.yaml.
 
-        ``('psa_mask',)`` when the compiled op is in use, ``()`` for the
-        pure-Paddle path and in compact mode (no mask op at all).
+        ``('psa_mask',)`` when the compiled mask op is in use,
+        ``('psa_attention',)`` for the fused op (what a traced program calls
+        with ``fused``), ``()`` for the pure-Paddle path and in compact mode
+        (no mask op at all).
         """
         if self.compact:
             return ()
-        return (OP_NAME,) if self.resolve_impl() == "op" else ()
+        resolved = self.resolve_impl()
+        if resolved == "fused":
+            return (ATTENTION_OP_NAME,) if is_attention_op_available(build=True) else ()
+        return (OP_NAME,) if resolved == "op" else ()
 
     def _call_impl(self) -> str:
         resolved = self.resolve_impl()
