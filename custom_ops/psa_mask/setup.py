@@ -36,7 +36,7 @@ setup(
     ext_modules=Extension(
         sources=sources,
         include_dirs=[HERE, os.path.join(os.path.dirname(HERE), "common")],
-        # Same flags as the lazy build in paddleseg_ext/ops/psa_mask.py.
+        # Same flags as the lazy build (paddleseg_ext/ops/custom_op_build.py).
         extra_compile_args={"cxx": ["-O3", "-pthread"], "nvcc": ["-O3"]},
         extra_link_args=["-pthread"],
     ),
