@@ -20,6 +20,29 @@ def test_merge_rules():
     assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 1}  # inputs untouched
 
 
+def test_inherited_false_in_a_base_replaces_what_earlier_bases_set(tmp_path):
+    # a schedule base that swaps SGD for AdamW must drop SGD's momentum, also when it is
+    # the second of two bases (the marker used to be consumed inside its own file)
+    write(tmp_path / "recipe.yml", """
+        optimizer: {type: sgd, momentum: 0.9, weight_decay: 4.0e-5}
+        loss: {types: [{type: CrossEntropyLoss}], coef: [1, 0.4]}
+    """)
+    write(tmp_path / "adamw.yml", """
+        optimizer: {_inherited_: false, type: AdamW, weight_decay: 0.01}
+    """)
+    mid = write(tmp_path / "mid.yml", """
+        _base_: [recipe.yml, adamw.yml]
+        optimizer: {epsilon: 1.0e-7}
+    """)
+    assert Config(mid).dic["optimizer"] == {"type": "AdamW", "weight_decay": 0.01, "epsilon": 1.0e-7}
+    # one level further up, the combined dict still replaces an earlier sibling's
+    write(tmp_path / "other.yml", "optimizer: {type: sgd, momentum: 0.5, nesterov: true}\n")
+    top = write(tmp_path / "top.yml", "_base_: [other.yml, mid.yml]\n")
+    cfg = Config(top)
+    assert cfg.dic["optimizer"] == {"type": "AdamW", "weight_decay": 0.01, "epsilon": 1.0e-7}
+    assert "_inherited_" not in repr(cfg.dic)
+
+
 def test_base_chain_relative_paths_and_origins(tmp_path):
     write(tmp_path / "_base_/data.yml", """
         batch_size: 4

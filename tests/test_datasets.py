@@ -373,3 +373,16 @@ def test_bad_values_fast_screen_matches_brute_force(roots):
         np.testing.assert_array_equal(np.asarray(counts, np.int64), want_counts)
         checked += 1
     assert checked > 1000
+
+
+def test_generic_dataset_class_names(roots):
+    names = ["a", "b", "c", "d", "e"]
+    ds = Dataset(dataset_root=roots["generic"], transforms=[], num_classes=5, mode="train",
+                 train_path="train.txt", class_names=names)
+    assert ds.class_names == names
+    assert Dataset(dataset_root=roots["generic"], transforms=[], num_classes=5, mode="train",
+                   train_path="train.txt").class_names is None
+    for bad in (["a", "b"], "abcde", [1, 2, 3, 4, 5]):
+        with pytest.raises(ConfigError, match="class_names"):
+            Dataset(dataset_root=roots["generic"], transforms=[], num_classes=5, mode="train",
+                    train_path="train.txt", class_names=bad)

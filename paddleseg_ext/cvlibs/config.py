@@ -102,24 +102,32 @@ def load_yaml(path: str) -> Dict[str, Any]:
     return dic
 
 
-def merge_dicts(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
+def merge_dicts(base: Dict[str, Any], child: Dict[str, Any],
+                keep_markers: bool = False) -> Dict[str, Any]:
     """Recursively merge ``child`` into a copy of ``base``; the child wins.
 
     Dicts merge key by key; lists and scalars are replaced whole; a child dict
     holding ``_inherited_: false`` replaces the base dict instead of merging.
+    ``keep_markers`` keeps those markers in the result (``load_with_bases`` needs them:
+    a base file's ``_inherited_: false`` must also replace what the bases listed before
+    it set), otherwise they are dropped.
     """
     out = copy.deepcopy(base)
     for key, val in child.items():
-        if isinstance(val, dict) and isinstance(out.get(key), dict):
-            if val.get(INHERIT_KEY, True) is False:
-                out[key] = {k: v for k, v in copy.deepcopy(val).items() if k != INHERIT_KEY}
-            else:
-                out[key] = merge_dicts(out[key], val)
-        elif isinstance(val, dict):
-            out[key] = {k: v for k, v in copy.deepcopy(val).items() if k != INHERIT_KEY}
+        if isinstance(val, dict) and isinstance(out.get(key), dict) and val.get(INHERIT_KEY, True) is not False:
+            out[key] = merge_dicts(out[key], val, keep_markers)
         else:
             out[key] = copy.deepcopy(val)
-    return out
+    return out if keep_markers else strip_markers(out)
+
+
+def strip_markers(dic: Any) -> Any:
+    """``dic`` without ``_inherited_`` keys at any depth."""
+    if isinstance(dic, dict):
+        return {k: strip_markers(v) for k, v in dic.items() if k != INHERIT_KEY}
+    if isinstance(dic, list):
+        return [strip_markers(v) for v in dic]
+    return dic
 
 
 def _leaf_paths(dic: Any, prefix: str = "") -> Iterable[str]:
@@ -138,8 +146,9 @@ def load_with_bases(path: str, _stack: Tuple[str, ...] = ()) -> Tuple[Dict[str, 
     """Load ``path`` and its ``_base_`` chain.
 
     Returns:
-        The merged dict and a map ``key path -> file`` telling which file set
-        each key last (``model.backbone.type -> configs/x.yml``).
+        The merged dict (still holding its ``_inherited_`` markers: ``strip_markers``)
+        and a map ``key path -> file`` telling which file set each key last
+        (``model.backbone.type -> configs/x.yml``).
     """
     path = os.path.abspath(path)
     if path in _stack:
@@ -160,9 +169,9 @@ def load_with_bases(path: str, _stack: Tuple[str, ...] = ()) -> Tuple[Dict[str, 
                 raise FileNotFoundError(
                     f"Base config '{b}' named in {path} not found (looked for {os.path.normpath(bpath)})")
             bdic, borig = load_with_bases(bpath, _stack + (path,))
-            merged = merge_dicts(merged, bdic)
+            merged = merge_dicts(merged, bdic, keep_markers=True)
             origins.update(borig)
-    merged = merge_dicts(merged, dic)
+    merged = merge_dicts(merged, dic, keep_markers=True)
     for p in _leaf_paths(dic):
         origins[p] = path
     return merged, origins
@@ -252,6 +261,7 @@ class Config:
                  opts: Optional[Sequence[str]] = None) -> None:
         self.path = path
         dic, self.origins = load_with_bases(path)
+        dic = strip_markers(dic)
         if opts:
             dic = apply_opts(dic, opts)
             for o in opts:

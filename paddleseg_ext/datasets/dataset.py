@@ -154,11 +154,13 @@ class Dataset(paddle.io.Dataset):
             naming the file, the values and their pixel counts) or
             ``'ignore'`` (those pixels become ``ignore_index``, with one
             warning per file).
+        class_names: one name per class, shown in evaluation tables (default:
+            the class ids).
 
     Raises:
         FileNotFoundError / ValueError / ConfigError at construction for a
         missing root, list or listed file, a bad line, an empty list, a bad
-        mode or num_classes.
+        mode, num_classes or class_names.
     """
 
     NUM_CLASSES: Optional[int] = None
@@ -168,7 +170,14 @@ class Dataset(paddle.io.Dataset):
                  mode: str = "train", train_path: Optional[str] = None,
                  val_path: Optional[str] = None, test_path: Optional[str] = None,
                  separator: str = " ", ignore_index: int = 255, img_channels: int = 3,
-                 edge: bool = False, invalid_label: str = "error") -> None:
+                 edge: bool = False, invalid_label: str = "error",
+                 class_names: Optional[Sequence[str]] = None) -> None:
+        if class_names is not None:
+            if (isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names)
+                    or (num_classes is not None and len(class_names) != num_classes)):
+                raise ConfigError(f"{type(self).__name__}: class_names must be a list of "
+                                  f"num_classes={num_classes} strings, got {class_names!r}")
+            self.class_names = list(class_names)
         self._init_base(dataset_root, transforms, mode, MODES, num_classes, ignore_index,
                         img_channels, edge, invalid_label)
         name = type(self).__name__
