@@ -1,36 +1,61 @@
 #!/usr/bin/env bash
-# Learning check for all four models: train each quick-start config on the
-# land-cover tiles, evaluate it, and compare with the per-pixel baseline.
-# Usage: bash scripts/learning_check.sh [model ...]   (default: all four; OUT=output/learning_check)
-# Writes the table to $OUT/table.md; with the default model set (or README=1) also into README.md
-# between <!-- BEGIN learning_check --> and <!-- END learning_check --> (README=0: never).
+# Learning check: train each model's demo config on each demo scene, evaluate it on the
+# spatially disjoint validation half, and compare with the per-pixel baseline on the same bands.
+# Usage: bash scripts/learning_check.sh [model ...]
+#   models: default all four (pspnet danet psanet pointrend)
+#   SCENES="landcover6 roads" (default both): landcover6 = six Landsat bands, configs/landcover6/;
+#          roads = one panchromatic band, configs/roads/
+#   OUT=output/learning_check; per scene $OUT/<scene>/table.md
+# With the default model set (or README=1) each scene's table also goes into README.md between
+# <!-- BEGIN learning_check_<scene> --> and <!-- END learning_check_<scene> --> (README=0: never).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 OUT="${OUT:-output/learning_check}"
+read -r -a scenes <<< "${SCENES:-landcover6 roads}"
 models=("$@")
 readme="${README:-}"
 if [ ${#models[@]} -eq 0 ]; then models=(pspnet danet psanet pointrend); readme="${readme:-1}"; fi
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit+local changes"
-load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
-python tools/data/prepare_landcover.py --out data/landcover
-mkdir -p "$OUT"
-for m in "${models[@]}"; do
-  cfg=$(ls configs/quick_start/${m}_resnet18_*landcover*.yml)   # the ResNet18 recipe (EfficientNet ones: pretrained_check.sh)
-  echo "== $m: $cfg"
-  start=$(date +%s)
-  python tools/train.py --config "$cfg" --save_dir "$OUT/$m" --save_interval 100000 --log_iters 100 --seed 0
-  echo "$(( $(date +%s) - start ))" > "$OUT/$m/train_seconds"
-  python tools/val.py --config "$cfg" --model_path "$OUT/$m/iter_$(python -c "
+
+one_config() {   # the single config of model $1 in configs/$2/
+  local found=(configs/"$2"/"$1"_*.yml)
+  if [ ${#found[@]} -ne 1 ] || [ ! -f "${found[0]}" ]; then
+    echo "learning_check: expected one configs/$2/$1_*.yml, found: ${found[*]}" >&2; exit 2
+  fi
+  echo "${found[0]}"
+}
+
+for scene in "${scenes[@]}"; do
+  case "$scene" in
+    landcover6) python tools/data/prepare_landcover.py --out data/landcover6 --bands all --split halves ;;
+    roads)      python tools/data/prepare_roads.py --out data/roads ;;
+    *) echo "learning_check: unknown scene '$scene' (landcover6, roads)" >&2; exit 2 ;;
+  esac
+  dir="$OUT/$scene"
+  mkdir -p "$dir"
+  load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
+  for m in "${models[@]}"; do
+    cfg="$(one_config "$m" "$scene")"
+    echo "== $scene / $m: $cfg"
+    start=$(date +%s)
+    python tools/train.py --config "$cfg" --save_dir "$dir/$m" --save_interval 100000 --log_iters 100 --seed 0
+    echo "$(( $(date +%s) - start ))" > "$dir/$m/train_seconds"
+    iters="$(python -c "
 import sys; sys.path.insert(0, '.')
-from paddleseg_ext.cvlibs import Config; print(Config('$cfg').iters)")" --save_json "$OUT/$m/val.json"
+from paddleseg_ext.cvlibs import Config; print(Config('$cfg').iters)")"
+    python tools/val.py --config "$cfg" --model_path "$dir/$m/iter_$iters" --save_json "$dir/$m/val.json"
+  done
+  for p in data uniform; do   # both: data priors score best on mIoU, uniform ones on rare classes
+    python tools/pixel_baseline.py --config "$cfg" --priors "$p" --save_json "$dir/baseline_$p.json"
+  done
+  python scripts/learning_table.py "$dir" "$(nproc) cores, load $load at start" "${models[@]}" > "$dir/table.md"
+  echo "== $scene"
+  cat "$dir/table.md"
+  if [ "$readme" = 1 ]; then
+    python scripts/readme_table.py README.md "learning_check_$scene" "$dir/table.md" \
+        --command "bash scripts/learning_check.sh" --commit "$commit"
+  fi
 done
-python tools/pixel_baseline.py --config "$cfg" --save_json "$OUT/baseline.json"
-python scripts/learning_table.py "$OUT" "$(nproc) cores, load $load at start" "${models[@]}" > "$OUT/table.md"
-cat "$OUT/table.md"
-if [ "$readme" = 1 ]; then
-  python scripts/readme_table.py README.md learning_check "$OUT/table.md" \
-      --command "bash scripts/learning_check.sh" --commit "$commit"
-fi
