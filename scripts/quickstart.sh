@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, from a fresh clone:
-#   set-up -> land-cover tiles -> train PSPNet -> evaluate (with --aug_eval) -> per-pixel baseline
+#   set-up -> six-band land-cover scene -> train PointRend -> evaluate (with --aug_eval) -> per-pixel baseline
 #   -> predict (colour maps + overlays) -> export -> Paddle Inference deployment -> summary.
 # Usage: bash scripts/quickstart.sh [config]   (env: OUT=output/quickstart, ITERS=<override iters>)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-CONFIG="${1:-configs/quick_start/pspnet_resnet18_os8_landcover_64x64_400.yml}"
+# The best model of the learning check on the six-band land-cover scene (README.md).
+CONFIG="${1:-configs/landcover6/pointrend_resnet18_landcover6band_64x64_800.yml}"
 OUT="${OUT:-output/quickstart}"
-DATA=data/landcover
+DATA="$(python -c "
+import sys; sys.path.insert(0, '.')
+from paddleseg_ext.cvlibs import Config; print(Config('$CONFIG').dic['val_dataset']['dataset_root'])")"
 mkdir -p "$OUT"
 
-echo "== 1/7 preparing the land-cover tiles in $DATA"
-python tools/data/prepare_landcover.py --out "$DATA"
+echo "== 1/7 preparing the demo data in $DATA"
+case "$DATA" in
+  data/landcover6) python tools/data/prepare_landcover.py --out "$DATA" --bands all --split halves
+                   SCENE="$DATA/scene/scene_bands.tif"; BANDS=(--overlay_bands 2 1 0) ;;  # true colour
+  data/roads)      python tools/data/prepare_roads.py --out "$DATA"
+                   SCENE="$DATA/scene/scene_image.tif"; BANDS=() ;;
+  data/landcover)  python tools/data/prepare_landcover.py --out "$DATA"
+                   SCENE="$DATA/scene/scene_rgb.png"; BANDS=() ;;
+  *) echo "quickstart: no data preparation known for $DATA (configs of configs/landcover6, roads, quick_start)" >&2
+     exit 2 ;;
+esac
 
 echo "== 2/7 training $CONFIG"
 start=$(date +%s)
 python tools/train.py --config "$CONFIG" --save_dir "$OUT" --do_eval --use_vdl ${ITERS:+--iters "$ITERS"} \
-    --save_interval 250 --log_iters 50 --keep_checkpoint_max 2 --seed 0
+    --save_interval 200 --log_iters 50 --keep_checkpoint_max 2 --seed 0
 train_s=$(( $(date +%s) - start ))
 
 echo "== 3/7 evaluating best_model with multi-scale + flip (--aug_eval)"
@@ -31,15 +43,17 @@ python tools/pixel_baseline.py --config "$CONFIG" --save_json "$OUT/baseline.jso
 
 echo "== 5/7 predicting the val tiles and the whole scene"
 python tools/predict.py --config "$CONFIG" --model_path "$OUT/best_model" \
-    --image_path "$DATA/val.txt" --save_dir "$OUT/predict_val"
+    --image_path "$DATA/val.txt" --save_dir "$OUT/predict_val" "${BANDS[@]}"
 python tools/predict.py --config "$CONFIG" --model_path "$OUT/best_model" \
-    --image_path "$DATA/scene/scene_rgb.png" --save_dir "$OUT/predict_scene"
+    --image_path "$SCENE" --save_dir "$OUT/predict_scene" "${BANDS[@]}"
 
 echo "== 6/7 exporting and running Paddle Inference"
 python tools/export.py --config "$CONFIG" --model_path "$OUT/best_model" --save_dir "$OUT/inference_model"
 python deploy/python/infer.py --config "$OUT/inference_model/deploy.yaml" \
-    --image_path "$DATA/scene/scene_rgb.png" --save_dir "$OUT/deploy_scene" --benchmark
+    --image_path "$SCENE" --save_dir "$OUT/deploy_scene" --benchmark
 
 echo "== 7/7 summary"
-python scripts/summarize.py "$OUT" "$train_s"
+python scripts/summarize.py "$OUT" "$train_s" "$(python -c "
+import sys; sys.path.insert(0, '.')
+from paddleseg_ext.cvlibs import Config; print(Config('$CONFIG').dic['model']['type'])")"
 echo "The README's other commands run in a shell with the environment active: source ${VENV#"$ROOT/"}/bin/activate"

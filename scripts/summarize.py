@@ -5,7 +5,7 @@ import os
 import sys
 
 
-def main(out, train_seconds):
+def main(out, train_seconds, model="model"):
     def load(name):
         with open(os.path.join(out, name)) as f:
             return json.load(f)
@@ -13,7 +13,7 @@ def main(out, train_seconds):
     plain, aug, base = load("val_plain.json"), load("val_aug.json"), load("baseline.json")
     names = plain.get("class_names") or [str(i) for i in range(len(plain["class_IoU"]))]
     print(f"Training time: {int(train_seconds) // 60} min {int(train_seconds) % 60} s")
-    print(f"{'class':<12} {'val pixels':>10} {'PSPNet':>8} {'+aug':>8} {'pixel baseline':>15}")
+    print(f"{'class':<12} {'val pixels':>10} {model:>8} {'+aug':>8} {'pixel baseline':>15}")
     for i, n in enumerate(names):
         cells = [plain["class_IoU"][i], aug["class_IoU"][i], base["class_IoU"][i]]
         fmt = ["     n/a" if c is None or c != c else f"{c:8.4f}" for c in cells]
@@ -28,4 +28,4 @@ def main(out, train_seconds):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]))
+    main(sys.argv[1], float(sys.argv[2]), *sys.argv[3:4])
