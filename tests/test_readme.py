@@ -173,11 +173,43 @@ def test_readme_table_replaces_only_its_block(tmp_path):
         readme_table.replace_block("<!-- BEGIN t -->\n", "t", "x")
 
 
-def test_readme_has_the_learning_check_block():
+@pytest.mark.parametrize("scene", ["landcover6", "roads"])
+def test_readme_has_the_learning_check_blocks(scene):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    block = readme_table.replace_block(text, "learning_check", "X")  # exactly one pair of markers
+    name = f"learning_check_{scene}"
+    block = readme_table.replace_block(text, name, "X")  # exactly one pair of markers
     assert block != text
-    begin, end = readme_table.markers("learning_check")
+    begin, end = readme_table.markers(name)
     inside = text[text.index(begin):text.index(end)]
     assert re.search(r"Written by `bash scripts/learning_check\.sh[^`]*` on commit \w+", inside)  # not hand-copied
+    assert "per-pixel, data priors" in inside and "per-pixel, uniform priors" in inside
+    with open(os.path.join(ROOT, "scripts", "learning_check.sh"), encoding="utf-8") as f:
+        assert scene in f.read()  # the script still runs the scene it wrote the table for
+
+
+def test_learning_table_has_a_column_per_model_and_baseline(tmp_path):
+    import json
+    import learning_table
+
+    def metrics(iou):
+        return {"class_IoU": iou, "mIoU": sum(iou) / len(iou), "Acc": 0.9, "Kappa": 0.5,
+                "class_names": ["background", "road"]}
+
+    for m, iou in (("pspnet", [0.9, 0.3]), ("pointrend", [0.95, 0.4])):
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "val.json").write_text(json.dumps(metrics(iou)))
+        (tmp_path / m / "train_seconds").write_text("123\n")
+    (tmp_path / "baseline_data.json").write_text(json.dumps(metrics([0.96, 0.0])))
+    (tmp_path / "baseline_uniform.json").write_text(json.dumps(metrics([0.5, 0.04])))
+    lines = learning_table.table(str(tmp_path), "2 cores", ["pspnet", "pointrend"]).splitlines()
+    assert lines[0] == ("| class IoU | PSPNet | PointRend | per-pixel, data priors | "
+                        "per-pixel, uniform priors |")
+    assert "| road | 0.300 | 0.400 | 0.000 | 0.040 |" in lines
+    assert "| **mIoU** | 0.600 | 0.675 | 0.480 | 0.270 |" in lines
+    assert lines[-1] == "| train time (s, 2 cores) | 123 | 123 | - | - |"
+    assert all(line.count("|") == 6 for line in lines)
+    (tmp_path / "baseline_data.json").unlink()
+    (tmp_path / "baseline_uniform.json").unlink()
+    with pytest.raises(SystemExit, match="baseline"):
+        learning_table.table(str(tmp_path), "2 cores", ["pspnet"])
