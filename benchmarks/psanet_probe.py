@@ -59,8 +59,11 @@ def child(impl: str, side: int, threads: int) -> dict:
     seconds = time.perf_counter() - t0
     with open("/proc/self/status") as f:
         hwm = next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM:"))
+    from paddleseg_ext.models.layers.strip_conv import conv_memory_budget, strip_stats
+
     return {"impl": impl, "ran": model.psa.resolve_impl(), "side": side, "seconds": seconds,
-            "peak_rss_mb": hwm, "out_shape": shape, "finite": finite}
+            "peak_rss_mb": hwm, "out_shape": shape, "finite": finite,
+            "conv_budget_mb": conv_memory_budget() / 2 ** 20, **strip_stats}
 
 
 def _cgroup(limit_bytes: int, name: str) -> Optional[Path]:

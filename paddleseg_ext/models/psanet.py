@@ -155,11 +155,19 @@ class PSANet(nn.Layer):
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         feats = self.backbone(x)
         y = feats[self.backbone_indices[1]]
-        if self.psa is not None:
-            y = self.psa(y)
-        logits = [self.cls(self.dropout(self.bottleneck(y)))]
-        if self.training and self.aux_head is not None:  # aux branch is train-only
-            logits.append(self.aux_head(feats[self.backbone_indices[0]]))
+        with_aux = self.training and self.aux_head is not None  # aux branch is train-only
+        aux_in = feats[self.backbone_indices[0]] if with_aux else None
+        del feats  # inference: the other stages are not kept alive under the head
+        if self.psa is None:
+            head = self.bottleneck(y)
+        else:
+            # The bottleneck takes [x, ctx] (4096 channels at os8); forward_concat
+            # skips building that concat under no-grad inference.
+            head = self.bottleneck.forward_concat(self.psa.forward_parts(y))
+        del y
+        logits = [self.cls(self.dropout(head))]
+        if with_aux:
+            logits.append(self.aux_head(aux_in))
         if paddle.in_dynamic_mode():
             return [resize_to(logit, x.shape[2:], self.align_corners) for logit in logits]
         # Traced (export): H, W may be dynamic, so resize to a shape tensor.

@@ -55,6 +55,10 @@ class _Block(nn.Layer):
             if self.avg_down:
                 identity = F.avg_pool2d(identity, 2, 2, ceil_mode=True)
             identity = self.short(identity)
+        if paddle.in_dynamic_mode() and not paddle.is_grad_enabled():
+            # No graph to keep: add and ReLU in y's buffer (same values, two
+            # fewer full-size tensors at large inference sizes).
+            return F.relu_(y.add_(identity))
         return F.relu(y + identity)
 
 
