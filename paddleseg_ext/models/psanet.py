@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import List, Optional, Sequence, Tuple, Union
 
 import paddle
@@ -10,6 +11,7 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to
+from paddleseg_ext.models.layers.norm import inference_in_place
 from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool,
                                                    _check_concat_order, _check_impl,
                                                    _normalization, _positive_int,
@@ -124,6 +126,7 @@ class PSANet(nn.Layer):
             raise ValueError(f"{_OWNER}: dropout must be in [0, 1), got {dropout!r}")
 
         self.backbone = backbone
+        self._backbone_keeps = "keep" in inspect.signature(backbone.forward).parameters
         self.backbone_indices = idx
         self.use_psa = use_psa
         self.enable_auxiliary_loss = enable_auxiliary_loss
@@ -153,9 +156,13 @@ class PSANet(nn.Layer):
         return ("seg",)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
-        feats = self.backbone(x)
-        y = feats[self.backbone_indices[1]]
         with_aux = self.training and self.aux_head is not None  # aux branch is train-only
+        if not with_aux and self._backbone_keeps and inference_in_place():
+            # Large-image inference: the backbone frees the stages the head does not use.
+            feats = self.backbone(x, keep=(self.backbone_indices[1],))
+        else:
+            feats = self.backbone(x)
+        y = feats[self.backbone_indices[1]]
         aux_in = feats[self.backbone_indices[0]] if with_aux else None
         del feats  # inference: the other stages are not kept alive under the head
         if self.psa is None:

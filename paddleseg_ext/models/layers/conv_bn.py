@@ -8,7 +8,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .norm import SyncBatchNorm
+from .norm import SyncBatchNorm, batch_norm_eval_, inference_in_place
 from .strip_conv import StripConv2D, conv2d_over_concat
 
 
@@ -22,6 +22,8 @@ class ConvBN(nn.Layer):
     a :class:`~paddleseg_ext.models.layers.strip_conv.StripConv2D`: under
     ``paddle.no_grad()`` a conv whose im2col buffer exceeds the budget runs in
     row strips (same result, bounded memory); otherwise a plain ``nn.Conv2D``.
+    Under no-grad eager inference the eval batch norm and ReLU also work in
+    the conv output's buffer (:func:`~paddleseg_ext.models.layers.norm.batch_norm_eval_`).
 
     Args:
         in_channels: input channels.
@@ -60,18 +62,22 @@ class ConvBN(nn.Layer):
     def _act(self, y: paddle.Tensor) -> paddle.Tensor:
         return y
 
+    def _norm(self, y: paddle.Tensor) -> paddle.Tensor:
+        # y is this layer's own fresh conv output, so overwriting it is safe.
+        return batch_norm_eval_(y, self._batch_norm)
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self._act(self._batch_norm(self._conv(x)))
+        return self._act(self._norm(self._conv(x)))
 
     def forward_concat(self, parts: Sequence[paddle.Tensor]) -> paddle.Tensor:
         """``forward(paddle.concat(parts, axis=1))``; under no-grad eager
         inference without building the concat (the conv is split over it,
         :func:`~paddleseg_ext.models.layers.strip_conv.conv2d_over_concat`)."""
-        return self._act(self._batch_norm(conv2d_over_concat(self._conv, parts)))
+        return self._act(self._norm(conv2d_over_concat(self._conv, parts)))
 
 
 class ConvBNReLU(ConvBN):
     """:class:`ConvBN` followed by ReLU. Same arguments and shapes as ConvBN."""
 
     def _act(self, y: paddle.Tensor) -> paddle.Tensor:
-        return F.relu(y)
+        return F.relu_(y) if inference_in_place() else F.relu(y)

@@ -37,6 +37,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .norm import inference_in_place
+
 __all__ = ["StripConv2D", "strip_conv2d", "conv2d_over_concat", "conv_memory_budget",
            "set_conv_memory_budget", "strip_stats"]
 
@@ -87,10 +89,6 @@ class set_conv_memory_budget:  # noqa: N801 (a function that is also a context m
         _budget_bytes = self._previous
 
 
-def _tiling_allowed() -> bool:
-    return paddle.in_dynamic_mode() and not paddle.is_grad_enabled()
-
-
 def _out_size(size: int, k: int, s: int, d: int, p0: int, p1: int) -> int:
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
 
@@ -125,7 +123,7 @@ def strip_conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.
     # A 1x1 stride-1 unpadded conv is a plain GEMM in Paddle: no column buffer.
     needs_cols = kh * kw > 1 or sh * sw > 1 or any(plain_padding)
     row_bytes = int(weight.shape[1]) * kh * kw * w_out * x.element_size()
-    if (not needs_cols or budget <= 0 or not _tiling_allowed() or h_out <= 1
+    if (not needs_cols or budget <= 0 or not inference_in_place() or h_out <= 1
             or row_bytes * h_out <= budget):
         return F.conv2d(x, weight, bias, stride=[sh, sw], padding=plain_padding,
                         dilation=[dh, dw], groups=groups)
@@ -174,7 +172,7 @@ class StripConv2D(nn.Conv2D):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        pad = _explicit_padding(self) if _tiling_allowed() else None
+        pad = _explicit_padding(self) if inference_in_place() else None
         if pad is None:
             return super().forward(x)
         return strip_conv2d(x, self.weight, self.bias, self._stride, pad, self._dilation,
@@ -197,7 +195,7 @@ def conv2d_over_concat(conv: nn.Conv2D, parts: Sequence[paddle.Tensor]) -> paddl
     Returns:
         The convolution's output.
     """
-    pad = _explicit_padding(conv) if _tiling_allowed() else None
+    pad = _explicit_padding(conv) if inference_in_place() else None
     if pad is None or conv._groups != 1 or len(parts) < 2:
         return conv(paddle.concat(list(parts), axis=1))
     out = None
