@@ -78,6 +78,12 @@ class PSANet(nn.Layer):
             order decides which checkpoints give the same logits.
         pretrained: path or URL of whole-model weights, or None.
 
+    Large-image inference (``paddle.no_grad()``, dygraph): the bottleneck is
+    applied to ``[x, ctx]`` without building their 4096-channel concat, the
+    backbone keeps only the PSA stage, and big convs run in row strips
+    (:mod:`~paddleseg_ext.models.layers.strip_conv`); same outputs to float
+    rounding, training and export untouched.
+
     PSANet_paddle's model is otherwise this network: its ``psa.reduce_layer``,
     ``head.conv_bn_relu`` and ``head.conv`` are our ``psa.reduce``,
     ``bottleneck`` and ``cls`` (its checkpoints convert on load, see
