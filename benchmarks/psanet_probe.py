@@ -8,12 +8,15 @@ is one forward pass at ``side x side`` in its own process, capped by a memory
 cgroup (``--limit-gib``, default 16): cgroup v2 ``memory.max`` where the
 unified hierarchy has the memory controller, else cgroup v1
 ``memory.limit_in_bytes``, else ``prlimit --as``. A probe passes when the
-forward returns; the report gives the peak RSS (``VmHWM``) and the time.
+forward returns; the report gives the peak RSS (``VmHWM``), the time, and
+how many convolutions ran in strips under the inference conv budget
+(:mod:`paddleseg_ext.models.layers.strip_conv`; ``$PADDLESEG_EXT_CONV_BUDGET_MB``
+is passed to the child, ``0`` reproduces whole convolutions).
 
 Usage (as root, late, when the machine is quiet)::
 
-    python benchmarks/psanet_probe.py --impl op --sides 2048,2560
-    python benchmarks/psanet_probe.py --impl fused --sides 4096,5120
+    python benchmarks/psanet_probe.py --impl op --sides 2816,3072
+    python benchmarks/psanet_probe.py --impl fused --sides 4096,5632
 """
 
 from __future__ import annotations
@@ -59,8 +62,11 @@ def child(impl: str, side: int, threads: int) -> dict:
     seconds = time.perf_counter() - t0
     with open("/proc/self/status") as f:
         hwm = next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM:"))
+    from paddleseg_ext.models.layers.strip_conv import conv_memory_budget, strip_stats
+
     return {"impl": impl, "ran": model.psa.resolve_impl(), "side": side, "seconds": seconds,
-            "peak_rss_mb": hwm, "out_shape": shape, "finite": finite}
+            "peak_rss_mb": hwm, "out_shape": shape, "finite": finite,
+            "conv_budget_mb": conv_memory_budget() / 2 ** 20, **strip_stats}
 
 
 def _cgroup(limit_bytes: int, name: str) -> Optional[Path]:

@@ -381,7 +381,10 @@ def test_jit_save_load_matches_dygraph(tmp_path):
         got = loaded(x)
         got = got[0] if isinstance(got, (list, tuple)) else got
         assert list(got.shape) == list(ref.shape)
-        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
+        # No-grad dygraph sums the bottleneck over [x, ctx] in two GEMMs (and
+        # normalises in place), so float32 rounding is relative to the logits' scale.
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5,
+                                   atol=2e-6 * float(np.abs(ref).max()))
 
 
 def test_export_with_compiled_op_declares_it(compiled_op, tmp_path):

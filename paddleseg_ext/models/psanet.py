@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import List, Optional, Sequence, Tuple, Union
 
 import paddle
@@ -10,6 +11,7 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to
+from paddleseg_ext.models.layers.norm import inference_in_place
 from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool,
                                                    _check_concat_order, _check_impl,
                                                    _normalization, _positive_int,
@@ -76,6 +78,12 @@ class PSANet(nn.Layer):
             order decides which checkpoints give the same logits.
         pretrained: path or URL of whole-model weights, or None.
 
+    Large-image inference (``paddle.no_grad()``, dygraph): the bottleneck is
+    applied to ``[x, ctx]`` without building their 4096-channel concat, the
+    backbone keeps only the PSA stage, and big convs run in row strips
+    (:mod:`~paddleseg_ext.models.layers.strip_conv`); same outputs to float
+    rounding, training and export untouched.
+
     PSANet_paddle's model is otherwise this network: its ``psa.reduce_layer``,
     ``head.conv_bn_relu`` and ``head.conv`` are our ``psa.reduce``,
     ``bottleneck`` and ``cls`` (its checkpoints convert on load, see
@@ -124,6 +132,7 @@ class PSANet(nn.Layer):
             raise ValueError(f"{_OWNER}: dropout must be in [0, 1), got {dropout!r}")
 
         self.backbone = backbone
+        self._backbone_keeps = "keep" in inspect.signature(backbone.forward).parameters
         self.backbone_indices = idx
         self.use_psa = use_psa
         self.enable_auxiliary_loss = enable_auxiliary_loss
@@ -153,13 +162,25 @@ class PSANet(nn.Layer):
         return ("seg",)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
-        feats = self.backbone(x)
+        with_aux = self.training and self.aux_head is not None  # aux branch is train-only
+        if not with_aux and self._backbone_keeps and inference_in_place():
+            # Large-image inference: the backbone frees the stages the head does not use.
+            feats = self.backbone(x, keep=(self.backbone_indices[1],))
+        else:
+            feats = self.backbone(x)
         y = feats[self.backbone_indices[1]]
-        if self.psa is not None:
-            y = self.psa(y)
-        logits = [self.cls(self.dropout(self.bottleneck(y)))]
-        if self.training and self.aux_head is not None:  # aux branch is train-only
-            logits.append(self.aux_head(feats[self.backbone_indices[0]]))
+        aux_in = feats[self.backbone_indices[0]] if with_aux else None
+        del feats  # inference: the other stages are not kept alive under the head
+        if self.psa is None:
+            head = self.bottleneck(y)
+        else:
+            # The bottleneck takes [x, ctx] (4096 channels at os8); forward_concat
+            # skips building that concat under no-grad inference.
+            head = self.bottleneck.forward_concat(self.psa.forward_parts(y))
+        del y
+        logits = [self.cls(self.dropout(head))]
+        if with_aux:
+            logits.append(self.aux_head(aux_in))
         if paddle.in_dynamic_mode():
             return [resize_to(logit, x.shape[2:], self.align_corners) for logit in logits]
         # Traced (export): H, W may be dynamic, so resize to a shape tensor.

@@ -11,6 +11,7 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
+from paddleseg_ext.models.layers.norm import inference_in_place
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 # depth -> (block type, blocks per stage)
@@ -55,6 +56,10 @@ class _Block(nn.Layer):
             if self.avg_down:
                 identity = F.avg_pool2d(identity, 2, 2, ceil_mode=True)
             identity = self.short(identity)
+        if inference_in_place():
+            # No graph to keep: add and ReLU in y's buffer (same values, two
+            # fewer full-size tensors at large inference sizes).
+            return F.relu_(y.add_(identity))
         return F.relu(y + identity)
 
 
@@ -153,14 +158,18 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
                              f"of ResNet{depth}_vd), got {multi_grid!r}")
         return grid
 
-    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+    def forward(self, x: paddle.Tensor,
+                keep: Optional[Sequence[int]] = None) -> List[Optional[paddle.Tensor]]:
+        """The four stage features; with ``keep``, only those stage indices
+        (the others are None, so their memory is freed while later stages run:
+        large-image inference that needs one stage)."""
         y = self.conv1_3(self.conv1_2(self.conv1_1(x)))
         y = F.max_pool2d(y, kernel_size=3, stride=2, padding=1)
-        feats = []
-        for names in self.stages:
+        feats: List[Optional[paddle.Tensor]] = []
+        for i, names in enumerate(self.stages):
             for name in names:
                 y = self._sub_layers[name](y)
-            feats.append(y)
+            feats.append(y if keep is None or i in keep else None)
         return feats
 
 

@@ -448,6 +448,11 @@ class PSAModule(nn.Layer):
         return self.aggregate(feat, attention(feat), direction)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return paddle.concat(self.forward_parts(x), axis=1)
+
+    def forward_parts(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        """``[x, ctx]``, the two halves :meth:`forward` concatenates (a
+        consumer that is linear in channels can skip the concat)."""
         if self.psa_type == 2:
             branches = [self._branch(x, self.reduce, self.attention, 0),
                         self._branch(x, self.reduce_p, self.attention_p, 1)]
@@ -459,7 +464,7 @@ class PSAModule(nn.Layer):
         ctx = self.proj(ctx)
         if self.shrink_factor != 1:
             ctx = F.interpolate(ctx, size=_shape(x)[2:], mode="bilinear", align_corners=True)
-        return paddle.concat([x, ctx], axis=1)
+        return [x, ctx]
 
     def extra_repr(self) -> str:
         names: List[str] = ["collect", "distribute", "bi-direction"]
