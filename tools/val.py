@@ -33,7 +33,7 @@ def add_infer_args(p):
     fold = p.add_mutually_exclusive_group()
     fold.add_argument("--fold_bn", dest="fold_bn", action="store_true", default=True,
                       help="run a copy of the model with each batch norm folded into its conv "
-                           "(default: same logits within float rounding, faster)")
+                           "(default: same logits within float rounding, one pass less per batch norm)")
     fold.add_argument("--no_fold_bn", dest="fold_bn", action="store_false",
                       help="run the model as trained, batch norms separate")
 

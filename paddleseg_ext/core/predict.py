@@ -155,7 +155,7 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
             :func:`band_composite`); default: the picture itself for 8-bit
             3-channel images, else bands ``[0, 1, 2]`` (``[0]`` with fewer bands).
         fold_bn: run a copy of ``model`` with its batch norms folded into the
-            convolutions (same predictions within float rounding, faster;
+            convolutions (same predictions within float rounding, one pass less per batch norm;
             ``model`` itself is not modified).
 
     Returns:

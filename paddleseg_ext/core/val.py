@@ -60,8 +60,8 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
 
     With ``fold_bn`` the images run through a copy of the model with its batch
     norms folded into the convolutions (:func:`~paddleseg_ext.models.layers.
-    fold_bn.fold_batch_norms`): the same logits within float rounding, less
-    time; ``model`` itself is not modified.
+    fold_bn.fold_batch_norms`): the same logits within float rounding, one
+    pass less per batch norm; ``model`` itself is not modified.
 
     An out-of-memory error names the image and suggests sliding-window
     inference. ``should_stop`` is polled between images; when it returns True
