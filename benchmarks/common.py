@@ -38,6 +38,8 @@ class Context:
         workdir: scratch directory for exported models and images.
         models: architectures to run (``PSPNet``, ``DANet``, ``PSANet``,
             ``PointRend``); sections with per-model rows skip the others.
+        passes: what the models section times: ``eval``, ``train``, ``shipped``
+            (the own-process rows).
         log: progress printer (stderr).
     """
 
@@ -47,6 +49,7 @@ class Context:
     repeats: int
     workdir: Path
     models: Sequence[str] = ("PSPNet", "DANet", "PSANet", "PointRend")
+    passes: Sequence[str] = ("eval", "train", "shipped")
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
 
 

@@ -372,6 +372,8 @@ def peer_loader(dataset: Any, batches: List[List[Tuple[int, int]]], workers: int
 
 def loader_rate(make: Callable[[], Any], warmup: int, images: int) -> float:
     """Images/s of one fresh loader over the batches after the first ``warmup``."""
+    import paddle
+
     loader = make()
     it = iter(loader)
     try:
@@ -379,8 +381,11 @@ def loader_rate(make: Callable[[], Any], warmup: int, images: int) -> float:
             next(it)
         start = time.perf_counter()
         for batch in it:
-            # Touch the image so a lazily transferred batch is really here.
-            _ = batch[0].shape if isinstance(batch, (list, tuple)) else batch["img"].shape
+            # Both trainers cast the label batch to int64 on arrival (ours in
+            # Trainer.train, PaddleSeg's in core/train.py): counted for both.
+            label = batch[1] if isinstance(batch, (list, tuple)) else batch["label"]
+            if label.dtype != paddle.int64:
+                label.astype("int64")
         elapsed = time.perf_counter() - start
     finally:
         del it, loader

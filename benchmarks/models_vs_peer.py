@@ -119,6 +119,14 @@ def _inputs(shape: Tuple[int, int, int, int], num_classes: int) -> Tuple[Any, An
     return img, label
 
 
+def fold_batch_norms(model: Any) -> Any:
+    """Our inference copy with batch norms folded (imported late: a child process of the
+    PaddleSeg side must not import paddleseg_ext)."""
+    from paddleseg_ext.models.layers.fold_bn import fold_batch_norms as fold
+
+    return fold(model)
+
+
 def _eval_fn(model: Any, img: Any) -> Callable[[], Any]:
     import paddle
 
@@ -226,6 +234,10 @@ def run(ctx: Context) -> Section:
         "weights; 19 classes; labels uniform in [0, 19).",
         "train step = forward + the recipe's losses on every output + backward + Momentum "
         "step + clear grads; ours is Trainer._step.",
+        "eval, BN folded: ours with every batch norm folded into its conv "
+        "(paddleseg_ext.models.layers.fold_bn.fold_batch_norms, what tools/val.py and "
+        "tools/predict.py run by default), timed in the same interleaved rounds as the "
+        "'eval' row (same PaddleSeg times).",
         "DANet recipes differ in one head: ours has an FCN aux head on stage 3 "
         "(3x3 conv, 2.36 M params, train only); PaddleSeg's aux is a 1x1 conv on stage 4. "
         "Eval runs neither.",
@@ -240,15 +252,24 @@ def run(ctx: Context) -> Section:
             peer, peer_losses, coefs = paddleseg_peer.build_model(arch, backbone)
         n_ours, n_peer = count_params(ours), (count_params(peer) if peer is not None else None)
 
-        ctx.log(f"[models] {arch} eval {eval_shape}")
-        ours.eval()
-        fns = {"ours": _eval_fn(ours, eval_img)}
-        if peer is not None:
-            peer.eval()
-            fns["peer"] = _eval_fn(peer, eval_img)
-        add(arch, "eval", eval_shape, interleaved_medians(fns, 1, ctx.repeats),
-            "PaddleSeg", n_ours, n_peer)
-
+        if "eval" in ctx.passes:
+            ctx.log(f"[models] {arch} eval {eval_shape}")
+            ours.eval()
+            # tools/val.py and tools/predict.py run the BN-folded copy by default; the
+            # model as trained is timed in the same rounds (the "before").
+            folded = fold_batch_norms(ours)
+            fns = {"ours": _eval_fn(ours, eval_img), "folded": _eval_fn(folded, eval_img)}
+            if peer is not None:
+                peer.eval()
+                fns["peer"] = _eval_fn(peer, eval_img)
+            ms = interleaved_medians(fns, 1, ctx.repeats)
+            add(arch, "eval", eval_shape, ms, "PaddleSeg", n_ours, n_peer)
+            add(arch, "eval, BN folded", eval_shape, dict(ms, ours=ms["folded"]), "PaddleSeg",
+                n_ours, n_peer)
+            del folded, fns
+        if "train" not in ctx.passes:
+            del ours, peer
+            continue
         ctx.log(f"[models] {arch} train {train_shape}")
         ours.train()
         step = our_train_step(ours, losses, ctx.workdir)
@@ -263,7 +284,9 @@ def run(ctx: Context) -> Section:
 
     from paddleseg_ext.utils import mkl_dispatch
 
-    if peer_error is None and mkl_dispatch.applied:
+    if "shipped" not in ctx.passes:
+        section.notes.append("No 'as shipped' rows: not asked for (--passes).")
+    elif peer_error is None and mkl_dispatch.applied:
         # Each toolkit as its users run it: own process, its own MKL set-up.
         shipped_repeats = 1 if not ctx.quick else 2
         for arch in [a for a in ("PSPNet", "DANet", "PointRend") if a in ctx.models]:
@@ -286,7 +309,7 @@ def run(ctx: Context) -> Section:
             "import paddleseg_ext leaves MKL's dispatch alone on this CPU, so separate processes "
             "would measure the same thing as the rows above."))
 
-    if "PSANet" not in ctx.models:
+    if "PSANet" not in ctx.models or not {"eval", "train"} <= set(ctx.passes):
         return section
     # PSANet: no PaddleSeg peer; against our PSPNet and its own pure-Paddle PSA path.
     ctx.log("[models] PSANet vs PSPNet and pure-Paddle PSA")

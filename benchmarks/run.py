@@ -66,6 +66,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (median reported)")
     parser.add_argument("--models", default="PSPNet,DANet,PSANet,PointRend",
                         help="architectures for the sections with per-model rows")
+    parser.add_argument("--passes", default="eval,train,shipped",
+                        help="models section: comma-separated subset of eval, train, shipped "
+                             "(shipped = each toolkit in its own process)")
     parser.add_argument("--out", default=str(BENCH_DIR / "results"),
                         help="directory for <date>.json and <date>.md")
     parser.add_argument("--default-malloc", action="store_true",
@@ -80,6 +83,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     bad = [m for m in args.models if m not in MODELS]
     if bad:
         parser.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    args.passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    if not args.passes or any(p not in ("eval", "train", "shipped") for p in args.passes):
+        parser.error(f"--passes must be a subset of eval,train,shipped, got {args.passes}")
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     return args
@@ -113,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         ctx = Context(quick=args.quick, threads=args.threads, warmup=warmup, repeats=repeats,
-                      workdir=Path(tmp), models=args.models)
+                      workdir=Path(tmp), models=args.models, passes=args.passes)
         for key in args.sections:
             ctx.log(f"[bench] {key} ...")
             start = time.perf_counter()

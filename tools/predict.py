@@ -47,7 +47,7 @@ def main(argv=None):
     load_model_weights(model, args.model_path)
     kw["aug_pred"] = kw.pop("aug_eval", False)
     return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
-                   overlay_bands=args.overlay_bands, **kw)
+                   overlay_bands=args.overlay_bands, fold_bn=args.fold_bn, **kw)
 
 
 if __name__ == "__main__":

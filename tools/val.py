@@ -2,6 +2,7 @@
 
     python tools/val.py --config C --model_path output/best_model/model.pdparams \
         [--aug_eval --scales 0.75 1.0 1.25 --flip_horizontal] [--is_slide --crop_size W H --stride W H]
+        [--no_fold_bn]
 
 Settings not given on the command line are read from the config's ``test_config``.
 """
@@ -29,6 +30,12 @@ def add_infer_args(p):
     p.add_argument("--is_slide", action="store_true", default=None, help="sliding-window inference")
     p.add_argument("--crop_size", nargs=2, type=int, help="slide window (w h)")
     p.add_argument("--stride", nargs=2, type=int, help="slide stride (w h)")
+    fold = p.add_mutually_exclusive_group()
+    fold.add_argument("--fold_bn", dest="fold_bn", action="store_true", default=True,
+                      help="run a copy of the model with each batch norm folded into its conv "
+                           "(default: same logits within float rounding, one pass less per batch norm)")
+    fold.add_argument("--no_fold_bn", dest="fold_bn", action="store_false",
+                      help="run the model as trained, batch norms separate")
 
 
 def infer_kwargs(args, test_config):
@@ -78,7 +85,7 @@ def main(argv=None):
     ds = builder.val_dataset
     model = builder.model
     load_model_weights(model, args.model_path)
-    metrics = evaluate(model, ds, num_workers=args.num_workers, **kwargs)
+    metrics = evaluate(model, ds, num_workers=args.num_workers, fold_bn=args.fold_bn, **kwargs)
     if args.save_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_json)), exist_ok=True)
         with open(args.save_json, "w") as f:

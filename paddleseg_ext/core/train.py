@@ -17,7 +17,7 @@ from ..cvlibs.errors import clean_exception
 from ..utils import checkpoint as ckpt
 from ..utils.logger import get_logger
 from .data import (ResumableBatchSampler, SeededDataset, check_batch, ignore_signals_in_worker,
-                   train_collate)
+                   train_collate, train_label)
 from .hooks import (CheckpointHook, EvalHook, Hook, LoggerHook, NaNGuardHook, NonFiniteLossError,
                     SignalHook, VisualDLHook)
 from .infer import is_out_of_memory
@@ -210,6 +210,7 @@ class Trainer:
                 try:
                     img, label = next(batches)
                     check_batch(img, label)
+                    label = train_label(label)
                 except StopIteration:
                     break
                 except Exception as e:

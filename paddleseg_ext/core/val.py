@@ -9,6 +9,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ..models.layers.fold_bn import fold_batch_norms
 from ..utils.logger import get_logger
 from ..utils.metrics import ConfusionMatrix, format_table
 from ..cvlibs.errors import clean_exception
@@ -53,8 +54,14 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
              scales: Sequence[float] | float = 1.0, flip_horizontal: bool = False,
              flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None,
              stride: Any = None, num_workers: int = 0, print_detail: bool = True,
-             progress: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
+             progress: bool = True, should_stop: Optional[Callable[[], bool]] = None,
+             fold_bn: bool = False) -> Dict[str, Any]:
     """Evaluate ``model`` on ``eval_dataset`` (val mode: labels at original size).
+
+    With ``fold_bn`` the images run through a copy of the model with its batch
+    norms folded into the convolutions (:func:`~paddleseg_ext.models.layers.
+    fold_bn.fold_batch_norms`): the same logits within float rounding, one
+    pass less per batch norm; ``model`` itself is not modified.
 
     An out-of-memory error names the image and suggests sliding-window
     inference. ``should_stop`` is polled between images; when it returns True
@@ -70,6 +77,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
         raise ValueError("The evaluation dataset is empty")
     was_training = model.training
     model.eval()
+    net = fold_batch_norms(model) if fold_bn else model
     num_classes = eval_dataset.num_classes
     cm = ConfusionMatrix(num_classes, eval_dataset.ignore_index)
     loader = paddle.io.DataLoader(CatchErrors(eval_dataset), batch_size=1, shuffle=False, num_workers=num_workers,
@@ -79,6 +87,8 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
     if print_detail:
         mode = ("aug (scales %s, flip h=%s v=%s)" % (scales, flip_horizontal, flip_vertical)
                 if aug_eval else "plain") + (f", slide crop {crop_size} stride {stride}" if is_slide else "")
+        if fold_bn:
+            mode += f", {net.folded_batch_norms} batch norms folded into their convs"
         log.info("[EVAL] %d images, %s inference", len(eval_dataset), mode)
     start = time.time()
     it = iter(tqdm(loader, total=len(eval_dataset), disable=not progress or rank != 0,
@@ -105,7 +115,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
             img = data["img"]  # the loader already made it a tensor; to_tensor would copy (and warn)
             img = (img if isinstance(img, paddle.Tensor) else paddle.to_tensor(img)).unsqueeze(0)
             try:
-                logit = predict_logits(model, img, data.get("trans_info", []), aug_eval, scales,
+                logit = predict_logits(net, img, data.get("trans_info", []), aug_eval, scales,
                                        flip_horizontal, flip_vertical, is_slide, crop_size, stride)
             except Exception as e:
                 if not is_out_of_memory(e):

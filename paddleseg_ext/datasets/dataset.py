@@ -3,9 +3,11 @@
 A sample is returned as a dict::
 
     img        CHW float32, transformed
-    label      HW int64 (train: transformed with the image; val: the original
-               label at its own resolution, untransformed, so metrics are
-               computed at label resolution; test mode: no 'label' key)
+    label      HW int64 (train: transformed with the image, uint8 where every
+               class id and ignore_index fit (the trainer casts the batch to
+               int64); val: the original label at its own resolution,
+               untransformed, so metrics are computed at label resolution;
+               test mode: no 'label' key)
     trans_info list of ('resize'|'padding', (h, w)) recorded by the transforms
                (use it to map a prediction back to the original size)
     img_path, label_path   str ('' for label_path in test mode)
@@ -355,6 +357,19 @@ class Dataset(paddle.io.Dataset):
             f"Fix the label, set num_classes / ignore_index to match it, or set invalid_label: ignore "
             f"on the dataset to train with those pixels ignored")
 
+    def train_label_dtype(self) -> type:
+        """The dtype training labels travel in from the loader workers: uint8 when every
+        class id and ``ignore_index`` fits (8x less to send than int64), else int64.
+        The trainer casts the batch to int64 for the losses."""
+        fits = self.num_classes <= 256 and 0 <= self.ignore_index <= 255
+        return np.uint8 if fits else np.int64
+
+    def finish_train_label(self, label: np.ndarray, path: str) -> np.ndarray:
+        """Check a transformed training label's values (:meth:`check_label_values`,
+        on the values as they are), then narrow it to :meth:`train_label_dtype`."""
+        label = self.check_label_values(label, path, "after the transforms")
+        return label.astype(self.train_label_dtype(), copy=False)
+
     def __getitem__(self, idx: int) -> Dict[str, Any]:
         img_path, label_path = self.file_list[idx]
         data: Dict[str, Any] = {"img": img_path, "img_path": img_path,
@@ -364,9 +379,10 @@ class Dataset(paddle.io.Dataset):
             data["label"] = self.load_label(label_path)
             if self.mode == "train":
                 data["gt_fields"].append("label")
-        data = self.transforms(data)
-        if self.mode == "train" and isinstance(data.get("label"), np.ndarray):
-            data["label"] = self.check_label_values(data["label"], img_path, "after the transforms")
+        train = self.mode == "train"
+        data = self.transforms(data, label_dtype=None) if train else self.transforms(data)
+        if train and isinstance(data.get("label"), np.ndarray):
+            data["label"] = self.finish_train_label(data["label"], img_path)
         if self.edge and self.mode == "train" and "label" in data:
             data["edge"] = mask_to_binary_edge(data["label"], radius=2,
                                                ignore_index=self.ignore_index)

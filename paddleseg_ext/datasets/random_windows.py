@@ -141,8 +141,8 @@ class RandomWindows(Dataset):
         data: Dict[str, Any] = {"img": self.image[y:y + ch, x:x + cw].copy(), "img_path": img_path,
                                 "label": self.label[y:y + ch, x:x + cw].copy(), "label_path": label_path,
                                 "trans_info": [], "gt_fields": ["label"], "window": (y, x)}
-        data = self.transforms(data)
-        data["label"] = self.check_label_values(data["label"], img_path, "after the transforms")
+        data = self.transforms(data, label_dtype=None)
+        data["label"] = self.finish_train_label(data["label"], img_path)
         if self.edge:
             data["edge"] = mask_to_binary_edge(data["label"], radius=2, ignore_index=self.ignore_index)
         data.pop("gt_fields", None)

@@ -21,7 +21,8 @@ class Compose:
     sets ``gt_fields`` explicitly). When the caller passes a label but no
     ``gt_fields`` key at all, ``['label']`` is assumed (standalone use).
 
-    Output: ``img`` CHW float32; ``label`` HW int64; other ``gt_fields`` int64.
+    Output: ``img`` CHW float32; ``label`` HW int64; other ``gt_fields`` int64
+    (``label_dtype=None`` on the call keeps their integer dtypes).
 
     Adjacent transforms with a faster combined form (see
     :func:`~paddleseg_ext.transforms.geometric.fused_pair`, e.g.
@@ -105,7 +106,16 @@ class Compose:
                     f"{arr.shape[0]}x{arr.shape[1]}; they must match pixel for pixel")
         return data, finish
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+    def __call__(self, data: Dict[str, Any], label_dtype: Any = np.int64) -> Dict[str, Any]:
+        """Read, transform and finalise one sample.
+
+        Args:
+            data: the sample dict (``img`` and optional ``label`` as paths or arrays).
+            label_dtype: dtype of ``label`` and the other ``gt_fields`` on output;
+                None keeps each map's integer dtype as the transforms left it
+                (a training dataset checks the values, then narrows the label
+                for the trip to the trainer: see ``Dataset.finish_train_label``).
+        """
         transforms, i = self.transforms, 0
         fused = fused_pair(*transforms[:2]) if len(transforms) > 1 else None
         # A fused first step converts only the image pixels it keeps to float32.
@@ -127,8 +137,9 @@ class Compose:
         # A no-op copy-wise when the last step (Normalize) already wrote channel-first.
         data["img"] = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
         for key in set(data["gt_fields"]) | {"label"}:
-            if isinstance(data.get(key), np.ndarray):
-                data[key] = data[key].astype(np.int64)
+            arr = data.get(key)
+            if isinstance(arr, np.ndarray) and (label_dtype is not None or arr.dtype.kind not in "iub"):
+                data[key] = arr.astype(label_dtype or np.int64)
         return data
 
     def __repr__(self) -> str:

@@ -67,6 +67,9 @@ class _MBConv(nn.Layer):
     ``_depthwise_conv``, ``_bn1``, ``_project_conv``, ``_bn2``) so its keys map one to one.
     """
 
+    #: Each batch norm reads its conv's output directly: foldable for inference (layers/fold_bn.py).
+    conv_bn_pairs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
                  dilation: int) -> None:
         super().__init__()
@@ -120,6 +123,9 @@ class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_v
         for the ImageNet weights) -> list of 4 tensors
         ``[N, feat_channels[i], ~H / feat_strides[i], ~W / feat_strides[i]]``.
     """
+
+    #: Stem and head batch norms read their conv's output directly (layers/fold_bn.py).
+    conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 
     def __init__(self, output_stride: int = 8, in_channels: int = 3,
                  pretrained: Optional[str] = None) -> None:

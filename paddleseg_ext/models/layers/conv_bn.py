@@ -40,6 +40,9 @@ class ConvBN(nn.Layer):
         x: ``[N, in_channels, H, W]`` -> ``[N, out_channels, H', W']``.
     """
 
+    #: The batch norm reads the conv's output directly: foldable for inference (fold_bn.py).
+    conv_bn_pairs = (("_conv", "_batch_norm"),)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  stride: int = 1, dilation: int = 1, groups: int = 1,
                  padding: Optional[int] = None, bias: bool = False) -> None:
