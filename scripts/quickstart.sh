@@ -10,9 +10,10 @@ cd "$ROOT"
 # The best model of the learning check on the six-band land-cover scene (README.md).
 CONFIG="${1:-configs/landcover6/pointrend_resnet18_landcover6band_64x64_800.yml}"
 OUT="${OUT:-output/quickstart}"
-DATA="$(python -c "
+read -r DATA MODEL_TYPE < <(python -c "
 import sys; sys.path.insert(0, '.')
-from paddleseg_ext.cvlibs import Config; print(Config('$CONFIG').dic['val_dataset']['dataset_root'])")"
+from paddleseg_ext.cvlibs import Config; d = Config('$CONFIG').dic
+print(d['val_dataset']['dataset_root'], d['model']['type'])")
 mkdir -p "$OUT"
 
 echo "== 1/7 preparing the demo data in $DATA"
@@ -53,7 +54,5 @@ python deploy/python/infer.py --config "$OUT/inference_model/deploy.yaml" \
     --image_path "$SCENE" --save_dir "$OUT/deploy_scene" --benchmark
 
 echo "== 7/7 summary"
-python scripts/summarize.py "$OUT" "$train_s" "$(python -c "
-import sys; sys.path.insert(0, '.')
-from paddleseg_ext.cvlibs import Config; print(Config('$CONFIG').dic['model']['type'])")"
+python scripts/summarize.py "$OUT" "$train_s" "$MODEL_TYPE"
 echo "The README's other commands run in a shell with the environment active: source ${VENV#"$ROOT/"}/bin/activate"
