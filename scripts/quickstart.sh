@@ -10,23 +10,12 @@ cd "$ROOT"
 # The best model of the learning check on the six-band land-cover scene (README.md).
 CONFIG="${1:-configs/landcover6/pointrend_resnet18_landcover6band_64x64_1600.yml}"
 OUT="${OUT:-output/quickstart}"
-read -r DATA MODEL_TYPE < <(python -c "
-import sys; sys.path.insert(0, '.')
-from paddleseg_ext.cvlibs import Config; d = Config('$CONFIG').dic
-print(d['val_dataset']['dataset_root'], d['model']['type'])")
+source "$ROOT/scripts/demo_data.sh"
+read -r DATA MODEL_TYPE < <(config_value "$CONFIG" "d['val_dataset']['dataset_root'], d['model']['type']")
 mkdir -p "$OUT"
 
 echo "== 1/7 preparing the demo data in $DATA"
-case "$DATA" in
-  data/landcover6) python tools/data/prepare_landcover.py --out "$DATA" --bands all --split halves
-                   SCENE="$DATA/scene/scene_bands.tif"; BANDS=(--overlay_bands 2 1 0) ;;  # true colour
-  data/roads)      python tools/data/prepare_roads.py --out "$DATA"
-                   SCENE="$DATA/scene/scene_image.tif"; BANDS=() ;;
-  data/landcover)  python tools/data/prepare_landcover.py --out "$DATA"
-                   SCENE="$DATA/scene/scene_rgb.png"; BANDS=() ;;
-  *) echo "quickstart: no data preparation known for $DATA (configs of configs/landcover6, roads, quick_start)" >&2
-     exit 2 ;;
-esac
+prepare_demo_data "$DATA"
 
 echo "== 2/7 training $CONFIG"
 start=$(date +%s)

@@ -147,6 +147,38 @@ def test_bad_arguments():
     assert bb(paddle.rand([1, 4, 32, 32]))[-1].shape == [1, 1280, 1, 1]
 
 
+def test_rgb_bands_put_the_imagenet_stem_on_chosen_bands(weights_cache):
+    _wheel_or_skip()
+    rng = np.random.RandomState(3)
+    rgb = rng.rand(1, 3, 32, 32).astype("float32")
+    ref = EfficientNet_Lite0(output_stride=32, pretrained="efficientnet-lite0")
+    six = EfficientNet_Lite0(output_stride=32, in_channels=6, pretrained="efficientnet-lite0",
+                             rgb_bands=[2, 1, 0])
+    grey = EfficientNet_Lite0(output_stride=32, in_channels=1, pretrained="efficientnet-lite0")
+    stem = six._conv_stem.weight.numpy()
+    np.testing.assert_array_equal(stem[:, [2, 1, 0]], ref._conv_stem.weight.numpy())
+    assert not stem[:, 3:].any()  # NIR / SWIR start at zero weight
+    x6 = rng.rand(1, 6, 32, 32).astype("float32") * 5  # the extra bands must not matter yet
+    x6[:, [2, 1, 0]] = rgb
+    g = rgb.mean(axis=1, keepdims=True)
+    for net in (ref, six, grey):
+        net.eval()
+    with paddle.no_grad():
+        want = ref(paddle.to_tensor(rgb))[-1].numpy()
+        got = six(paddle.to_tensor(x6))[-1].numpy()
+        want_grey = ref(paddle.to_tensor(np.repeat(g, 3, axis=1)))[-1].numpy()
+        got_grey = grey(paddle.to_tensor(g))[-1].numpy()
+    scale = float(np.abs(want).max())
+    assert float(np.abs(got - want).max()) <= 1e-5 * scale
+    assert float(np.abs(got_grey - want_grey).max()) <= 1e-5 * scale
+
+
+def test_rgb_bands_checked():
+    for bad in ([0, 1], [0, 0, 1], [0, 1, 6], [0.0, 1, 2]):
+        with pytest.raises(ValueError, match="rgb_bands must be 3 distinct band indices in"):
+            EfficientNet_Lite0(in_channels=6, rgb_bands=bad)
+
+
 # ---- the four models on the backbone -------------------------------------------------------
 def _build(name, opts=()):
     paddle.seed(7)

@@ -213,3 +213,26 @@ def test_learning_table_has_a_column_per_model_and_baseline(tmp_path):
     (tmp_path / "baseline_uniform.json").unlink()
     with pytest.raises(SystemExit, match="baseline"):
         learning_table.table(str(tmp_path), "2 cores", ["pspnet"])
+
+
+def test_demo_scripts_share_one_data_preparation(tmp_path):
+    for script in ("quickstart.sh", "learning_check.sh", "pretrained_check.sh"):
+        with open(os.path.join(ROOT, "scripts", script), encoding="utf-8") as f:
+            text = f.read()
+        assert "demo_data.sh" in text and "prepare_demo_data" in text, script
+        assert "prepare_landcover.py" not in text and "prepare_roads.py" not in text, script
+    helper = os.path.join(ROOT, "scripts", "demo_data.sh")
+    run = subprocess.run(["bash", "-c", f'source "{helper}"; prepare_demo_data data/nowhere'],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2
+    assert "no demo data preparation known for 'data/nowhere'" in run.stderr
+    assert "data/landcover6, data/roads, data/landcover" in run.stderr
+    # config_value reads the merged config (bases included) in one start-up
+    cfg = os.path.join(ROOT, "configs", "roads", "pointrend_resnet18_roads_128x128_950.yml")
+    run = subprocess.run(["bash", "-c", f'source "{helper}"; config_value "{cfg}" '
+                          "\"d['val_dataset']['dataset_root'], d['iters'], d['model']['type']\""],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep
+                              + os.environ["PATH"]})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["data/roads", "950", "PointRend"]

