@@ -239,3 +239,18 @@ def test_quick_start_config_builds_with_pretrained_backbone(weights_cache):
     model = SegBuilder(cfg).model
     ref = EfficientNet_Lite0(output_stride=8, pretrained="efficientnet-lite0")
     np.testing.assert_array_equal(model.backbone._conv_head.weight.numpy(), ref._conv_head.weight.numpy())
+
+
+def test_landcover6_config_puts_the_imagenet_stem_on_the_rgb_bands(weights_cache):
+    _wheel_or_skip()
+    path = os.path.join(ROOT, "configs/landcover6/pointrend_efficientnet_lite0_landcover6band_64x64_1600.yml")
+    cfg = Config(path)
+    ref_cfg = Config(os.path.join(ROOT, "configs/landcover6/pointrend_resnet18_landcover6band_64x64_1600.yml"))
+    for key in ("iters", "loss", "optimizer", "lr_scheduler", "train_dataset", "val_dataset"):
+        assert cfg.dic[key] == ref_cfg.dic[key], key  # only the backbone differs
+    model = SegBuilder(cfg).model
+    assert model.backbone._conv_stem.weight.shape[1] == 6
+    ref = EfficientNet_Lite0(output_stride=32, pretrained="efficientnet-lite0")
+    stem = model.backbone._conv_stem.weight.numpy()
+    np.testing.assert_array_equal(stem[:, [2, 1, 0]], ref._conv_stem.weight.numpy())
+    assert not stem[:, 3:].any()
