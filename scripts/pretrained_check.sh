@@ -4,7 +4,7 @@
 # says) and from scratch (pretrained: null), evaluates both on the val part, prints a Markdown table.
 # Usage: bash scripts/pretrained_check.sh [config]
 #   config: default configs/quick_start/pspnet_efficientnet_lite0_os8_landcover_64x64_400.yml (RGB);
-#           configs/landcover6/pointrend_efficientnet_lite0_landcover6band_64x64_1600.yml: six bands
+#           configs/landcover6/pointrend_efficientnet_lite0_landcover6band_64x64_1500.yml: six bands
 #   OUT=output/pretrained_check[_<scene>], THREADS=1 per run (the two runs go in parallel).
 # Writes $OUT/table.md and, unless README=0, the README.md block between
 # <!-- BEGIN pretrained_check[_<scene>] --> and <!-- END ... --> (<scene>: the config's folder,

@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 # The best model of the learning check on the six-band land-cover scene (README.md).
-CONFIG="${1:-configs/landcover6/pointrend_resnet18_landcover6band_64x64_1600.yml}"
+CONFIG="${1:-configs/landcover6/pointrend_resnet18_landcover6band_64x64_1500.yml}"
 OUT="${OUT:-output/quickstart}"
 source "$ROOT/scripts/demo_data.sh"
 read -r DATA MODEL_TYPE < <(config_value "$CONFIG" "d['val_dataset']['dataset_root'], d['model']['type']")

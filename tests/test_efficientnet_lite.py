@@ -243,9 +243,9 @@ def test_quick_start_config_builds_with_pretrained_backbone(weights_cache):
 
 def test_landcover6_config_puts_the_imagenet_stem_on_the_rgb_bands(weights_cache):
     _wheel_or_skip()
-    path = os.path.join(ROOT, "configs/landcover6/pointrend_efficientnet_lite0_landcover6band_64x64_1600.yml")
+    path = os.path.join(ROOT, "configs/landcover6/pointrend_efficientnet_lite0_landcover6band_64x64_1500.yml")
     cfg = Config(path)
-    ref_cfg = Config(os.path.join(ROOT, "configs/landcover6/pointrend_resnet18_landcover6band_64x64_1600.yml"))
+    ref_cfg = Config(os.path.join(ROOT, "configs/landcover6/pointrend_resnet18_landcover6band_64x64_1500.yml"))
     for key in ("iters", "loss", "optimizer", "lr_scheduler", "train_dataset", "val_dataset"):
         assert cfg.dic[key] == ref_cfg.dic[key], key  # only the backbone differs
     model = SegBuilder(cfg).model

@@ -228,11 +228,11 @@ def test_demo_scripts_share_one_data_preparation(tmp_path):
     assert "no demo data preparation known for 'data/nowhere'" in run.stderr
     assert "data/landcover6, data/roads, data/landcover" in run.stderr
     # config_value reads the merged config (bases included) in one start-up
-    cfg = os.path.join(ROOT, "configs", "roads", "pointrend_resnet18_roads_128x128_950.yml")
+    cfg = os.path.join(ROOT, "configs", "roads", "pointrend_resnet18_roads_128x128_840.yml")
     run = subprocess.run(["bash", "-c", f'source "{helper}"; config_value "{cfg}" '
                           "\"d['val_dataset']['dataset_root'], d['iters'], d['model']['type']\""],
                          capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep
                               + os.environ["PATH"]})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["data/roads", "950", "PointRend"]
+    assert run.stdout.split() == ["data/roads", "840", "PointRend"]
