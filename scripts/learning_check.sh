@@ -18,8 +18,6 @@ read -r -a scenes <<< "${SCENES:-landcover6 roads}"
 models=("$@")
 readme="${README:-}"
 if [ ${#models[@]} -eq 0 ]; then models=(pspnet danet psanet pointrend); readme="${readme:-1}"; fi
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- 2>/dev/null || commit="$commit+local changes"
 
 one_config() {   # the single ResNet config of model $1 in configs/$2/ (pretrained_check.sh runs the others)
   local found=(configs/"$2"/"$1"_resnet*.yml)
@@ -34,6 +32,9 @@ for scene in "${scenes[@]}"; do
     echo "learning_check: unknown scene '$scene' (landcover6, roads: the folders under configs/)" >&2; exit 2
   fi
   prepare_demo_data "data/$scene"
+  # the code this scene's runs use (read per scene: a long run may span commits)
+  commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  git diff --quiet HEAD -- . ':!README.md' 2>/dev/null || commit="$commit+local changes"  # README: our output
   dir="$OUT/$scene"
   mkdir -p "$dir"
   load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
