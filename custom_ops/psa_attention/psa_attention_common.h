@@ -62,11 +62,49 @@ PSA_INLINE int64_t walk_count(const Walk& k) {
   return (k.i1 - k.i0) * (k.j1 - k.j0);
 }
 
+// One axis: the partner of a position via cell `cell` is pos + cell_shift
+// (direct walk: cell - half; reverse walk: half - cell). For a fixed cell the
+// shift is the same at every position, which the CPU kernels use: one cell of
+// the window is one shifted row of the map.
+PSA_INLINE int64_t cell_shift(bool reverse, int64_t cell, int64_t half) {
+  return reverse ? half - cell : cell - half;
+}
+
+// One axis: the positions [*lo, *hi) of [0, extent) whose partner
+// pos + shift lies in [0, extent) (empty when |shift| >= extent).
+PSA_INLINE void shift_span(int64_t shift, int64_t extent, int64_t* lo,
+                           int64_t* hi) {
+  *lo = psa_mask::max64(-shift, 0);
+  *hi = psa_mask::min64(extent - shift, extent);
+  if (*hi < *lo) *hi = *lo;
+}
+
+// One axis: the cells [*lo, *hi) used by at least one position of
+// [p0, p1) (p0 < p1), i.e. the union of that axis of make_walk over the
+// positions; contiguous because the per-position ranges slide by one.
+PSA_INLINE void cell_union(bool reverse, int64_t p0, int64_t p1, int64_t half,
+                           int64_t mask, int64_t extent, int64_t* lo,
+                           int64_t* hi) {
+  int64_t a0, a1, b0, b1;
+  if (reverse) {
+    reverse_cell_range(p0, half, mask, extent, &a0, &a1);
+    reverse_cell_range(p1 - 1, half, mask, extent, &b0, &b1);
+    *lo = a0;
+    *hi = b1;
+  } else {
+    psa_mask::cell_range(p1 - 1, half, mask, extent, &a0, &a1);
+    psa_mask::cell_range(p0, half, mask, extent, &b0, &b1);
+    *lo = a0;
+    *hi = b1;
+  }
+  if (*hi < *lo) *hi = *lo;
+}
+
 // Flat position (within one image) of the partner of (h, w) via cell (i, j).
 PSA_INLINE int64_t partner(const Geometry& g, bool reverse, int64_t h,
                            int64_t w, int64_t i, int64_t j) {
-  if (reverse) return (h - i + g.hh) * g.w + (w - j + g.hw);
-  return (h + i - g.hh) * g.w + (w + j - g.hw);
+  return (h + cell_shift(reverse, i, g.hh)) * g.w +
+         (w + cell_shift(reverse, j, g.hw));
 }
 
 // The walk that enumerates column q's window: collect direct, distribute

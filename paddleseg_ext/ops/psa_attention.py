@@ -81,7 +81,7 @@ _OP = CompiledOp(
     ATTENTION_OP_NAME, "psa_attention", cpu_sources=["psa_attention.cc"],
     cuda_sources=["psa_attention.cu"],
     headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h",
-             "psa_attention/psa_attention_common.h"],
+             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h"],
     build_hint=_BUILD_HINT)
 
 PsaType = Union[str, int]
