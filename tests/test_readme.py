@@ -236,3 +236,13 @@ def test_demo_scripts_share_one_data_preparation(tmp_path):
                               + os.environ["PATH"]})
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["data/roads", "840", "PointRend"]
+
+
+def test_readme_has_the_six_band_pretrained_check_block():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    begin, end = readme_table.markers("pretrained_check_landcover6")
+    inside = text[text.index(begin):text.index(end)]
+    assert re.search(r"Written by `bash scripts/pretrained_check\.sh configs/landcover6/"
+                     r"pointrend_efficientnet_lite0_[^`]*` on commit \w+", inside)
+    assert "| **mIoU** |" in inside
