@@ -114,3 +114,14 @@ def test_peer_fix_concat_turns_scalars_into_vectors():
     assert int(paddle.min(both)) == 8
     # Ordinary (non-scalar) inputs are untouched.
     assert patched.concat([paddle.ones([2, 1]), paddle.ones([2, 1])], axis=1).shape == [2, 2]
+
+
+def test_psa_attention_lower_bound_runs_only_where_unfused_does_not_fit():
+    import psa_attention as bench
+
+    assert bench.candidates(1, 32 * 64) == ["unfused", "fused"]
+    assert bench.candidates(1, 64 * 128) == ["unfused", "fused"]
+    assert bench.candidates(1, 128 * 256) == ["unfused", "fused", "unfused_gemms"]  # 24 GiB vs 8
+    assert bench.candidates(1, 256 * 512) == ["unfused", "fused"]  # even the bound does not fit
+    res = bench.child(1, 8, 4, 5, 3, 3, "unfused_gemms", 0, 1, 1)
+    assert res["ms"] > 0 and math.isfinite(res["peak_mb"])
