@@ -11,8 +11,6 @@ import paddle.nn.functional as F
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.attention import CAM, PAM
-from paddleseg_ext.models.layers.norm import inference_in_place
-from paddleseg_ext.models.layers.strip_conv import explicit_padding, strip_conv2d
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 
@@ -73,34 +71,9 @@ class DAHead(nn.Layer):
         self.cam_cls = _classifier(inter, num_classes, float(dropout))
         self.fused_cls = _classifier(inter, num_classes, float(dropout))
 
-    def _branch_inputs(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        """``pam_in(x), cam_in(x)`` from one convolution with both weights stacked.
-
-        Both read the same ``x`` with the same 3x3 geometry, so one GEMM with
-        twice the output channels does the work of two over a single im2col
-        of ``x`` (the largest buffer of the head), in training and inference;
-        each half then gets its own batch norm and ReLU. Same values up to
-        float rounding; parameters and checkpoints unchanged.
-        """
-        a, b = self.pam_in._conv, self.cam_in._conv
-        pad = explicit_padding(a)
-        if (pad is None or pad != explicit_padding(b) or a._groups != 1 or b._groups != 1
-                or list(a._stride) != list(b._stride) or list(a._dilation) != list(b._dilation)
-                or (a.bias is None) != (b.bias is None)):
-            return self.pam_in(x), self.cam_in(x)
-        weight = paddle.concat([a.weight, b.weight], axis=0)
-        bias = None if a.bias is None else paddle.concat([a.bias, b.bias], axis=0)
-        if inference_in_place():  # eager no-grad: row strips under the im2col budget
-            y = strip_conv2d(x, weight, bias, a._stride, pad, a._dilation, 1)
-        else:
-            y = F.conv2d(x, weight, bias, stride=a._stride, padding=list(pad), dilation=a._dilation)
-        pam_y, cam_y = paddle.split(y, [int(a.weight.shape[0]), int(b.weight.shape[0])], axis=1)
-        return self.pam_in.norm_act(pam_y), self.cam_in.norm_act(cam_y)
-
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
-        pam_x, cam_x = self._branch_inputs(x)
-        pam_feat = self.pam_out(self.pam(pam_x))
-        cam_feat = self.cam_out(self.cam(cam_x))
+        pam_feat = self.pam_out(self.pam(self.pam_in(x)))
+        cam_feat = self.cam_out(self.cam(self.cam_in(x)))
         logits = [self.fused_cls(pam_feat + cam_feat)]
         if self.training:
             logits += [self.pam_cls(pam_feat), self.cam_cls(cam_feat)]

@@ -72,11 +72,6 @@ class ConvBN(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self._act(self._norm(self._conv(x)))
 
-    def norm_act(self, y: paddle.Tensor) -> paddle.Tensor:
-        """The layer after its convolution: batch norm (and activation) of ``y``, a
-        conv output computed elsewhere (e.g. split over its input channels)."""
-        return self._act(self._norm(y))
-
     def forward_concat(self, parts: Sequence[paddle.Tensor]) -> paddle.Tensor:
         """``forward(paddle.concat(parts, axis=1))``; under no-grad eager
         inference without building the concat (the conv is split over it,
