@@ -379,8 +379,11 @@ int64_t ChunkWidth(const Padded& lay) {
   return std::min(lay.wr, std::max(tile, kChunk / tile * tile));
 }
 
-template <typename T>
-void Gather(const GatherArgs<T>& ar) {
+// Runs one task per (image, row, chunk of positions) of a kernel's arguments
+// `ar` (fields g, c, lay), the AVX2 or the portable build of the task chosen
+// once: task(avx2, n, h, w0, width).
+template <typename T, typename Args, typename Task>
+void ForEachRowChunk(const Args& ar, Task task) {
   const Geometry& g = ar.g;
   const int64_t chunk = ChunkWidth<T>(ar.lay);
   const int64_t chunks = (ar.lay.wr + chunk - 1) / chunk;
@@ -388,7 +391,13 @@ void Gather(const GatherArgs<T>& ar) {
   ParallelFor(g.n * g.h * chunks, g.n * g.h * g.w * ar.c, [&](int64_t t) {
     const int64_t ch = t % chunks, h = (t / chunks) % g.h, n = t / (chunks * g.h);
     const int64_t w0 = ch * chunk;
-    const int64_t width = std::min(chunk, ar.lay.wr - w0);
+    task(avx2, n, h, w0, std::min(chunk, ar.lay.wr - w0));
+  });
+}
+
+template <typename T>
+void Gather(const GatherArgs<T>& ar) {
+  ForEachRowChunk<T>(ar, [&](bool avx2, int64_t n, int64_t h, int64_t w0, int64_t width) {
     if (avx2) {
       GatherTaskAvx2(ar, n, h, w0, width);
     } else {
@@ -528,14 +537,7 @@ void LogitGradTaskPortable(const LogitGradArgs<T>& ar, int64_t n, int64_t h,
 
 template <typename T>
 void LogitGrad(const LogitGradArgs<T>& ar) {
-  const Geometry& g = ar.g;
-  const int64_t chunk = ChunkWidth<T>(ar.lay);
-  const int64_t chunks = (ar.lay.wr + chunk - 1) / chunk;
-  const bool avx2 = UseAvx2();
-  ParallelFor(g.n * g.h * chunks, g.n * g.h * g.w * ar.c, [&](int64_t t) {
-    const int64_t ch = t % chunks, h = (t / chunks) % g.h, n = t / (chunks * g.h);
-    const int64_t w0 = ch * chunk;
-    const int64_t width = std::min(chunk, ar.lay.wr - w0);
+  ForEachRowChunk<T>(ar, [&](bool avx2, int64_t n, int64_t h, int64_t w0, int64_t width) {
     if (avx2) {
       LogitGradTaskAvx2(ar, n, h, w0, width);
     } else {
