@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -55,7 +55,9 @@ def _shape(v: Any) -> Tuple[int, ...]:
     return tuple(int(s) for s in v.shape)
 
 
-def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
+def load_pretrained(model: nn.Layer, path_or_url: str,
+                    adapt: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
+                    ) -> Dict[str, Any]:
     """Load matching weights from a ``.pdparams`` file or URL into ``model``.
 
     Keys present in both with equal shapes are loaded; the rest are reported
@@ -72,6 +74,8 @@ def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
             (``efficientnet-lite0``), or an http(s) URL (downloaded through
             ``paddle.utils.download.get_weights_path_from_url``; archives are
             unpacked).
+        adapt: applied to the file's state dict before keys are matched (a
+            backbone maps its ImageNet stem onto another band count with it).
 
     Returns:
         ``{"path": str, "loaded": [keys], "missing": [model keys not in file],
@@ -91,6 +95,8 @@ def load_pretrained(model: nn.Layer, path_or_url: str) -> Dict[str, Any]:
     # whole (to_native refuses it otherwise); an unrecognised partial file (a backbone's
     # ImageNet weights, ...) keeps the lenient key matching below.
     state, _ = to_native(state, model, source=f"pretrained weights '{path}'", unknown="pass")
+    if adapt is not None:
+        state = adapt(state)
     own = model.state_dict()
     loaded: List[str] = []
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []

@@ -16,7 +16,6 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import SyncBatchNorm
-from paddleseg_ext.checkpoints.safe_load import load_weights_file
 from paddleseg_ext.utils.pretrained import load_pretrained, register_pretrained_keyword
 
 logger = logging.getLogger("paddleseg_ext")
@@ -178,25 +177,26 @@ class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_v
 
         self.pretrained = pretrained
         if pretrained:
-            info = load_pretrained(self, pretrained)
+            adapt = None
             if rgb_bands is not None or in_channels == 1:
-                self._stem_from_rgb(info["path"], rgb_bands)
+                adapt = lambda state: self._stem_from_rgb(state, rgb_bands)  # noqa: E731
+            load_pretrained(self, pretrained, adapt=adapt)
 
-    def _stem_from_rgb(self, path: str, rgb_bands: Optional[Sequence[int]]) -> None:
-        """Refill the stem from the file's 3-band filters (see ``rgb_bands``)."""
-        rgb = np.asarray(load_weights_file(path)["_conv_stem.weight"], dtype="float32")
+    def _stem_from_rgb(self, state: Dict[str, np.ndarray],
+                       rgb_bands: Optional[Sequence[int]]) -> Dict[str, np.ndarray]:
+        """``state`` with its 3-band stem filters mapped onto this stem's bands (see ``rgb_bands``)."""
+        rgb = np.asarray(state["_conv_stem.weight"], dtype="float32")
         if rgb.shape[1] != 3:
-            raise ValueError(f"{path}: _conv_stem.weight has {rgb.shape[1]} input bands, not RGB's 3")
-        own = self._conv_stem.weight
-        stem = np.zeros(own.shape, dtype="float32")
+            raise ValueError(f"pretrained _conv_stem.weight has {rgb.shape[1]} input bands, not RGB's 3")
+        stem = np.zeros(self._conv_stem.weight.shape, dtype="float32")
         if rgb_bands is None:  # one band: a grey image through the RGB stem
             stem[:, 0] = rgb.sum(axis=1)
         else:
             stem[:, list(rgb_bands)] = rgb
-        own.set_value(paddle.to_tensor(stem, dtype=own.dtype))
         logger.info("EfficientNet_Lite stem: ImageNet RGB filters %s for %d input band(s)",
                     f"on bands {list(rgb_bands)}, others zero" if rgb_bands is not None
                     else "summed", stem.shape[1])
+        return {**state, "_conv_stem.weight": stem}
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         y = F.relu6(self._bn0(self._conv_stem(x)))
