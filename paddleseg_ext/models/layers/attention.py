@@ -49,7 +49,8 @@ class PAM(nn.Layer):
         key = self.key_conv(x).flatten(2)  # [N, C', HW]
         attn = F.softmax(paddle.bmm(query, key), axis=-1)  # [N, HW(out j), HW(in i)]
         value = self.value_conv(x).flatten(2)  # [N, C, HW]
-        out = paddle.bmm(value, attn.transpose([0, 2, 1]))  # out[:, :, j] = sum_i v_i s_ji
+        # out[:, :, j] = sum_i v_i s_ji; the GEMM reads attn transposed (no [HW, HW] copy)
+        out = paddle.matmul(value, attn, transpose_y=True)
         return self.gamma * out.reshape(paddle.shape(x)) + x
 
 

@@ -39,8 +39,8 @@ import paddle.nn.functional as F
 
 from .norm import inference_in_place
 
-__all__ = ["StripConv2D", "strip_conv2d", "conv2d_over_concat", "conv_memory_budget",
-           "set_conv_memory_budget", "strip_stats"]
+__all__ = ["StripConv2D", "strip_conv2d", "conv2d_over_concat", "explicit_padding",
+           "conv_memory_budget", "set_conv_memory_budget", "strip_stats"]
 
 _ENV = "PADDLESEG_EXT_CONV_BUDGET_MB"
 _DEFAULT_MB = 512
@@ -147,7 +147,7 @@ def strip_conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.
     return paddle.concat(outs, axis=2)
 
 
-def _explicit_padding(conv: nn.Conv2D) -> Optional[Tuple[int, int, int, int]]:
+def explicit_padding(conv: nn.Conv2D) -> Optional[Tuple[int, int, int, int]]:
     """``(top, bottom, left, right)`` of a zero-padded NCHW conv, else None."""
     if (conv._padding_mode != "zeros" or conv._data_format != "NCHW"
             or conv._padding_algorithm != "EXPLICIT"):
@@ -172,7 +172,7 @@ class StripConv2D(nn.Conv2D):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        pad = _explicit_padding(self) if inference_in_place() else None
+        pad = explicit_padding(self) if inference_in_place() else None
         if pad is None:
             return super().forward(x)
         return strip_conv2d(x, self.weight, self.bias, self._stride, pad, self._dilation,
@@ -195,7 +195,7 @@ def conv2d_over_concat(conv: nn.Conv2D, parts: Sequence[paddle.Tensor]) -> paddl
     Returns:
         The convolution's output.
     """
-    pad = _explicit_padding(conv) if inference_in_place() else None
+    pad = explicit_padding(conv) if inference_in_place() else None
     if pad is None or conv._groups != 1 or len(parts) < 2:
         return conv(paddle.concat(list(parts), axis=1))
     out = None

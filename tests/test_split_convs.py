@@ -1,0 +1,252 @@
+"""Exactness of the faster forms of our own convolutions (issue 13).
+
+PSPNet's pyramid-pooling bottleneck runs split over its inputs
+(``conv_of_upsampled`` for the pooled branches), DANet's head runs
+``pam_in`` / ``cam_in`` as one stacked convolution and PAM reads its
+attention map transposed. Each must compute what the plain form computes,
+within float rounding, in training (outputs and every gradient), in eval
+and under no-grad, with BatchNorm folded, and traced programs must keep the
+plain form (export and ONNX parity rely on it).
+"""
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddleseg_ext.models.backbones import ResNet18_vd
+from paddleseg_ext.models.danet import DAHead, DANet
+from paddleseg_ext.models.layers import PPModule
+from paddleseg_ext.models.layers.attention import PAM
+from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+from paddleseg_ext.models.layers.resized_conv import bilinear_matrix, conv_of_upsampled
+from paddleseg_ext.models.pspnet import PSPNet
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("out_size,in_size",
+                         [(64, 6), (7, 3), (5, 5), (1, 4), (4, 6), (9, 1), (13, 2)])
+def test_bilinear_matrix_is_paddles_bilinear_resize(out_size, in_size, align_corners):
+    v = np.random.RandomState(out_size * 31 + in_size).randn(2, in_size, 3).astype(np.float32)
+    x = paddle.to_tensor(v.transpose(0, 2, 1)[:, :, :, None])  # [2, 3, in, 1]
+    ref = F.interpolate(x, size=[out_size, 1], mode="bilinear", align_corners=align_corners)
+    got = np.einsum("oi,nci->nco", bilinear_matrix(out_size, in_size, align_corners),
+                    v.transpose(0, 2, 1))
+    np.testing.assert_allclose(got, ref.numpy()[..., 0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,bins,kernel,dilation,align_corners", [
+    ((64, 40), (1, 2, 3, 6), 3, 1, False),
+    ((5, 7), (1, 2, 3, 6), 3, 1, False),  # bin 6 larger than the map side
+    ((9, 4), (1, 2, 3, 6), 3, 1, True),
+    ((6, 6), (6,), 3, 2, False),  # bin equal to the map: resize is the identity
+    ((8, 3), (2, 3), 1, 1, False),
+    ((17, 1), (2,), 3, 1, True),
+    ((4, 4), (3,), 5, 1, False),
+])
+def test_conv_of_upsampled_equals_conv_of_the_resized_maps(size, bins, kernel, dilation,
+                                                            align_corners):
+    rng = np.random.RandomState(sum(size) + kernel)
+    maps = [paddle.to_tensor(rng.randn(2, 4, b, b).astype(np.float32)) for b in bins]
+    weights = [paddle.to_tensor(rng.randn(5, 4, kernel, kernel).astype(np.float32))
+               for _ in bins]
+    pad = dilation * (kernel // 2)
+    ref = sum(F.conv2d(F.interpolate(m, size=list(size), mode="bilinear",
+                                     align_corners=align_corners), w, padding=pad,
+                       dilation=dilation) for m, w in zip(maps, weights))
+    got = conv_of_upsampled(maps, weights, size, align_corners, padding=(pad, pad),
+                            dilation=(dilation, dilation))
+    assert got.shape == [2, 5, size[0], size[1]]
+    assert _rel(ref.numpy(), got.numpy()) < 1e-5
+
+
+def test_conv_of_upsampled_rejects_mismatched_arguments():
+    m = paddle.zeros([1, 4, 2, 2])
+    with pytest.raises(ValueError, match="one weight per map"):
+        conv_of_upsampled([m], [], (8, 8))
+    with pytest.raises(ValueError, match="does not match map"):
+        conv_of_upsampled([m], [paddle.zeros([5, 3, 3, 3])], (8, 8))
+    with pytest.raises(ValueError, match="must keep the size"):
+        conv_of_upsampled([m], [paddle.zeros([5, 4, 3, 3])], (8, 8), padding=(0, 0))
+    with pytest.raises(ValueError, match="positive int"):
+        bilinear_matrix(0, 3)
+
+
+def _randomise_bn(layer: paddle.nn.Layer, seed: int) -> None:
+    rng = np.random.RandomState(seed)
+    for sub in layer.sublayers():
+        if isinstance(sub, paddle.nn.BatchNorm2D):
+            n = int(sub._mean.shape[0])
+            sub._mean.set_value(rng.randn(n).astype(np.float32) * 0.1)
+            sub._variance.set_value(rng.uniform(0.5, 2.0, n).astype(np.float32))
+            sub.weight.set_value(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            sub.bias.set_value(rng.randn(n).astype(np.float32) * 0.1)
+
+
+def _outputs_and_grads(layer, x, forward, train: bool, grad: bool):
+    layer.train() if train else layer.eval()
+    paddle.seed(7)  # the same dropout masks in both forms
+    if not grad:
+        with paddle.no_grad():
+            out = forward(layer, x)
+        return [o.numpy() for o in out], {}
+    xx = x.clone()
+    xx.stop_gradient = False
+    out = forward(layer, xx)
+    loss = sum((o * paddle.linspace(-1.0, 1.0, o.numel()).reshape(o.shape)).sum() for o in out)
+    loss.backward()
+    named = dict(layer.named_parameters())
+    trained = [n for n in named if not n.endswith(("._mean", "._variance"))]
+    if train:  # every trainable parameter takes part (eval skips training-only classifiers)
+        missing = [n for n in trained if named[n].grad is None]
+        assert not missing, f"no gradient for {missing}"
+    grads = {n: named[n].grad.numpy() for n in trained if named[n].grad is not None}
+    grads["input"] = xx.grad.numpy()
+    layer.clear_gradients()
+    return [o.numpy() for o in out], grads
+
+
+def _assert_same_grads(ref: dict, got: dict) -> None:
+    # Relative to the largest gradient: some are 0 up to rounding (a key bias under a softmax).
+    assert set(ref) == set(got)
+    if not ref:
+        return
+    scale = max(float(np.abs(g).max()) for g in ref.values())
+    for name in ref:
+        assert float(np.abs(ref[name] - got[name]).max()) < 1e-5 * scale, name
+
+
+def _ppm_forward(split: bool):
+    def forward(layer, x):
+        layer.split_bottleneck = split
+        return [layer(x)]
+    return forward
+
+
+@pytest.mark.parametrize("train,grad", [(True, True), (False, True), (False, False)])
+@pytest.mark.parametrize("size,align_corners", [((9, 13), False), ((4, 4), True), ((12, 8), False)])
+def test_ppm_split_bottleneck_equals_the_concatenating_form(size, align_corners, train, grad):
+    paddle.seed(0)
+    ppm = PPModule(16, 8, (1, 2, 3, 6), align_corners=align_corners)
+    _randomise_bn(ppm, 1)
+    x = paddle.randn([2, 16, *size])
+    ref, ref_g = _outputs_and_grads(ppm, x, _ppm_forward(False), train, grad)
+    got, got_g = _outputs_and_grads(ppm, x, _ppm_forward(True), train, grad)
+    assert _rel(ref[0], got[0]) < 1e-5
+    _assert_same_grads(ref_g, got_g)
+
+
+def test_ppm_split_path_runs_in_dygraph_only(monkeypatch):
+    ppm = PPModule(8, 4, (1, 2))
+    ppm.eval()
+    calls = []
+    original = PPModule._forward_split
+
+    def counting(self, x):
+        calls.append(1)
+        return original(self, x)
+
+    monkeypatch.setattr(PPModule, "_forward_split", counting)
+    x = paddle.randn([1, 8, 6, 5])
+    eager = ppm(x)
+    assert calls == [1]
+    ppm.split_bottleneck = False
+    assert _rel(ppm(x).numpy(), eager.numpy()) < 1e-5
+    assert calls == [1]
+    ppm.split_bottleneck = True
+    spec = [paddle.static.InputSpec([None, 8, None, None], "float32")]
+    traced = paddle.jit.to_static(ppm, input_spec=spec, full_graph=True)
+    assert _rel(traced(x).numpy(), eager.numpy()) < 1e-5
+    assert calls == [1]  # the traced program holds the concatenating form
+
+
+def test_pspnet_folded_split_logits_equal_plain_and_concatenating():
+    paddle.seed(0)
+    net = PSPNet(3, backbone=ResNet18_vd(output_stride=8), bin_sizes=(1, 2, 3, 6),
+                 pp_out_channels=32)
+    _randomise_bn(net, 2)
+    net.eval()
+    x = paddle.randn([1, 3, 40, 56])
+    with paddle.no_grad():
+        net.psp_module.split_bottleneck = False
+        ref = net(x)[0].numpy()
+        net.psp_module.split_bottleneck = True
+        split = net(x)[0].numpy()
+        folded = fold_batch_norms(net)
+        assert folded.psp_module.split_bottleneck
+        folded_split = folded(x)[0].numpy()
+    assert _rel(ref, split) < 1e-4
+    assert _rel(ref, folded_split) < 1e-4
+    assert (ref.argmax(1) == folded_split.argmax(1)).all()
+
+
+def _dahead_forward(stacked: bool):
+    def forward(layer, x):
+        if stacked:
+            return layer(x)
+        pam_feat = layer.pam_out(layer.pam(layer.pam_in(x)))
+        cam_feat = layer.cam_out(layer.cam(layer.cam_in(x)))
+        out = [layer.fused_cls(pam_feat + cam_feat)]
+        if layer.training:
+            out += [layer.pam_cls(pam_feat), layer.cam_cls(cam_feat)]
+        return out
+    return forward
+
+
+@pytest.mark.parametrize("train,grad", [(True, True), (False, True), (False, False)])
+def test_dahead_stacked_input_convs_equal_two_convs(train, grad):
+    paddle.seed(0)
+    head = DAHead(32, 3, inter_channels=8)
+    _randomise_bn(head, 3)
+    for p in (head.pam.gamma, head.cam.beta):  # make both attentions count
+        p.set_value(paddle.to_tensor([0.7]))
+    x = paddle.randn([2, 32, 7, 9])
+    ref, ref_g = _outputs_and_grads(head, x, _dahead_forward(False), train, grad)
+    got, got_g = _outputs_and_grads(head, x, _dahead_forward(True), train, grad)
+    assert len(ref) == len(got) == (3 if train else 1)
+    for a, b in zip(ref, got):
+        assert _rel(a, b) < 1e-5
+    _assert_same_grads(ref_g, got_g)
+
+
+def test_danet_folded_stacked_head_and_traced_program_agree():
+    paddle.seed(0)
+    net = DANet(3, backbone=ResNet18_vd(output_stride=8))
+    _randomise_bn(net, 4)
+    net.head.pam.gamma.set_value(paddle.to_tensor([0.5]))
+    net.head.cam.beta.set_value(paddle.to_tensor([0.5]))
+    net.eval()
+    x = paddle.randn([1, 3, 32, 48])
+    with paddle.no_grad():
+        ref = _dahead_forward(False)(net.head, net.backbone(x)[3])[0].numpy()
+        got = net.head(net.backbone(x)[3])[0].numpy()
+        folded = fold_batch_norms(net)
+        folded_logits = folded(x)[0].numpy()
+        plain_logits = net(x)[0].numpy()
+    assert _rel(ref, got) < 1e-5
+    assert _rel(plain_logits, folded_logits) < 1e-4
+    spec = [paddle.static.InputSpec([None, 3, None, None], "float32")]
+    traced = paddle.jit.to_static(folded, input_spec=spec, full_graph=True)
+    assert _rel(plain_logits, traced(x)[0].numpy()) < 1e-4
+
+
+def test_pam_equals_the_paper_equation():
+    paddle.seed(0)
+    pam = PAM(16, reduction=4)
+    pam.gamma.set_value(paddle.to_tensor([0.8]))
+    x = paddle.randn([2, 16, 5, 6])
+    with paddle.no_grad():
+        got = pam(x).numpy()
+        q = pam.query_conv(x).numpy().reshape(2, 4, 30)
+        k = pam.key_conv(x).numpy().reshape(2, 4, 30)
+        v = pam.value_conv(x).numpy().reshape(2, 16, 30)
+    e = np.einsum("ncj,nci->nji", q, k)
+    s = np.exp(e - e.max(-1, keepdims=True))
+    s /= s.sum(-1, keepdims=True)
+    ref = 0.8 * np.einsum("nci,nji->ncj", v, s).reshape(2, 16, 5, 6) + x.numpy()
+    assert _rel(ref, got) < 1e-5
