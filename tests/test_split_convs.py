@@ -250,3 +250,24 @@ def test_pam_equals_the_paper_equation():
     s /= s.sum(-1, keepdims=True)
     ref = 0.8 * np.einsum("nci,nji->ncj", v, s).reshape(2, 16, 5, 6) + x.numpy()
     assert _rel(ref, got) < 1e-5
+
+
+def test_cam_equals_the_authors_max_shifted_softmax_with_gradients():
+    from paddleseg_ext.models.layers.attention import CAM
+
+    cam = CAM()
+    cam.beta.set_value(paddle.to_tensor([0.6]))
+    rng = np.random.RandomState(5)
+    x_np = rng.randn(2, 6, 4, 5).astype(np.float32) * 3
+    upstream = paddle.to_tensor(rng.randn(2, 6, 4, 5).astype(np.float32))
+    x = paddle.to_tensor(x_np, stop_gradient=False)
+    out = cam(x)
+    (out * upstream).sum().backward()
+    ref_x = paddle.to_tensor(x_np, stop_gradient=False)
+    feats = ref_x.flatten(2)
+    energy = paddle.bmm(feats, feats.transpose([0, 2, 1]))
+    attn = F.softmax(paddle.max(energy, axis=-1, keepdim=True) - energy, axis=-1)
+    ref = 0.6 * paddle.bmm(attn, feats).reshape(ref_x.shape) + ref_x
+    (ref * upstream).sum().backward()
+    assert _rel(ref.numpy(), out.numpy()) < 1e-5
+    assert _rel(ref_x.grad.numpy(), x.grad.numpy()) < 1e-4
