@@ -79,8 +79,7 @@ class PPModule(nn.Layer):
         return pad
 
     @paddle.jit.not_to_static
-    def _forward_split(self, x: paddle.Tensor) -> paddle.Tensor:
-        pad = self._split_padding()
+    def _forward_split(self, x: paddle.Tensor, pad: Tuple[int, int, int, int]) -> paddle.Tensor:
         conv, c, cb = self.bottleneck._conv, self.in_channels, self.branch_channels
         weight = conv.weight
         y = strip_conv2d(x, weight[:, :c], conv.bias, conv._stride, pad, conv._dilation, 1)
@@ -92,8 +91,9 @@ class PPModule(nn.Layer):
         return self.bottleneck._act(self.bottleneck._norm(y))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self._split_padding() is not None:
-            return self._forward_split(x)
+        pad = self._split_padding()
+        if pad is not None:
+            return self._forward_split(x, pad)
         size = spatial_size(x)
         cat = [x] + [resize_to(stage(x), size, self.align_corners) for stage in self.stages]
         return self.bottleneck(paddle.concat(cat, axis=1))
