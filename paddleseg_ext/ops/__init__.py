@@ -1,7 +1,7 @@
 """Custom operators of paddleseg_ext.
 
 Nothing is compiled at import time: the compiled ops (PSA mask, fused PSA
-attention) are built or loaded on first use, or ahead of time with
+attention, Winograd tile transforms) are built or loaded on first use, or ahead of time with
 ``python -m paddleseg_ext.ops.build``. ``custom_op_build`` is the one home of
 the build/cache/lock machinery.
 """
@@ -23,6 +23,7 @@ from .psa_mask import (  # noqa: F401
     psa_mask,
     psa_mask_reference,
 )
+from .winograd import is_winograd_available, winograd_conv3x3  # noqa: F401
 
 __all__ = [
     "ATTENTION_OP_NAME",
@@ -38,4 +39,6 @@ __all__ = [
     "psa_attention_reference",
     "psa_mask",
     "psa_mask_reference",
+    "is_winograd_available",
+    "winograd_conv3x3",
 ]

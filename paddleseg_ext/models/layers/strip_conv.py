@@ -24,6 +24,14 @@ Training, anything under autograd, and traced/exported programs
 (``paddle.jit.to_static``) run the plain convolution: tiling is an eager
 (dygraph) inference path only; exported models keep one conv op each.
 
+On the CPU in dygraph, the plain convolution of a 3x3, stride-1, "same"
+padded (padding = dilation), ungrouped layer with at least
+:data:`WINOGRAD_MIN_CHANNELS` input and output channels runs as Winograd
+F(2x2, 3x3) (:mod:`paddleseg_ext.ops.winograd`; 2.25x fewer multiplications,
+equal to ``F.conv2d`` within float rounding), in training and inference.
+``$PADDLESEG_EXT_WINOGRAD=0`` turns that off; GPUs and traced programs keep
+``F.conv2d``.
+
 The budget is process-wide: :func:`set_conv_memory_budget` (also a context
 manager) or ``$PADDLESEG_EXT_CONV_BUDGET_MB``; ``0`` disables tiling.
 """
@@ -39,7 +47,7 @@ import paddle.nn.functional as F
 
 from .norm import inference_in_place
 
-__all__ = ["StripConv2D", "strip_conv2d", "conv2d_over_concat", "explicit_padding",
+__all__ = ["StripConv2D", "strip_conv2d", "conv2d", "winograd_applies", "WINOGRAD_MIN_CHANNELS", "conv2d_over_concat", "explicit_padding",
            "conv_memory_budget", "set_conv_memory_budget", "strip_stats"]
 
 _ENV = "PADDLESEG_EXT_CONV_BUDGET_MB"
@@ -89,6 +97,44 @@ class set_conv_memory_budget:  # noqa: N801 (a function that is also a context m
         _budget_bytes = self._previous
 
 
+_WINOGRAD_ENV = "PADDLESEG_EXT_WINOGRAD"
+#: Fewer channels than this and the tile transforms cost more than the GEMMs save
+#: (docs/benchmarks.md, "Winograd F(2x2, 3x3)").
+WINOGRAD_MIN_CHANNELS = 64
+
+
+def winograd_applies(x: paddle.Tensor, weight: paddle.Tensor, stride: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int], groups: int) -> bool:
+    """Whether :func:`conv2d` runs this convolution as Winograd F(2x2, 3x3)."""
+    if os.environ.get(_WINOGRAD_ENV, "1").strip() == "0" or not paddle.in_dynamic_mode():
+        return False
+    if groups != 1 or list(weight.shape[2:]) != [3, 3] or list(stride) != [1, 1]:
+        return False
+    d = int(dilation[0])
+    if int(dilation[1]) != d or any(int(p) != d for p in padding):
+        return False
+    if min(int(weight.shape[0]), int(weight.shape[1])) < WINOGRAD_MIN_CHANNELS:
+        return False
+    if x.dtype not in (paddle.float32, paddle.float64) or not x.place.is_cpu_place():
+        return False
+    from paddleseg_ext.ops.winograd import is_winograd_available
+
+    return is_winograd_available(build=True)
+
+
+def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor],
+           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+           groups: int) -> paddle.Tensor:
+    """``F.conv2d`` (NCHW, ``padding`` as ``(top, bottom, left, right)``), by Winograd
+    F(2x2, 3x3) where :func:`winograd_applies`."""
+    if winograd_applies(x, weight, stride, padding, dilation, groups):
+        from paddleseg_ext.ops.winograd import winograd_conv3x3
+
+        return winograd_conv3x3(x, weight, bias, int(dilation[0]))
+    return F.conv2d(x, weight, bias, stride=list(stride), padding=list(padding),
+                    dilation=list(dilation), groups=groups)
+
+
 def _out_size(size: int, k: int, s: int, d: int, p0: int, p1: int) -> int:
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
 
@@ -125,8 +171,7 @@ def strip_conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.
     row_bytes = int(weight.shape[1]) * kh * kw * w_out * x.element_size()
     if (not needs_cols or budget <= 0 or not inference_in_place() or h_out <= 1
             or row_bytes * h_out <= budget):
-        return F.conv2d(x, weight, bias, stride=[sh, sw], padding=plain_padding,
-                        dilation=[dh, dw], groups=groups)
+        return conv2d(x, weight, bias, [sh, sw], plain_padding, [dh, dw], groups)
     rows = max(1, budget // row_bytes)
     outs: List[paddle.Tensor] = []
     for r0 in range(0, h_out, rows):
@@ -166,13 +211,14 @@ class StripConv2D(nn.Conv2D):
     Same constructor, parameters (``weight``, ``bias``) and results as
     ``nn.Conv2D``; when gradients are off (``paddle.no_grad()``) in dygraph
     and the im2col buffer would exceed :func:`conv_memory_budget`, the
-    convolution runs in strips of output rows (:func:`strip_conv2d`).
-    Otherwise, and for padding modes other than zeros or NHWC data, it is
-    ``nn.Conv2D.forward``.
+    convolution runs in strips of output rows (:func:`strip_conv2d`); in
+    dygraph on the CPU an eligible 3x3 conv runs as Winograd F(2x2, 3x3)
+    (:func:`conv2d`). Otherwise, and for padding modes other than zeros or
+    NHWC data, it is ``nn.Conv2D.forward``.
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        pad = explicit_padding(self) if inference_in_place() else None
+        pad = explicit_padding(self) if paddle.in_dynamic_mode() else None
         if pad is None:
             return super().forward(x)
         return strip_conv2d(x, self.weight, self.bias, self._stride, pad, self._dilation,
