@@ -129,3 +129,11 @@ def test_psa_attention_lower_bound_runs_only_where_unfused_does_not_fit():
     assert bench.candidates(1, 256 * 512) == ["unfused", "fused"]  # even the bound does not fit
     res = bench.child(1, 8, 4, 5, 3, 3, "unfused_gemms", 0, 1, 1)
     assert res["ms"] > 0 and math.isfinite(res["peak_mb"])
+
+
+def test_winograd_benchmark_runs():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "winograd.py"), "--quick",
+                           "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1, 64")]
+    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), proc.stdout
