@@ -399,7 +399,10 @@ def test_export_with_compiled_op_declares_it(compiled_op, tmp_path):
     loaded = paddle.jit.load(str(tmp_path / "exp" / "model"))
     got = loaded(x)
     got = got[0] if isinstance(got, (list, tuple)) else got
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+    # Dygraph runs the 3x3 convs as Winograd F(2x2, 3x3), the program as conv2d: float32
+    # rounding relative to the logits' scale.
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5 * scale)
 
 
 # --------------------------------------------------------------------------
