@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/winograd.py [--threads 2] [--repeats 3] [--quick]
 
-Both are timed in the same process, alternating, best of ``--repeats``; the
+Both are timed in the same process in interleaved rounds (median of
+``--repeats``, ``common.interleaved_medians``); the
 table prints each time and the ratio Winograd / conv2d (absolute times are
 not comparable between runs on a shared machine). The layers are the shapes
 of the ResNet-vd stages and heads at os8 on a 512x512 input, batch 2.
@@ -16,13 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from typing import Callable, List, Sequence
+from typing import List, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import set_threads  # noqa: E402
+from common import interleaved_medians, set_threads  # noqa: E402
 
 CASES = [  # n, c_in, c_out, h, w, dilation, what
     (2, 512, 512, 64, 64, 2, "ResNet stage 4"),
@@ -32,16 +32,6 @@ CASES = [  # n, c_in, c_out, h, w, dilation, what
     (2, 64, 64, 128, 128, 1, "ResNet stage 1"),
 ]
 QUICK = [(1, 64, 64, 16, 16, 1, "quick"), (1, 64, 64, 15, 17, 2, "quick, odd")]
-
-
-def best(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def run(cases: Sequence[tuple], repeats: int) -> List[str]:
@@ -66,10 +56,11 @@ def run(cases: Sequence[tuple], repeats: int) -> List[str]:
             return step
 
         with paddle.no_grad():
-            e_c, e_w = best(conv, repeats), best(wino, repeats)
-        t_c, t_w = best(train(conv), repeats), best(train(wino), repeats)
-        rows.append(f"| {n}, {c}, {co}, {h}x{w}, {d} ({what}) | {e_c * 1e3:.0f} | {e_w * 1e3:.0f} | "
-                    f"{e_w / e_c:.2f}x | {t_c * 1e3:.0f} | {t_w * 1e3:.0f} | {t_w / t_c:.2f}x |")
+            ev = interleaved_medians({"conv": conv, "wino": wino}, 1, repeats)
+        tr = interleaved_medians({"conv": train(conv), "wino": train(wino)}, 1, repeats)
+        e_c, e_w, t_c, t_w = ev["conv"], ev["wino"], tr["conv"], tr["wino"]
+        rows.append(f"| {n}, {c}, {co}, {h}x{w}, {d} ({what}) | {e_c:.0f} | {e_w:.0f} | "
+                    f"{e_w / e_c:.2f}x | {t_c:.0f} | {t_w:.0f} | {t_w / t_c:.2f}x |")
         print(rows[-1], flush=True)
     return rows
 
@@ -81,8 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny shapes (keeps the script from rotting)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    print(f"threads {args.threads}, best of {args.repeats}")
-    run(QUICK if args.quick else CASES, 1 if args.quick else args.repeats)
+    repeats = 1 if args.quick else args.repeats
+    print(f"threads {args.threads}, median of {repeats} interleaved rounds")
+    run(QUICK if args.quick else CASES, repeats)
     return 0
 
 

@@ -47,8 +47,8 @@ import paddle.nn.functional as F
 
 from .norm import inference_in_place
 
-__all__ = ["StripConv2D", "strip_conv2d", "conv2d", "winograd_applies", "WINOGRAD_MIN_CHANNELS", "conv2d_over_concat", "explicit_padding",
-           "conv_memory_budget", "set_conv_memory_budget", "strip_stats"]
+__all__ = ["StripConv2D", "strip_conv2d", "conv2d", "winograd_applies", "WINOGRAD_MIN_CHANNELS",
+           "conv2d_over_concat", "explicit_padding", "conv_memory_budget", "set_conv_memory_budget", "strip_stats"]
 
 _ENV = "PADDLESEG_EXT_CONV_BUDGET_MB"
 _DEFAULT_MB = 512
