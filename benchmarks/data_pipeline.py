@@ -12,7 +12,8 @@ scratch directory in the real ``leftImg8bit``/``gtFine`` layout):
   gets :func:`paddleseg_peer.train_transforms` (its shipped Cityscapes list);
 * the same with a ``paddle.io.DataLoader`` of ``ctx.threads`` workers, each
   side's loader set up as its trainer sets it up: ours exactly as
-  ``Trainer.loader`` (``SeededDataset``, ``train_collate``, no shared memory),
+  ``Trainer.loader`` (``SeededDataset``, ``train_collate``, shared memory where
+  ``/dev/shm`` has room),
   PaddleSeg's as its ``core/train.py`` (default collate, shared memory, its
   ``worker_init_fn``), plus a per-sample seeding wrapper.
 
@@ -34,6 +35,8 @@ fixed number of batches after a warm-up that absorbs worker start-up.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import random
 import statistics
 import time
@@ -348,16 +351,22 @@ def fixed_batches(batches: List[List[Tuple[int, int]]]) -> Any:
     return _Fixed()
 
 
-def our_loader(dataset: Any, batches: List[List[Tuple[int, int]]], workers: int) -> Any:
-    """Our training loader, set up as ``Trainer.loader`` sets it up."""
+def our_loader(dataset: Any, batches: List[List[Tuple[int, int]]], workers: int,
+               shared_memory: Optional[bool] = None) -> Any:
+    """Our training loader, set up as ``Trainer.loader`` sets it up (``shared_memory``:
+    force the worker-to-trainer transfer; default, the trainer's choice)."""
     import paddle
 
-    from paddleseg_ext.core.data import SeededDataset, ignore_signals_in_worker, train_collate
+    from paddleseg_ext.core.data import (SeededDataset, ignore_signals_in_worker,
+                                         shared_memory_choice, train_collate)
 
     return paddle.io.DataLoader(SeededDataset(dataset), batch_sampler=fixed_batches(batches),
                                 num_workers=workers, collate_fn=train_collate, return_list=True,
-                                use_shared_memory=False,
-                                worker_init_fn=ignore_signals_in_worker if workers else None)
+                                use_shared_memory=(shared_memory_choice(workers)[0]
+                                                   if shared_memory is None else shared_memory),
+                                worker_init_fn=(functools.partial(ignore_signals_in_worker,
+                                                                  trainer_pid=os.getpid())
+                                                if workers else None))
 
 
 def peer_loader(dataset: Any, batches: List[List[Tuple[int, int]]], workers: int) -> Any:
@@ -402,6 +411,8 @@ def _row(pipeline: str, mode: str, ours: float, peer: Optional[float]) -> Dict[s
 
 def run(ctx: Context) -> Section:
     import paddleseg_peer
+
+    from paddleseg_ext.core.data import shared_memory_choice
 
     plan = make_plan(ctx)
     section = Section("data", "Data pipeline: decode + Cityscapes train transforms, images/s "
@@ -456,6 +467,8 @@ def run(ctx: Context) -> Section:
                    for b in range(n_batches)] for k in datasets}
     timed_images = plan.loader_batches * bs
     makers = {"ours": lambda: our_loader(ours, batches["ours"], ctx.threads)}
+    if shared_memory_choice(ctx.threads)[0]:  # what the shared memory buys, same rounds
+        makers["ours_pipe"] = lambda: our_loader(ours, batches["ours"], ctx.threads, False)
     if peer is not None:
         makers["peer"] = lambda: peer_loader(peer, batches["peer"], ctx.threads)
     ctx.log(f"[data] DataLoader, {ctx.threads} workers")
@@ -468,6 +481,10 @@ def run(ctx: Context) -> Section:
     section.rows.append(_row("decode + train transforms",
                              f"DataLoader, {ctx.threads} workers, batch {bs}",
                              rate["ours"], rate.get("peer")))
+    if "ours_pipe" in rate:
+        section.rows.append(_row("decode + train transforms",
+                                 f"DataLoader, {ctx.threads} workers, batch {bs}, ours through "
+                                 "a pipe instead of shared memory", rate["ours_pipe"], rate.get("peer")))
 
     # -- notes
     section.notes.append(
@@ -487,9 +504,11 @@ def run(ctx: Context) -> Section:
             "sets most of the cost; flips, crop positions and distortions stay random)."
             if matched else
             " (scale factors not matched: a pipeline does not start with ResizeStepScaling)."))
+    shm, why_not = shared_memory_choice(ctx.threads)
     section.notes.append(f"Ours: SegBuilder({BASE_CONFIG}).train_dataset (Cityscapes), "
                          f"transforms {describe(transform_list(ours))}; loader as Trainer.loader "
-                         "(SeededDataset, train_collate, use_shared_memory=False).")
+                         f"(SeededDataset, train_collate, use_shared_memory={shm}"
+                         + (f": {why_not}" if why_not else "") + ").")
     if peer is not None:
         diffs = compare_transforms(transform_list(ours), transform_list(peer))
         section.notes.append(

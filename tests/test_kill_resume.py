@@ -54,6 +54,13 @@ def _alive(pid):
         return False
 
 
+def _shm_names():
+    try:
+        return os.listdir("/dev/shm")
+    except OSError:
+        return []
+
+
 def _wait(proc, cond, timeout=120, poll=0.005):
     end = time.time() + timeout
     while time.time() < end:
@@ -95,6 +102,9 @@ def test_sigkill_five_times_then_finish(tmp_path):
             while any(_alive(c) for c in children) and time.time() < end:
                 time.sleep(0.05)
             assert not any(_alive(c) for c in children), children
+            # ... and remove the batches they had queued in shared memory (RAM until reboot)
+            left = [n for n in _shm_names() if any(n.startswith(f"paddle_{c}_") for c in children)]
+            assert not left, left
         proc.log.close()
         assert proc.returncode == -signal.SIGKILL
         logged = [int(m) for m in re.findall(r"iter: (\d+)/", text())]

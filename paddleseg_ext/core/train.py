@@ -6,6 +6,7 @@ logging, VisualDL, checkpoints, evaluation, the NaN guard, signals.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -17,7 +18,7 @@ from ..cvlibs.errors import clean_exception
 from ..utils import checkpoint as ckpt
 from ..utils.logger import get_logger
 from .data import (ResumableBatchSampler, SeededDataset, check_batch, ignore_signals_in_worker,
-                   train_collate, train_label)
+                   shared_memory_choice, train_collate, train_label)
 from .hooks import (CheckpointHook, EvalHook, Hook, LoggerHook, NaNGuardHook, NonFiniteLossError,
                     SignalHook, VisualDLHook)
 from .infer import is_out_of_memory
@@ -182,10 +183,15 @@ class Trainer:
     def loader(self):
         sampler = ResumableBatchSampler(len(self.train_dataset), self.batch_size, self.iters, self.seed,
                                         self.iter, self.rank, self.world)
+        use_shm, why_not = shared_memory_choice(self.num_workers)
+        if self.num_workers and not use_shm:
+            self.log.info("[TRAIN] data workers send batches through a pipe, not shared memory: %s",
+                          why_not)
         return paddle.io.DataLoader(SeededDataset(self.train_dataset), batch_sampler=sampler,
                                     num_workers=self.num_workers, collate_fn=train_collate,
-                                    return_list=True, use_shared_memory=False,
-                                    worker_init_fn=ignore_signals_in_worker if self.num_workers else None)
+                                    return_list=True, use_shared_memory=use_shm,
+                                    worker_init_fn=(functools.partial(ignore_signals_in_worker, trainer_pid=os.getpid())
+                                                    if self.num_workers else None))
 
     def train(self, resume_model: Optional[str] = None) -> Dict[str, Any]:
         """Run to ``iters``; returns ``{'iter', 'best', 'last_losses', 'stopped_by'}``.
