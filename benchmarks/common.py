@@ -138,6 +138,34 @@ def interleaved_medians(fns: Dict[str, Callable[[], Any]], warmup: int, repeats:
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
+def backward_step(forward: Callable[[], Any]) -> Callable[[], None]:
+    """A timed training step of one layer: ``forward()``, then backward of a constant gradient."""
+    def step() -> None:
+        import paddle
+
+        y = forward()
+        y.backward(paddle.full_like(y, 1e-3))
+    return step
+
+
+def layer_script_main(argv: Optional[Sequence[str]], doc: str,
+                      run: Callable[[Sequence[tuple], int], List[str]],
+                      cases: Sequence[tuple], quick: Sequence[tuple]) -> int:
+    """Command line of the one-layer A/B scripts (``winograd.py``, ``conv_layout.py``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes (keeps the script from rotting)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    repeats = 1 if args.quick else args.repeats
+    print(f"threads {args.threads}, median of {repeats} interleaved rounds")
+    run(quick if args.quick else cases, repeats)
+    return 0
+
+
 def rss_mb() -> float:
     """Current resident set size in MiB (Linux /proc; falls back to the peak)."""
     try:

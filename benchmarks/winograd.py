@@ -14,7 +14,6 @@ Winograd: Lavin & Gray, CVPR 2016, https://arxiv.org/abs/1509.09308.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import List, Sequence
@@ -22,7 +21,7 @@ from typing import List, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import interleaved_medians, set_threads  # noqa: E402
+from common import backward_step, interleaved_medians, layer_script_main  # noqa: E402
 
 CASES = [  # n, c_in, c_out, h, w, dilation, what
     (2, 512, 512, 64, 64, 2, "ResNet stage 4"),
@@ -49,15 +48,9 @@ def run(cases: Sequence[tuple], repeats: int) -> List[str]:
         conv = lambda: F.conv2d(x, wt, padding=d, dilation=d)  # noqa: E731
         wino = lambda: winograd_conv3x3(x, wt, None, d)  # noqa: E731
 
-        def train(f):
-            def step():
-                y = f()
-                y.backward(paddle.full_like(y, 1e-3))
-            return step
-
         with paddle.no_grad():
             ev = interleaved_medians({"conv": conv, "wino": wino}, 1, repeats)
-        tr = interleaved_medians({"conv": train(conv), "wino": train(wino)}, 1, repeats)
+        tr = interleaved_medians({"conv": backward_step(conv), "wino": backward_step(wino)}, 1, repeats)
         e_c, e_w, t_c, t_w = ev["conv"], ev["wino"], tr["conv"], tr["wino"]
         rows.append(f"| {n}, {c}, {co}, {h}x{w}, {d} ({what}) | {e_c:.0f} | {e_w:.0f} | "
                     f"{e_w / e_c:.2f}x | {t_c:.0f} | {t_w:.0f} | {t_w / t_c:.2f}x |")
@@ -66,16 +59,7 @@ def run(cases: Sequence[tuple], repeats: int) -> List[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="tiny shapes (keeps the script from rotting)")
-    args = parser.parse_args(argv)
-    set_threads(args.threads)
-    repeats = 1 if args.quick else args.repeats
-    print(f"threads {args.threads}, median of {repeats} interleaved rounds")
-    run(QUICK if args.quick else CASES, repeats)
-    return 0
+    return layer_script_main(argv, __doc__, run, CASES, QUICK)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,13 @@ def test_winograd_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1, 64")]
     assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), proc.stdout
+
+
+def test_conv_layout_benchmark_runs():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "conv_layout.py"), "--quick",
+                           "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1, 8")]
+    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), proc.stdout
+    # same values in both layouts: the outputs agree to float rounding
+    assert all(float(row.split("|")[-2]) < 1e-5 for row in rows), proc.stdout
