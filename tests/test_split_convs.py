@@ -141,6 +141,28 @@ def test_ppm_split_bottleneck_equals_the_concatenating_form(size, align_corners,
     _assert_same_grads(ref_g, got_g)
 
 
+def test_ppm_weight_is_split_once_for_backward_and_viewed_without(monkeypatch):
+    """Five slices of the bottleneck weight would each zero-fill a whole-weight gradient
+    in backward (17.6 % of a PSPNet-R50 step); one split has one concat. Without a
+    backward, slices are free views and a split would copy the weight."""
+    ppm = PPModule(16, 8, (1, 2, 3, 6))
+    x = paddle.randn([1, 16, 7, 7])
+    calls, real_split = [], paddle.split
+
+    def split(t, *args, **kw):
+        calls.append(list(t.shape))
+        return real_split(t, *args, **kw)
+
+    monkeypatch.setattr(paddle, "split", split)
+    weight_shape = list(ppm.bottleneck._conv.weight.shape)
+    ppm(x).sum().backward()
+    assert calls.count(weight_shape) == 1
+    calls.clear()
+    with paddle.no_grad():
+        ppm(x)
+    assert weight_shape not in calls
+
+
 def test_ppm_split_path_runs_in_dygraph_only(monkeypatch):
     ppm = PPModule(8, 4, (1, 2))
     ppm.eval()
