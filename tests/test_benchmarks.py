@@ -147,3 +147,17 @@ def test_conv_layout_benchmark_runs():
     assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), proc.stdout
     # same values in both layouts: the outputs agree to float rounding
     assert all(float(row.split("|")[-2]) < 1e-5 for row in rows), proc.stdout
+
+
+def test_step_profile_runs(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "step_profile.py"), "--quick",
+                           "--threads", "1", "--models", "PSPNet,PSANet", "--top", "3"],
+                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arch in ("PSPNet", "PSANet"):
+        rows = [line for line in proc.stdout.splitlines() if line.startswith(f"| {arch} |")]
+        assert len(rows) == 3 + 3 + 1, proc.stdout  # groups, top ops, whole step
+        assert rows[-1].endswith("| 100 % |")
+        shares = [float(r.split("|")[-2].strip(" %")) for r in rows[:-1]]
+        assert all(0 <= s <= 100 for s in shares) and sum(shares[:3]) <= 100.5, rows
+    assert not (tmp_path / "profiler_log").exists()  # the trace stays in a temporary folder
