@@ -76,12 +76,22 @@ def test_float32_within_rounding_and_no_uninitialised_gradient():
 
 
 def test_weight_transform_matches_the_paper():
-    # U = G g G^T for one kernel, written out with numpy.
+    # U = G g G^T for every (C_out, C_in) kernel, written out with numpy, in the
+    # [16, C_out, C_in] layout; its gradient is G^T dU G per kernel.
     rng = np.random.default_rng(1)
-    g = rng.standard_normal((3, 3))
+    g = rng.standard_normal((3, 2, 3, 3))
     G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
-    u = wg.winograd_transform_weight(paddle.to_tensor(g[None, None])).numpy()
-    np.testing.assert_allclose(u[:, 0, 0].reshape(4, 4), G @ g @ G.T, rtol=1e-12, atol=1e-12)
+    w = paddle.to_tensor(g, stop_gradient=False)
+    u_t = wg.winograd_transform_weight(w)
+    u = u_t.numpy()
+    assert u.shape == (16, 3, 2)
+    du = rng.standard_normal(u.shape)
+    (dw,) = paddle.grad([u_t], [w], [paddle.to_tensor(du)])
+    for o in range(3):
+        for i in range(2):
+            np.testing.assert_allclose(u[:, o, i].reshape(4, 4), G @ g[o, i] @ G.T, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(dw.numpy()[o, i], G.T @ du[:, o, i].reshape(4, 4) @ G,
+                                       rtol=1e-12, atol=1e-12)
 
 
 def test_bad_input_gets_a_clear_error():
