@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
@@ -146,6 +146,18 @@ def backward_step(forward: Callable[[], Any]) -> Callable[[], None]:
         y = forward()
         y.backward(paddle.full_like(y, 1e-3))
     return step
+
+
+def eval_and_train_medians(fns: Dict[str, Callable[[], Any]], repeats: int
+                           ) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Interleaved medians (ms) of each layer forward under no_grad, then of its
+    :func:`backward_step`: the eval and train columns of the one-layer A/B scripts."""
+    import paddle
+
+    with paddle.no_grad():
+        ev = interleaved_medians(fns, 1, repeats)
+    tr = interleaved_medians({k: backward_step(f) for k, f in fns.items()}, 1, repeats)
+    return ev, tr
 
 
 def layer_script_main(argv: Optional[Sequence[str]], doc: str,

@@ -22,7 +22,7 @@ from typing import List, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import backward_step, interleaved_medians, layer_script_main  # noqa: E402
+from common import eval_and_train_medians, layer_script_main  # noqa: E402
 
 CASES = [  # n, c_in, c_out, h, w, kernel, dilation, what
     (2, 512, 512, 64, 64, 3, 2, "stage 4 3x3"),
@@ -54,8 +54,7 @@ def run(cases: Sequence[tuple], repeats: int) -> List[str]:
         with paddle.no_grad():
             ya, yb = nchw(), nhwc().transpose([0, 3, 1, 2])
             diff = float((ya - yb).abs().max() / ya.abs().max())
-            ev = interleaved_medians({"nchw": nchw, "nhwc": nhwc}, 1, repeats)
-        tr = interleaved_medians({"nchw": backward_step(nchw), "nhwc": backward_step(nhwc)}, 1, repeats)
+        ev, tr = eval_and_train_medians({"nchw": nchw, "nhwc": nhwc}, repeats)
         rows.append(f"| {n}, {c}, {co}, {h}x{w}, {k}x{k}, {d} ({what}) | {ev['nchw']:.0f} | "
                     f"{ev['nhwc']:.0f} | {ev['nhwc'] / ev['nchw']:.2f}x | {tr['nchw']:.0f} | "
                     f"{tr['nhwc']:.0f} | {tr['nhwc'] / tr['nchw']:.2f}x | {diff:.1e} |")

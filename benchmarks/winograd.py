@@ -21,7 +21,7 @@ from typing import List, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import backward_step, interleaved_medians, layer_script_main  # noqa: E402
+from common import eval_and_train_medians, layer_script_main  # noqa: E402
 
 CASES = [  # n, c_in, c_out, h, w, dilation, what
     (2, 512, 512, 64, 64, 2, "ResNet stage 4"),
@@ -48,9 +48,7 @@ def run(cases: Sequence[tuple], repeats: int) -> List[str]:
         conv = lambda: F.conv2d(x, wt, padding=d, dilation=d)  # noqa: E731
         wino = lambda: winograd_conv3x3(x, wt, None, d)  # noqa: E731
 
-        with paddle.no_grad():
-            ev = interleaved_medians({"conv": conv, "wino": wino}, 1, repeats)
-        tr = interleaved_medians({"conv": backward_step(conv), "wino": backward_step(wino)}, 1, repeats)
+        ev, tr = eval_and_train_medians({"conv": conv, "wino": wino}, repeats)
         e_c, e_w, t_c, t_w = ev["conv"], ev["wino"], tr["conv"], tr["wino"]
         rows.append(f"| {n}, {c}, {co}, {h}x{w}, {d} ({what}) | {e_c:.0f} | {e_w:.0f} | "
                     f"{e_w / e_c:.2f}x | {t_c:.0f} | {t_w:.0f} | {t_w / t_c:.2f}x |")

@@ -131,32 +131,34 @@ def test_psa_attention_lower_bound_runs_only_where_unfused_does_not_fit():
     assert res["ms"] > 0 and math.isfinite(res["peak_mb"])
 
 
-def test_winograd_benchmark_runs():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "winograd.py"), "--quick",
-                           "--threads", "1"], capture_output=True, text=True, timeout=300)
+def run_script(name, *args, timeout=300, cwd=None):
+    """stdout of ``benchmarks/<name> --quick --threads 1 <args>``, which must exit 0."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), "--quick",
+                           "--threads", "1", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1, 64")]
-    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), proc.stdout
+    return proc.stdout
+
+
+def test_winograd_benchmark_runs():
+    out = run_script("winograd.py")
+    rows = [line for line in out.splitlines() if line.startswith("| 1, 64")]
+    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), out
 
 
 def test_conv_layout_benchmark_runs():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "conv_layout.py"), "--quick",
-                           "--threads", "1"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1, 8")]
-    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), proc.stdout
+    out = run_script("conv_layout.py")
+    rows = [line for line in out.splitlines() if line.startswith("| 1, 8")]
+    assert len(rows) == 2 and all(row.count("x |") == 2 for row in rows), out
     # same values in both layouts: the outputs agree to float rounding
-    assert all(float(row.split("|")[-2]) < 1e-5 for row in rows), proc.stdout
+    assert all(float(row.split("|")[-2]) < 1e-5 for row in rows), out
 
 
 def test_step_profile_runs(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "step_profile.py"), "--quick",
-                           "--threads", "1", "--models", "PSPNet,PSANet", "--top", "3"],
-                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_script("step_profile.py", "--models", "PSPNet,PSANet", "--top", "3", timeout=600,
+                     cwd=str(tmp_path))
     for arch in ("PSPNet", "PSANet"):
-        rows = [line for line in proc.stdout.splitlines() if line.startswith(f"| {arch} |")]
-        assert len(rows) == 3 + 3 + 1, proc.stdout  # groups, top ops, whole step
+        rows = [line for line in out.splitlines() if line.startswith(f"| {arch} |")]
+        assert len(rows) == 3 + 3 + 1, out  # groups, top ops, whole step
         assert rows[-1].endswith("| 100 % |")
         shares = [float(r.split("|")[-2].strip(" %")) for r in rows[:-1]]
         assert all(0 <= s <= 100 for s in shares) and sum(shares[:3]) <= 100.5, rows
