@@ -83,10 +83,16 @@ def main(argv=None):
     if args.model_path:
         load_model_weights(model, args.model_path)
     val_cfg = (cfg.dic.get("val_dataset") or {}).get("transforms", [])
+    # What a class map means, for readers of the export (the service's /metadata and legend).
+    classes = {"num_classes": builder.num_classes}
+    names = (cfg.dic.get("val_dataset") or {}).get("class_names")
+    if names:
+        classes["class_names"] = list(names)
     if args.format == "paddle":
-        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels)
+        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
+                      extra=classes)
     deploy = export_onnx(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
-                         opset=args.opset)
+                         opset=args.opset, extra=classes)
     if not args.no_check:
         shape = [s if s and s > 0 else d for s, d in zip(args.input_shape or [-1] * 4,
                                                           (1, builder.img_channels, 64, 64))]

@@ -166,7 +166,15 @@ def read_image_lazy(path: str, to_rgb: bool = True, img_channels: int = 3
     a window (the fused resize + crop) converts just that window; the values
     are those of :func:`read_image` either way.
     """
-    buf = _read_bytes(path, "image")
+    return decode_image_lazy(_read_bytes(path, "image"), path, to_rgb, img_channels)
+
+
+def decode_image_lazy(buf: np.ndarray, path: str, to_rgb: bool = True, img_channels: int = 3
+                      ) -> Tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """:func:`read_image_lazy` for a file already in memory (uint8 ``buf``).
+
+    ``path`` only names the image in error messages (an upload's name, say).
+    """
     fmt = image_format(buf)
     if fmt in ("TIFF", "BigTIFF", "NPY"):
         img = _decode_npy(buf, path) if fmt == "NPY" else _decode_tiff(buf, path)

@@ -1,0 +1,359 @@
+"""An HTTP inference service for an exported model, with a web page.
+
+    python deploy/python/serve.py --config output/onnx_model/deploy.yaml --host 127.0.0.1 --port 8866
+
+Endpoints (deploy/README.md has curl examples):
+
+* ``POST /predict``: an image (PNG, JPEG, TIFF; multi-band TIFF for a
+  multi-band model) as the multipart field ``image`` or as the raw body.
+  Answers the class map as a palette PNG (default; per-class pixel counts in
+  the ``X-Class-Pixels`` header), ``?format=json`` per-class pixel counts and
+  shares, ``?format=npy`` the class probabilities ``[C, H, W]`` float32 as a
+  ``.npy`` file (exports with ``--output_op softmax`` or ``none``).
+* ``GET /health``: ``{"status": "ok"}`` with the queue state.
+* ``GET /metadata``: classes (names, colours), input bands, runtime, limits.
+* ``GET /``: the web page (static/index.html): pick or drop an image, see the
+  overlay, legend and per-class shares.
+
+The model runs on a small pool of predictors behind a bounded queue
+(serve_pool.py): when it is full the answer is 503 with ``Retry-After``.
+Uploads are checked before decoding (serve_input.py): every bad input gets a
+4xx with one JSON ``{"error": ...}`` message. Pre- and post-processing are
+deploy/python/infer.py's (``BasePredictor.preprocess`` / ``postprocess``), so
+the service answers exactly what infer.py writes for the same file. Starlette
+on uvicorn (ASGI); one log line per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
+
+import numpy as np
+
+# A broken upload is answered with a JSON message; OpenCV's own warning about it is noise in the log.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from infer import BasePredictor, DeployConfig  # noqa: E402
+from serve_input import (HOW_TO_SEND, RAW_CONTENT_TYPES, ImageLimits, RequestError, check_size,  # noqa: E402
+                         decode_upload, header_size)
+from serve_pool import PoolFull, PoolTimeout, PredictorPool  # noqa: E402
+from paddleseg_ext.transforms.functional import reverse_transform  # noqa: E402
+from paddleseg_ext.utils.cli import run_cli  # noqa: E402
+from paddleseg_ext.utils.logger import get_logger  # noqa: E402
+from paddleseg_ext.utils.visualize import get_color_map_list, get_pseudo_color_map  # noqa: E402
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+RUNTIMES = ("auto", "onnx", "paddle")
+FORMATS = ("png", "json", "npy")
+
+
+def make_predictor(cfg_path: str, runtime: str, cpu_threads: int) -> BasePredictor:
+    """One predictor for ``runtime`` (``onnx``: onnxruntime, ``paddle``: Paddle Inference)."""
+    if runtime == "onnx":
+        from infer_onnx import OnnxPredictor
+
+        return OnnxPredictor(DeployConfig(cfg_path, "onnx"), cpu_threads=cpu_threads)
+    from infer import Predictor
+
+    return Predictor(DeployConfig(cfg_path, "paddle"), cpu_threads=cpu_threads)
+
+
+def pick_runtime(cfg: DeployConfig, runtime: str) -> str:
+    """``auto``: onnxruntime when the export has an ONNX model and onnxruntime is installed
+    (the fastest exact runtime on CPU in docs/benchmarks.md, "Deployment runtimes"), else Paddle Inference."""
+    if runtime != "auto":
+        return runtime
+    if cfg.onnx_file and os.path.isfile(cfg.onnx_file):
+        try:
+            import onnxruntime  # noqa: F401
+            return "onnx"
+        except ImportError:
+            pass
+    return "paddle"
+
+
+class Model:
+    """The exported model as the service sees it: classes, colours, and one prediction.
+
+    Args:
+        cfg: the deploy config.
+        runtime: ``onnx`` or ``paddle``.
+        num_classes: classes of the output (deploy.yaml's ``num_classes``; older exports: from a
+            probability output, else unknown).
+    """
+
+    def __init__(self, cfg: DeployConfig, runtime: str, num_classes: Optional[int]) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+        self.num_classes = num_classes
+        self.img_channels = cfg.transforms.img_channels
+        names = cfg.dic.get("class_names")
+        n = num_classes or 0
+        self.class_names = (list(names) if isinstance(names, list) and len(names) == n
+                            else [f"class {i}" for i in range(n)])
+        self.palette = get_color_map_list(256)
+
+    def classes(self) -> List[Dict[str, Any]]:
+        return [{"id": i, "name": name, "color": self.palette[3 * i:3 * i + 3]}
+                for i, name in enumerate(self.class_names)]
+
+    def predict(self, predictor: BasePredictor, img: np.ndarray, fmt: str) -> Dict[str, Any]:
+        """Class map (and probabilities for ``npy``) of one decoded image, encoded as ``fmt``."""
+        start = time.perf_counter()
+        data = predictor.preprocess(img)
+        out = predictor.run(data["img"][None])[0]
+        pred = predictor.postprocess(out, data["trans_info"])
+        counts = np.bincount(pred.ravel(), minlength=self.num_classes or 0)
+        result: Dict[str, Any] = {"counts": counts, "height": pred.shape[0], "width": pred.shape[1]}
+        if fmt == "png":
+            buf = io.BytesIO()
+            get_pseudo_color_map(pred, self.palette).save(buf, "PNG")
+            result["body"] = buf.getvalue()
+        elif fmt == "npy":
+            probs = out if self.cfg.output_op == "softmax" else _softmax(out)
+            probs = reverse_transform(probs.transpose(1, 2, 0), data["trans_info"], "bilinear")
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(probs.reshape(pred.shape + (-1,)).transpose(2, 0, 1),
+                                              dtype=np.float32))
+            result["body"] = buf.getvalue()
+        result["ms"] = 1e3 * (time.perf_counter() - start)
+        return result
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def class_pixels(counts: np.ndarray) -> Dict[int, int]:
+    """``{class id: pixels}`` for the classes present."""
+    return {int(i): int(c) for i, c in enumerate(counts) if c}
+
+
+async def read_body(request: Any, max_bytes: int) -> bytes:
+    """The request body, refused with 413 past ``max_bytes`` (before reading it when the
+    ``Content-Length`` says so, else as soon as the stream passes the limit)."""
+    declared = request.headers.get("content-length")
+    too_big = RequestError(413, f"the request body is larger than {max_bytes:,} bytes (serve.py --max_bytes)")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def upload_bytes(request: Any, max_bytes: int) -> tuple:
+    """``(bytes, name)`` of the uploaded image: the multipart field ``image``, or the raw body."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, max_bytes)
+    if not body:
+        raise RequestError(400, f"the request has no image: the body is empty; {HOW_TO_SEND}")
+    if ctype == "multipart/form-data":
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield body
+
+        try:
+            form = await MultiPartParser(request.headers, stream(), max_files=4, max_fields=16,
+                                         max_part_size=max_bytes).parse()
+        except MultiPartException as e:
+            raise RequestError(400, f"the multipart body cannot be parsed: {e.message}") from None
+        field = form.get("image")
+        if field is None or isinstance(field, str):
+            fields = ", ".join(sorted(form.keys())) or "none"
+            raise RequestError(400, f"the multipart body has no file field 'image' (fields: {fields}); "
+                                    f"{HOW_TO_SEND}")
+        data = await field.read()
+        return data, f"upload {field.filename or 'image'!r}"
+    if ctype and ctype not in RAW_CONTENT_TYPES:
+        raise RequestError(415, f"Content-Type {ctype} is not an image upload; {HOW_TO_SEND}")
+    return body, "upload (request body)"
+
+
+def create_app(model: Model, pool: PredictorPool, limits: ImageLimits) -> Any:
+    """The Starlette application serving ``model`` through ``pool``."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    log = get_logger()
+
+    def error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+        return JSONResponse({"error": message, "status": status}, status, headers=headers)
+
+    async def predict(request: Request) -> Response:
+        fmt = request.query_params.get("format", "png").lower()
+        if fmt not in FORMATS:
+            raise RequestError(400, f"format={fmt} is not one of {', '.join(FORMATS)}")
+        if fmt == "npy" and model.cfg.output_op == "argmax":
+            raise RequestError(400, "this export returns class indices only (deploy.yaml output_op: argmax); "
+                                    "for probabilities re-export with tools/export.py --output_op softmax")
+        buf, name = await upload_bytes(request, limits.max_bytes)
+        _, w, h = header_size(buf)  # cheap: refuse a huge or broken image before it queues
+        check_size(w, h, limits)
+
+        def job(predictor: BasePredictor) -> Dict[str, Any]:
+            return model.predict(predictor, decode_upload(buf, name, model.img_channels, limits), fmt)
+
+        out = await pool.submit(job)
+        pixels = class_pixels(out["counts"])
+        headers = {"X-Class-Pixels": json.dumps(pixels, separators=(",", ":")),
+                   "X-Inference-Ms": f"{out['ms']:.1f}"}
+        if fmt == "png":
+            return Response(out["body"], media_type="image/png", headers=headers)
+        if fmt == "npy":
+            return Response(out["body"], media_type="application/octet-stream", headers=headers)
+        total = out["height"] * out["width"]
+        names = model.class_names
+        return JSONResponse({
+            "height": out["height"], "width": out["width"], "runtime": model.runtime, "ms": round(out["ms"], 2),
+            "classes": [{"id": i, "name": names[i] if i < len(names) else f"class {i}", "pixels": c,
+                         "share": c / total} for i, c in pixels.items()],
+        })
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pending": pool.pending, "workers": pool.workers,
+                             "max_queue": pool.max_queue})
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse({
+            "model": model.cfg.path, "runtime": model.runtime, "input_bands": model.img_channels,
+            "num_classes": model.num_classes, "classes": model.classes(), "output_op": model.cfg.output_op,
+            "probabilities": model.cfg.output_op != "argmax", "formats": list(FORMATS),
+            "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
+                       "max_side": limits.max_side, "min_side": limits.min_side},
+            "workers": pool.workers, "max_queue": pool.max_queue, "timeout_s": pool.timeout_s,
+        })
+
+    async def page(request: Request) -> Response:
+        return FileResponse(os.path.join(STATIC, "index.html"))
+
+    async def request_error(request: Request, e: RequestError) -> Response:
+        return error(e.status, e.message, e.headers)
+
+    async def pool_full(request: Request, e: PoolFull) -> Response:
+        return error(503, str(e), {"Retry-After": str(e.retry_after)})
+
+    async def pool_timeout(request: Request, e: PoolTimeout) -> Response:
+        return error(504, str(e))
+
+    async def http_error(request: Request, e: HTTPException) -> Response:
+        return error(e.status_code, f"{request.method} {request.url.path}: {e.detail}", e.headers)
+
+    async def server_error(request: Request, e: Exception) -> Response:
+        log.exception("[SERVE] %s %s failed", request.method, request.url.path)
+        return error(500, f"internal error: {type(e).__name__}: {e}")
+
+    app = Starlette(
+        routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
+                Route("/metadata", metadata), Route("/", page), Mount("/static", StaticFiles(directory=STATIC))],
+        exception_handlers={RequestError: request_error, PoolFull: pool_full, PoolTimeout: pool_timeout,
+                            HTTPException: http_error, Exception: server_error})
+
+    async def logged(scope: dict, receive: Any, send: Any) -> None:
+        """``app`` with one log line per HTTP request (client, method, path, status, ms, queue)."""
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_status)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            log.info("[SERVE] %s %s %s%s %d %.1f ms pending=%d", (scope.get("client") or ("-",))[0],
+                     scope["method"], scope["path"], f"?{query}" if query else "", status[0],
+                     1e3 * (time.perf_counter() - start), pool.pending)
+
+    return logged
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="HTTP inference service (and web page) for an exported model")
+    p.add_argument("--config", required=True, help="deploy.yaml written by tools/export.py (or its folder)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="auto: onnxruntime when the export has model.onnx, else Paddle Inference")
+    p.add_argument("--workers", type=int, default=2, help="predictors running requests in parallel")
+    p.add_argument("--cpu_threads", type=int, default=0,
+                   help="threads per predictor (0 = the cores divided among the workers)")
+    p.add_argument("--max_queue", type=int, default=16, help="requests that may wait; beyond: 503 + Retry-After")
+    p.add_argument("--timeout_s", type=float, default=30.0, help="longest wait for an answer (then 504)")
+    p.add_argument("--max_bytes", type=int, default=ImageLimits.max_bytes, help="largest request body")
+    p.add_argument("--max_pixels", type=int, default=ImageLimits.max_pixels, help="largest image (H*W)")
+    p.add_argument("--max_side", type=int, default=ImageLimits.max_side, help="longest image side")
+    p.add_argument("--min_side", type=int, default=ImageLimits.min_side, help="shortest image side")
+    return p
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"--{name} must be > 0, got {value}")
+
+
+def load(args: argparse.Namespace) -> tuple:
+    """The model, its predictor pool and the limits from the parsed arguments (warmed up)."""
+    for name in ("workers", "max_bytes", "max_pixels", "max_side", "min_side", "timeout_s"):
+        _positive(name, getattr(args, name))
+    cfg = DeployConfig(args.config, "onnx" if args.runtime == "onnx" else "paddle")
+    runtime = pick_runtime(cfg, args.runtime)
+    threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
+    predictors = [make_predictor(cfg.path, runtime, threads) for _ in range(args.workers)]
+    limits = ImageLimits(args.max_bytes, args.max_pixels, args.max_side, args.min_side)
+    # Warm-up: the first run of a predictor sets up its kernels; it also tells the class count of a
+    # probability output when an older deploy.yaml lacks num_classes.
+    side = max(64, limits.min_side)
+    probe = np.zeros((side, side, cfg.transforms.img_channels), np.float32)
+    shapes = set()
+    for pr in predictors:
+        data = pr.preprocess(probe.copy())
+        shapes.add(pr.run(data["img"][None]).shape)
+    num_classes = cfg.dic.get("num_classes")
+    if num_classes is None and cfg.output_op != "argmax":
+        num_classes = next(iter(shapes))[1]
+    model = Model(cfg, runtime, num_classes)
+    pool = PredictorPool(predictors, args.max_queue, args.timeout_s)
+    return model, pool, limits
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    import uvicorn
+
+    model, pool, limits = load(args)
+    log = get_logger()
+    log.info("[SERVE] %s on %s (%d worker(s) x %d thread(s), queue %d); http://%s:%d/", model.cfg.path,
+             model.runtime, pool.workers, args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers),
+             pool.max_queue, args.host, args.port)
+    try:
+        uvicorn.run(create_app(model, pool, limits), host=args.host, port=args.port, access_log=False,
+                    log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

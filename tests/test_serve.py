@@ -1,0 +1,325 @@
+"""The inference service (deploy/python/serve.py): endpoints, bad input, the pool's bounds.
+
+Two services run for the module, each in a child process on a free loopback
+port: a tiny PSPNet exported to ONNX (runtime ``auto`` -> onnxruntime), and a
+6-band tiny PSPNet exported with ``--output_op softmax`` to Paddle Inference
+(probabilities, multi-band TIFF). Every answer is compared with what
+deploy/python/infer.py / infer_onnx.py compute for the same file in this
+process; every bad input must get its 4xx and one JSON message, and the next
+correct request must still get the right answer.
+"""
+
+import asyncio
+import io
+import json
+import os
+import re
+import struct
+import sys
+import threading
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from serve_helpers import ROOT, export_tiny, multipart, serving
+
+sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
+
+import infer  # noqa: E402
+import serve_pool  # noqa: E402
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("paddle2onnx")
+import infer_onnx  # noqa: E402
+
+MAX_BYTES = 200_000
+
+
+def _png(arr):
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def _png_claiming(width, height):
+    """A PNG whose IHDR claims ``width x height`` (valid signature and CRC, no real pixels)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat = zlib.compress(b"\x00" * 64)
+    return (b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", len(idat)) + b"IDAT" + idat
+            + struct.pack(">I", zlib.crc32(b"IDAT" + idat)) + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def _jpeg_claiming(width, height):
+    """SOI, a baseline frame header claiming ``width x height``, EOI."""
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    return b"\xff\xd8\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
+
+
+def _tiff(arr):
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="contig")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve_files")
+    rng = np.random.RandomState(0)
+    img = (rng.rand(24, 40, 3) * 255).astype(np.uint8)
+    path = str(tmp / "img.png")
+    cv2.imwrite(path, img)
+    jpg = str(tmp / "img.jpg")
+    cv2.imwrite(jpg, img)
+    return {"png_path": path, "png": open(path, "rb").read(), "jpg_path": jpg, "jpg": open(jpg, "rb").read(),
+            "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def rgb(tmp_path_factory):
+    """The ONNX tiny model served with runtime auto, 2 workers, a small body limit."""
+    tmp = tmp_path_factory.mktemp("serve_rgb")
+    config = export_tiny(tmp, "rgb", onnx=True)
+    reference = infer_onnx.OnnxPredictor(infer.DeployConfig(config, "onnx"), cpu_threads=1)
+    with serving(config, tmp, "--workers", "2", "--cpu_threads", "1", "--max_bytes", str(MAX_BYTES)) as server:
+        server.reference = reference
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bands6(tmp_path_factory):
+    """A 6-band softmax export served by Paddle Inference (auto: the export has no ONNX model)."""
+    tmp = tmp_path_factory.mktemp("serve_6")
+    config = export_tiny(tmp, "six", bands=6, output_op="softmax")
+    reference = infer.Predictor(infer.DeployConfig(config), cpu_threads=1)
+    with serving(config, tmp, "--workers", "1") as server:
+        server.reference = reference
+        yield server
+
+
+def _reference_map(server, path):
+    (_, pred), = server.reference.predict([path])
+    return pred
+
+
+def _assert_correct(server, files):
+    """A correct PNG prediction: the class map infer_onnx.py computes for the same file."""
+    body, headers = multipart("image", "img.png", files["png"], "image/png")
+    status, head, data = server.call("POST", "/predict", body=body, headers=headers)
+    assert status == 200, data
+    assert head["content-type"] == "image/png"
+    out = Image.open(io.BytesIO(data))
+    assert out.mode == "P" and out.size == (40, 24)
+    expect = _reference_map(server, files["png_path"])
+    np.testing.assert_array_equal(np.asarray(out), expect)
+    pixels = json.loads(head["x-class-pixels"])
+    assert {int(k): v for k, v in pixels.items()} == {int(c): int((expect == c).sum()) for c in np.unique(expect)}
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+def test_health_and_metadata(rgb):
+    status, health = rgb.json("GET", "/health")
+    assert status == 200 and health["status"] == "ok" and health["workers"] == 2
+    status, meta = rgb.json("GET", "/metadata")
+    assert status == 200
+    assert meta["runtime"] == "onnx" and meta["input_bands"] == 3 and meta["num_classes"] == 3
+    assert [c["id"] for c in meta["classes"]] == [0, 1, 2]
+    assert meta["classes"][1]["color"] == [128, 0, 0]  # the palette infer.py's PNGs use
+    assert meta["probabilities"] is False and meta["limits"]["max_bytes"] == MAX_BYTES
+
+
+def test_predict_png_multipart_and_raw_body(rgb, files):
+    _assert_correct(rgb, files)
+    status, head, data = rgb.call("POST", "/predict", body=files["png"], headers={"Content-Type": "image/png"})
+    assert status == 200
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), _reference_map(rgb, files["png_path"]))
+
+
+def test_predict_json_counts(rgb, files):
+    status, out = rgb.json("POST", "/predict?format=json", body=files["jpg"],
+                           headers={"Content-Type": "application/octet-stream"})
+    assert status == 200
+    expect = _reference_map(rgb, files["jpg_path"])
+    assert (out["height"], out["width"], out["runtime"]) == (24, 40, "onnx")
+    assert {c["id"]: c["pixels"] for c in out["classes"]} == {
+        int(c): int((expect == c).sum()) for c in np.unique(expect)}
+    assert sum(c["share"] for c in out["classes"]) == pytest.approx(1.0)
+
+
+def test_page_is_served(rgb):
+    status, head, body = rgb.call("GET", "/")
+    assert status == 200 and head["content-type"].startswith("text/html")
+    assert b'id="file"' in body and b'fetch("predict"' in body
+
+
+def test_one_log_line_per_request(rgb):
+    before = rgb.log().count("[SERVE] 127.0.0.1 GET /health")
+    rgb.call("GET", "/health")
+    rgb.call("GET", "/health")
+    for _ in range(100):  # the line is written as the answer leaves: poll briefly, no timing asserted
+        if rgb.log().count("[SERVE] 127.0.0.1 GET /health") >= before + 2:
+            break
+        time.sleep(0.05)
+    assert rgb.log().count("[SERVE] 127.0.0.1 GET /health") == before + 2
+    line = [x for x in rgb.log().splitlines() if "GET /health" in x][-1]
+    assert re.search(r"\[SERVE\] 127\.0\.0\.1 GET /health 200 [0-9.]+ ms pending=\d+$", line), line
+
+
+# ------------------------------------------------------------------ bad input
+
+BAD = [
+    ("not an image", lambda f: (b"hello, this is text and not an image at all", {"Content-Type":
+                                                                                  "application/octet-stream"}),
+     415, "not an image"),
+    ("truncated PNG", lambda f: (f["png"][:len(f["png"]) // 2], {"Content-Type": "image/png"}), 400, "truncated"),
+    ("truncated JPEG", lambda f: (f["jpg"][:len(f["jpg"]) // 2], {"Content-Type": "image/jpeg"}), 400, "truncated"),
+    ("1x1 image", lambda f: (_png(np.zeros((1, 1, 3), np.uint8)), {"Content-Type": "image/png"}), 400,
+     "both sides must be at least 16"),
+    ("PNG header 100000x100000", lambda f: (_png_claiming(100000, 100000), {"Content-Type": "image/png"}), 413,
+     "100000x100000"),
+    ("JPEG header 65000x65000", lambda f: (_jpeg_claiming(65000, 65000), {"Content-Type": "image/jpeg"}),
+     413, "65000x65000"),
+    ("5 bands for a 3-band model", lambda f: (_tiff(np.zeros((24, 40, 5), np.uint8)), {"Content-Type": "image/tiff"}),
+     400, "5 channels"),
+    ("empty body", lambda f: (b"", {"Content-Type": "image/png"}), 400, "body is empty"),
+    ("wrong content type", lambda f: (f["png"], {"Content-Type": "text/plain"}), 415, "Content-Type text/plain"),
+    ("multipart without the image field", lambda f: multipart("file", "img.png", f["png"]), 400,
+     "no file field 'image'"),
+    ("body over --max_bytes", lambda f: (b"\x89PNG\r\n\x1a\n" + bytes(MAX_BYTES), {"Content-Type": "image/png"}),
+     413, "larger than 200,000 bytes"),
+    ("BMP", lambda f: (cv2.imencode(".bmp", np.zeros((24, 40, 3), np.uint8))[1].tobytes(),
+                       {"Content-Type": "application/octet-stream"}), 415, "the upload is a BMP file"),
+]
+
+
+@pytest.mark.parametrize("name, make, status, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_clear_4xx_and_the_service_goes_on(rgb, files, name, make, status, message):
+    body, headers = make(files)
+    got, head, data = rgb.call("POST", "/predict", body=body, headers=headers)
+    assert got == status, data
+    assert head["content-type"] == "application/json"
+    answer = json.loads(data)
+    assert set(answer) == {"error", "status"} and answer["status"] == status
+    assert message in answer["error"]
+    assert "Traceback" not in answer["error"]
+    _assert_correct(rgb, files)
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/predict?format=xml", 400, "format=xml is not one of png, json, npy"),
+    ("/predict?format=npy", 400, "output_op: argmax"),
+])
+def test_bad_query(rgb, files, path, status, message):
+    got, answer = rgb.json("POST", path, body=files["png"], headers={"Content-Type": "image/png"})
+    assert got == status and message in answer["error"]
+
+
+def test_unknown_route_and_method_are_json(rgb):
+    assert rgb.json("GET", "/nowhere") == (404, {"error": "GET /nowhere: Not Found", "status": 404})
+    assert rgb.json("GET", "/predict")[0] == 405
+
+
+# ------------------------------------------------------------------ multi-band, probabilities, Paddle Inference
+
+
+def test_multiband_tiff_probabilities(bands6, files):
+    rng = np.random.RandomState(1)
+    arr = (rng.rand(24, 40, 6) * 65535).astype(np.uint16)
+    path = str(files["tmp"] / "six.tif")
+    tifffile.imwrite(path, arr, photometric="minisblack", planarconfig="contig")
+    data = open(path, "rb").read()
+    status, meta = bands6.json("GET", "/metadata")
+    assert meta["runtime"] == "paddle" and meta["input_bands"] == 6 and meta["probabilities"] is True
+    status, head, body = bands6.call("POST", "/predict", body=data, headers={"Content-Type": "image/tiff"})
+    assert status == 200, body
+    expect = _reference_map(bands6, path)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))), expect)
+    status, head, body = bands6.call("POST", "/predict?format=npy", body=data, headers={"Content-Type": "image/tiff"})
+    assert status == 200, body
+    probs = np.load(io.BytesIO(body))
+    assert probs.shape == (3, 24, 40) and probs.dtype == np.float32
+    # float32 softmax over 3 classes: the sum is 1 to a few ulp
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(axis=0), expect)
+    # a 3-band image for the 6-band model
+    status, answer = bands6.json("POST", "/predict", body=files["png"], headers={"Content-Type": "image/png"})
+    assert status == 400 and "img_channels=6" in answer["error"]
+
+
+# ------------------------------------------------------------------ the pool (in-process, no timing)
+
+
+def test_pool_answers_full_when_every_slot_is_taken():
+    release = threading.Event()
+    pool = serve_pool.PredictorPool(["p0"], max_queue=1, timeout_s=30)
+
+    def blocked(predictor):
+        release.wait(30)
+        return predictor
+
+    async def scenario():
+        first = asyncio.ensure_future(pool.submit(blocked))
+        second = asyncio.ensure_future(pool.submit(blocked))  # waits in the queue
+        await asyncio.sleep(0.05)
+        assert pool.pending == 2
+        with pytest.raises(serve_pool.PoolFull) as e:
+            await pool.submit(blocked)
+        assert e.value.retry_after >= 1 and "busy" in str(e.value)
+        release.set()
+        assert await first == "p0" and await second == "p0"
+        assert pool.pending == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_pool_timeout_keeps_the_slot_until_the_job_ends():
+    release = threading.Event()
+    pool = serve_pool.PredictorPool(["p0"], max_queue=0, timeout_s=0.2)
+
+    async def scenario():
+        with pytest.raises(serve_pool.PoolTimeout, match="no answer within 0.2 s"):
+            await pool.submit(lambda p: release.wait(30))
+        # the job still runs: its slot is taken, so the next request is refused, not queued
+        assert pool.pending == 1
+        with pytest.raises(serve_pool.PoolFull):
+            await pool.submit(lambda p: p)
+        release.set()
+        for _ in range(200):
+            if pool.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.pending == 0
+        assert await pool.submit(lambda p: p) == "p0"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_pool_arguments_are_checked():
+    with pytest.raises(ValueError, match="at least one predictor"):
+        serve_pool.PredictorPool([], 1, 1)
+    with pytest.raises(ValueError, match="--max_queue must be >= 0"):
+        serve_pool.PredictorPool(["p"], -1, 1)
+
+
+def test_bad_config_is_one_error_line(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "python", "serve.py"), "--config",
+                           str(tmp_path / "none" / "deploy.yaml"), "--port", "1"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: deploy.yaml not found") and "Traceback" not in proc.stderr
