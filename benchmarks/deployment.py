@@ -12,10 +12,16 @@ and, where the ONNX variant differs from the plain model,
   (exactly what users run), oneDNN (MKLDNN) off and on; with oneDNN on it
   deletes ``onednn_placement_pass`` (Paddle 3.3 cannot run the oneDNN
   bilinear_interp that pass places; see infer.py);
+* ``dygraph + fold_bn``: the same with its batch norms folded into the convolutions
+  (:func:`~paddleseg_ext.models.layers.fold_bn.fold_batch_norms`, what tools/val.py runs);
+  both dygraph rows use the Winograd 3x3 convolutions where they apply (the default);
 * ``onnxruntime``: ``deploy/python/infer_onnx.py``'s :class:`OnnxPredictor`
-  (CPU execution provider).
+  (CPU execution provider);
+* ``openvino``: ``deploy/python/infer_openvino.py``'s :class:`OpenVinoPredictor` on the same
+  ONNX file, float32 pinned, and (informative: not exact) OpenVINO's own bf16 default, when the
+  ``openvino`` package is installed.
 
-Each at 1 thread and ``ctx.threads`` (quick mode: ``ctx.threads`` only). Timed is the runtime call alone
+Each at ``ctx.threads`` threads (the service and the deploy tools' default on this 2-core machine). Timed is the runtime call alone
 (``Predictor.run`` / ``OnnxPredictor.run`` / ``model(x)``), not the image
 decode and transforms, which are the same for every runtime. The ratio is
 images/s against dygraph at the same thread count, measured in the same run.
@@ -110,7 +116,8 @@ def backbone_name(quick: bool) -> str:
 # --------------------------------------------------------------------------
 
 def _deploy_modules() -> Tuple[Any, Any]:
-    """deploy/python/infer.py and infer_onnx.py, imported as users' scripts are."""
+    """deploy/python/infer.py and infer_onnx.py, imported as users' scripts are (infer_openvino.py
+    likewise, through :func:`_openvino_module`)."""
     path = str(ROOT / "deploy" / "python")
     if path not in sys.path:
         sys.path.insert(0, path)
@@ -125,6 +132,17 @@ def _quiet() -> Any:
     """Silence the exporters' and paddle2onnx's chatter on stdout (run.py prints Markdown there)."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
+
+
+def _openvino_module() -> Any:
+    """deploy/python/infer_openvino.py when the ``openvino`` package is installed, else None."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return None
+    import infer_openvino  # noqa: E402  (deploy/python is on sys.path after _deploy_modules)
+
+    return infer_openvino
 
 
 def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
@@ -200,18 +218,19 @@ def run(ctx: Context) -> Section:
     import paddleseg_ext.models  # noqa: F401  (registers the models)
     from paddleseg_ext.cvlibs import SegBuilder
 
+    from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+
     infer, infer_onnx = _deploy_modules()
+    infer_openvino = _openvino_module()
     shape = QUICK_SHAPE if ctx.quick else FULL_SHAPE
-    # Quick mode keeps every code path alive at one thread count (the smoke test
-    # has to stay short); full mode compares 1 thread with ctx.threads.
-    threads = [ctx.threads] if ctx.quick else sorted({1, ctx.threads})
+    threads = [ctx.threads]
     # Full mode: the parity call is the warm-up (one call is enough for every
     # runtime once the predictor exists); quick mode has cheap calls to spare.
     warmup = ctx.warmup if ctx.quick else 0
     repeats = ctx.repeats if ctx.quick else min(ctx.repeats, 3)
     settle = SETTLE_S[ctx.quick]
     impl = psa_impl_available()
-    section = Section("deploy", "Deployment: Paddle Inference vs dygraph vs onnxruntime (CPU, "
+    section = Section("deploy", "Deployment runtimes: dygraph vs Paddle Inference vs onnxruntime vs OpenVINO (CPU, "
                       f"{'x'.join(map(str, shape))}, images/s)", COLUMNS)
     x = np.random.RandomState(0).standard_normal(shape).astype("float32")
     onnx_notes: List[str] = []
@@ -237,10 +256,11 @@ def run(ctx: Context) -> Section:
             pcfg = infer.DeployConfig(dirs["paddle"])
             ocfg = infer.DeployConfig(dirs["onnx"], "onnx") if dirs["onnx"] else None
             xt = paddle.to_tensor(x)
+            folded = fold_batch_norms(model)
 
-            def dygraph() -> np.ndarray:
+            def dygraph(net: Any = model) -> np.ndarray:
                 with paddle.no_grad():
-                    return model(xt)[0].numpy()
+                    return net(xt)[0].numpy()
 
             for t in threads:
                 paddle.base.core.set_num_threads(t)
@@ -249,8 +269,9 @@ def run(ctx: Context) -> Section:
                 # its 1-thread speed (measured: 4198 vs 4190 ms for PSPNet), so it is timed
                 # before any predictor of this round is created.
                 ref = dygraph()
-                ms = _time_rounds({("dygraph", plain): dygraph}, warmup, repeats, settle)
-                outs = {("dygraph", plain): ref}
+                ms = _time_rounds({("dygraph", plain): dygraph, ("dygraph + fold_bn", plain): lambda: dygraph(folded)},
+                                  warmup, repeats, settle)
+                outs = {("dygraph", plain): ref, ("dygraph + fold_bn", plain): dygraph(folded)}
                 cands: Dict[Tuple[str, str], Callable[[], np.ndarray]] = {}
                 for mkl in (False, True):
                     pred = infer.Predictor(pcfg, "cpu", cpu_threads=t, enable_mkldnn=mkl)
@@ -264,6 +285,10 @@ def run(ctx: Context) -> Section:
                 if ocfg is not None:
                     sess = infer_onnx.OnnxPredictor(ocfg, "cpu", cpu_threads=t)
                     cands[("onnxruntime", onnx_variant)] = lambda s=sess: s.run(x)
+                    if infer_openvino is not None:
+                        for prec, label in (("fp32", "openvino"), ("bf16", "openvino bf16")):
+                            ov = infer_openvino.OpenVinoPredictor(ocfg, "cpu", cpu_threads=t, precision=prec)
+                            cands[(label, onnx_variant)] = lambda s=ov: s.run(x)
                 # First call of each: the parity check, and the warm-up.
                 outs.update({k: fn() for k, fn in cands.items()})
                 ms.update(_time_rounds(cands, warmup, repeats, settle))
@@ -275,7 +300,7 @@ def run(ctx: Context) -> Section:
                         **_compare(outs[(runtime, variant)], ref),
                     })
                 del cands, outs
-            del model, xt
+            del model, folded, xt
             gc.collect()
     finally:
         paddle.base.core.set_num_threads(ctx.threads)
@@ -308,5 +333,25 @@ def run(ctx: Context) -> Section:
         "'matmul pool' = PSPNet's AdaptiveAvgPool2D as MatmulAdaptiveAvgPool2D (paddle2onnx "
         "needs it for a dynamic input size); 'psa op'/'psa paddle' = PSANet's PSA mask",
     ]
+    section.notes += [
+        "openvino = deploy/python/infer_openvino.py OpenVinoPredictor (CPU plugin, reads model.onnx; "
+        "INFERENCE_PRECISION_HINT f32); 'openvino bf16' = OpenVINO's default precision on a CPU with "
+        "native bf16, shown for its speed, not exact" if infer_openvino is not None else
+        "openvino: not installed (pip install openvino), no rows",
+        "fastest exact runtime per model (rel diff <= 1e-4 and argmax 100 %): " + fastest_exact(section.rows),
+    ]
     section.notes += onnx_notes
     return section
+
+
+def fastest_exact(rows: List[Dict[str, Any]], rel_tol: float = 1e-4) -> str:
+    """``model: runtime (x.xx x dygraph)`` for the fastest row of each model whose logits are within
+    ``rel_tol`` of dygraph's (relative to their largest magnitude) with 100 % argmax agreement."""
+    best: Dict[str, Dict[str, Any]] = {}
+    for r in rows:
+        rel = r.get("rel diff")
+        if not isinstance(rel, float) or rel > rel_tol or r.get("argmax agree") != "100.00%":
+            continue
+        if r["model"] not in best or r["img/s"] > best[r["model"]]["img/s"]:
+            best[r["model"]] = r
+    return "; ".join(f"{m}: {r['runtime']} ({r['vs dygraph']} dygraph)" for m, r in best.items())

@@ -253,6 +253,25 @@ def test_multiband_tiff_probabilities(bands6, files):
     assert status == 400 and "img_channels=6" in answer["error"]
 
 
+def test_openvino_runtime_matches_onnxruntime(tmp_path, files):
+    """OpenVINO (float32 pinned) on the exported ONNX gives onnxruntime's logits and the same classes."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
+    import infer_openvino
+    from serve_helpers import export_tiny
+
+    config = export_tiny(tmp_path, "logits", onnx=True, output_op="none")
+    cfg = infer.DeployConfig(config, "onnx")
+    data = infer_onnx.OnnxPredictor(cfg, cpu_threads=1).preprocess(files["png_path"])
+    ref = infer_onnx.OnnxPredictor(cfg, cpu_threads=1).run(data["img"][None])
+    got = infer_openvino.OpenVinoPredictor(cfg, cpu_threads=1).run(data["img"][None])
+    assert got.shape == ref.shape == (1, 3, 24, 40)
+    # Both sum the same float32 products in other orders: differences are rounding, a few ulp of the
+    # largest activations through ~20 layers; 1e-4 of the logits' scale is the deploy benchmark's bar.
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        infer_openvino.OpenVinoPredictor(cfg, precision="int8")
+
+
 # ------------------------------------------------------------------ the pool (in-process, no timing)
 
 

@@ -85,8 +85,11 @@ def main(argv=None):
     val_cfg = (cfg.dic.get("val_dataset") or {}).get("transforms", [])
     # What a class map means, for readers of the export (the service's /metadata and legend).
     classes = {"num_classes": builder.num_classes}
-    names = (cfg.dic.get("val_dataset") or {}).get("class_names")
-    if names:
+    val_ds = cfg.dic.get("val_dataset") or {}
+    names = val_ds.get("class_names")
+    if not names and val_ds.get("type") in manager.DATASETS:  # a dataset class with fixed names (LandCover, ...)
+        names = getattr(manager.DATASETS.get(val_ds["type"]), "CLASS_NAMES", None)
+    if names and len(names) == builder.num_classes:
         classes["class_names"] = list(names)
     if args.format == "paddle":
         return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,

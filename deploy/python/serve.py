@@ -52,16 +52,21 @@ from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.visualize import get_color_map_list, get_pseudo_color_map  # noqa: E402
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-RUNTIMES = ("auto", "onnx", "paddle")
+RUNTIMES = ("auto", "onnx", "paddle", "openvino")
 FORMATS = ("png", "json", "npy")
 
 
 def make_predictor(cfg_path: str, runtime: str, cpu_threads: int) -> BasePredictor:
-    """One predictor for ``runtime`` (``onnx``: onnxruntime, ``paddle``: Paddle Inference)."""
+    """One predictor for ``runtime`` (``onnx``: onnxruntime, ``paddle``: Paddle Inference,
+    ``openvino``: OpenVINO in float32)."""
     if runtime == "onnx":
         from infer_onnx import OnnxPredictor
 
         return OnnxPredictor(DeployConfig(cfg_path, "onnx"), cpu_threads=cpu_threads)
+    if runtime == "openvino":
+        from infer_openvino import OpenVinoPredictor
+
+        return OpenVinoPredictor(DeployConfig(cfg_path, "onnx"), cpu_threads=cpu_threads)
     from infer import Predictor
 
     return Predictor(DeployConfig(cfg_path, "paddle"), cpu_threads=cpu_threads)
@@ -317,7 +322,7 @@ def load(args: argparse.Namespace) -> tuple:
     """The model, its predictor pool and the limits from the parsed arguments (warmed up)."""
     for name in ("workers", "max_bytes", "max_pixels", "max_side", "min_side", "timeout_s"):
         _positive(name, getattr(args, name))
-    cfg = DeployConfig(args.config, "onnx" if args.runtime == "onnx" else "paddle")
+    cfg = DeployConfig(args.config, "onnx" if args.runtime in ("onnx", "openvino") else "paddle")
     runtime = pick_runtime(cfg, args.runtime)
     threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
     predictors = [make_predictor(cfg.path, runtime, threads) for _ in range(args.workers)]
