@@ -20,5 +20,6 @@ setup(
     packages=find_packages(include=["paddleseg_ext", "paddleseg_ext.*"]),
     python_requires=">=3.8",
     install_requires=requires,
-    extras_require={"onnx": ["paddle2onnx>=2.1.0", "onnxruntime>=1.16"], "test": ["pytest", "scipy"]},
+    extras_require={"onnx": ["paddle2onnx>=2.1.0", "onnxruntime>=1.16"], "openvino": ["openvino>=2024.0"],
+                    "test": ["pytest", "scipy"]},
 )

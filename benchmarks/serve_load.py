@@ -13,12 +13,14 @@ temporary folder. Without ``--image`` a val tile of the demo data is sent
 (``data/landcover6``, after ``bash scripts/quickstart.sh``), else a random
 image of the model's band count and 64x64.
 
-Measured, in this order, each against the same runtime:
+Measured, each against the same runtime, in interleaved rounds (``--round_s``
+of concurrent load each, so load from elsewhere on a shared machine falls on
+all three alike):
 
 1. ``sequential, in process``: a loop calling deploy/python's predictor
    (preprocess, run, postprocess) on the image, one at a time, all cores;
 2. ``sequential, HTTP``: one client sending one request at a time;
-3. ``concurrent, HTTP``: ``--clients`` clients for ``--duration`` seconds.
+3. ``concurrent, HTTP``: ``--clients`` clients, ``--duration`` seconds in all.
 
 Reported: requests/s, p50 / p99 latency, answers by status (503s are the
 designed "queue full" answers; anything else besides 200 is an error), the
@@ -31,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import http.client
+import math
 import os
 import socket
 import statistics
@@ -169,20 +173,27 @@ def drive(port: int, body: bytes, ctype: str, clients: int, duration: float, max
     return lat, statuses, time.perf_counter() - start
 
 
-def sequential_in_process(config: str, runtime: str, image: str, seconds: float) -> float:
-    """Images/s of deploy/python's predictor called one image at a time (all cores)."""
-    import serve
+class InProcess:
+    """deploy/python's predictor for the export, called one image at a time (all cores): what
+    infer.py does, without HTTP."""
 
-    from infer import DeployConfig
+    def __init__(self, config: str, runtime: str, image: str) -> None:
+        import serve
 
-    cfg = DeployConfig(config)
-    predictor = serve.make_predictor(cfg.path, serve.pick_runtime(cfg, runtime), os.cpu_count() or 1)
-    predictor.predict([image])  # warm-up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        predictor.predict([image])
-        n += 1
-    return n / (time.perf_counter() - start)
+        from infer import DeployConfig
+
+        cfg = DeployConfig(config)
+        self.predictor = serve.make_predictor(cfg.path, serve.pick_runtime(cfg, runtime), os.cpu_count() or 1)
+        self.image = image
+        self.predictor.predict([image])  # warm-up
+
+    def loop(self, seconds: float) -> Tuple[int, float]:
+        """``(images, wall s)`` of ``seconds`` of back-to-back predictions."""
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.predictor.predict([self.image])
+            n += 1
+        return n, time.perf_counter() - start
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -197,7 +208,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of concurrent load")
     p.add_argument("--max_requests", type=int, default=20000, help="stop the concurrent run after this many")
-    p.add_argument("--baseline_s", type=float, default=20.0, help="seconds of each sequential baseline")
+    p.add_argument("--baseline_s", type=float, default=24.0, help="seconds of each sequential baseline (in all)")
+    p.add_argument("--round_s", type=float, default=10.0,
+                   help="seconds of concurrent load per round (rounds interleave the three runs)")
     p.add_argument("--workers", type=int, default=2, help="serve.py --workers")
     p.add_argument("--max_queue", type=int, default=16, help="serve.py --max_queue")
     args = p.parse_args(argv)
@@ -211,7 +224,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.config:
             config, model_what = args.config, args.config
         else:
-            config, model_what = export_quickstart(tmp / "export")
+            # The toolkit's log lines go to stderr: stdout is the Markdown table.
+            with contextlib.redirect_stdout(sys.stderr):
+                config, model_what = export_quickstart(tmp / "export")
         from infer import DeployConfig
 
         bands = DeployConfig(config).transforms.img_channels
@@ -219,8 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         body = Path(image).read_bytes()
         ctype = "application/octet-stream"
 
-        print(f"[serve_load] sequential in-process baseline, {args.baseline_s:g} s", file=sys.stderr)
-        seq_direct = sequential_in_process(config, args.runtime, image, args.baseline_s)
+        print("[serve_load] loading the in-process predictor", file=sys.stderr)
+        direct = InProcess(config, args.runtime, image)
 
         port = free_port()
         log_path = tmp / "serve.log"
@@ -244,14 +259,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     rss.append((time.perf_counter() - t0, rss_mb(proc.pid)))
                     time.sleep(0.25)
 
-            print(f"[serve_load] sequential HTTP baseline, {args.baseline_s:g} s", file=sys.stderr)
-            lat1, st1, wall1 = drive(port, body, ctype, 1, args.baseline_s, args.max_requests)
-            seq_http = st1[200] / wall1
+            drive(port, body, ctype, 1, 1.0, 10)  # warm the service's predictors
             rss_before = rss_mb(proc.pid)
             sampler = threading.Thread(target=sample)
             sampler.start()
-            print(f"[serve_load] {args.clients} clients, {args.duration:g} s", file=sys.stderr)
-            lat, statuses, wall = drive(port, body, ctype, args.clients, args.duration, args.max_requests)
+            # Interleaved rounds (in-process, sequential HTTP, concurrent HTTP), so the load from
+            # elsewhere on a shared machine falls on all three alike.
+            rounds = max(1, math.ceil(args.duration / args.round_s))
+            direct_n = direct_s = wall1 = wall = 0.0
+            lat1: List[float] = []
+            lat: List[float] = []
+            st1: collections.Counter = collections.Counter()
+            statuses: collections.Counter = collections.Counter()
+            for r in range(rounds):
+                conc_s = min(args.round_s, args.duration - r * args.round_s)
+                base_s = args.baseline_s / rounds
+                print(f"[serve_load] round {r + 1}/{rounds}: {base_s:g} s in process, {base_s:g} s sequential "
+                      f"HTTP, {conc_s:g} s with {args.clients} clients", file=sys.stderr)
+                n, t = direct.loop(base_s)
+                direct_n, direct_s = direct_n + n, direct_s + t
+                la, st, t = drive(port, body, ctype, 1, base_s, args.max_requests)
+                lat1, st1, wall1 = lat1 + la, st1 + st, wall1 + t
+                left = args.max_requests - sum(statuses.values())
+                if left > 0:
+                    la, st, t = drive(port, body, ctype, args.clients, conc_s, left)
+                    lat, statuses, wall = lat + la, statuses + st, wall + t
+            seq_direct, seq_http = direct_n / direct_s, st1[200] / wall1
             sampling.set()
             sampler.join()
         finally:
@@ -267,6 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     conc = statuses[200] / wall
     errors = sum(n for s, n in statuses.items() if s not in (200, 503))
     tenth = max(1, len(rss) // 10)
+    rss = rss or [(0.0, float("nan"))]
     first, last = [m for _, m in rss[:tenth]], [m for _, m in rss[-tenth:]]
     print("| run | clients | requests/s | p50 ms | p99 ms | 200 | 503 | errors | vs sequential in-process "
           "| vs sequential HTTP |")
@@ -280,6 +314,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(f"- model: {model_what}; image: {image_what} ({len(body):,} bytes), raw body")
     print(f"- service: {runtime_line.split('[SERVE] ')[-1]}; max_queue {args.max_queue}")
+    print(f"- {rounds} interleaved round(s), each: {args.baseline_s / rounds:g} s in process, "
+          f"{args.baseline_s / rounds:g} s sequential HTTP, up to {args.round_s:g} s concurrent")
     print(f"- concurrent run: {wall:.1f} s wall, {sum(statuses.values())} answers "
           f"({', '.join(f'{s}: {n}' for s, n in sorted(statuses.items()))}); bounded by --duration "
           f"{args.duration:g} s and --max_requests {args.max_requests}")
@@ -287,8 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"first tenth of the run peak {max(first):.0f} MB, last tenth peak {max(last):.0f} MB "
           f"({len(rss)} samples, every 0.25 s)")
     print(f"- sequential in process: deploy/python predictor preprocess + run + postprocess, "
-          f"{os.cpu_count()} threads, {args.baseline_s:g} s; sequential HTTP: 1 client, {args.baseline_s:g} s, "
-          "same service")
+          f"{os.cpu_count()} threads, {direct_s:.1f} s; sequential HTTP: 1 client, {wall1:.1f} s, same service")
     return 1 if errors else 0
 
 

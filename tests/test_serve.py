@@ -87,7 +87,7 @@ def rgb(tmp_path_factory):
     config = export_tiny(tmp, "rgb", onnx=True)
     reference = infer_onnx.OnnxPredictor(infer.DeployConfig(config, "onnx"), cpu_threads=1)
     with serving(config, tmp, "--workers", "2", "--cpu_threads", "1", "--max_bytes", str(MAX_BYTES)) as server:
-        server.reference = reference
+        server.reference, server.config = reference, config
         yield server
 
 
@@ -342,3 +342,22 @@ def test_bad_config_is_one_error_line(tmp_path):
                            str(tmp_path / "none" / "deploy.yaml"), "--port", "1"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: deploy.yaml not found") and "Traceback" not in proc.stderr
+
+
+def test_load_script_runs_and_counts(rgb, tmp_path):
+    """benchmarks/serve_load.py end to end, briefly (its figures are in docs/benchmarks.md; no timing here)."""
+    import subprocess
+
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), (np.random.RandomState(0).rand(24, 40, 3) * 255).astype(np.uint8))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "serve_load.py"), "--config",
+                           rgb.config, "--image", str(image), "--clients", "4", "--duration", "2",
+                           "--baseline_s", "1", "--max_requests", "400"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in proc.stdout.splitlines()
+            if line.startswith("| ") and "run" not in line.split("|")[1]}
+    assert set(rows) == {"sequential, in process", "sequential, HTTP", "concurrent, HTTP"}
+    clients, rps, _, _, ok, _, errors = [c.strip() for c in rows["concurrent, HTTP"][:7]]
+    assert clients == "4" and float(rps) > 0 and int(ok) > 0 and errors == "0"
+    assert "service RSS:" in proc.stdout and " on onnx (2 worker(s)" in proc.stdout

@@ -73,8 +73,10 @@ def make_predictor(cfg_path: str, runtime: str, cpu_threads: int) -> BasePredict
 
 
 def pick_runtime(cfg: DeployConfig, runtime: str) -> str:
-    """``auto``: onnxruntime when the export has an ONNX model and onnxruntime is installed
-    (the fastest exact runtime on CPU in docs/benchmarks.md, "Deployment runtimes"), else Paddle Inference."""
+    """``auto``: onnxruntime when the export has an ONNX model and onnxruntime is installed, else
+    Paddle Inference. Measured (docs/benchmarks.md, issue 31): onnxruntime is exact on all four
+    models and the fastest exact exported runtime for three of them at the service's per-worker
+    setting; OpenVINO (``--runtime openvino``) is faster for PointRend."""
     if runtime != "auto":
         return runtime
     if cfg.onnx_file and os.path.isfile(cfg.onnx_file):
@@ -91,7 +93,7 @@ class Model:
 
     Args:
         cfg: the deploy config.
-        runtime: ``onnx`` or ``paddle``.
+        runtime: ``onnx``, ``openvino`` or ``paddle``.
         num_classes: classes of the output (deploy.yaml's ``num_classes``; older exports: from a
             probability output, else unknown).
     """
@@ -300,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="auto: onnxruntime when the export has model.onnx, else Paddle Inference")
+                   help="auto: onnxruntime when the export has model.onnx, else Paddle Inference "
+                        "(openvino: faster for PointRend, docs/benchmarks.md)")
     p.add_argument("--workers", type=int, default=2, help="predictors running requests in parallel")
     p.add_argument("--cpu_threads", type=int, default=0,
                    help="threads per predictor (0 = the cores divided among the workers)")
