@@ -61,6 +61,16 @@ def _jpeg_claiming(width, height):
     return b"\xff\xd8\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
 
 
+def _tiff_claiming(width, height):
+    """A little-endian TIFF whose first IFD claims ``width x height`` 8-bit grey pixels (one byte of data)."""
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8),
+               (277, 3, 1), (278, 4, height), (279, 4, 1)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", tag, kind, 1, value) if kind == 4 else struct.pack("<HHIHH", tag, kind, 1, value, 0)
+        for tag, kind, value in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd
+
+
 def _tiff(arr):
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="contig")
@@ -186,6 +196,8 @@ BAD = [
      "100000x100000"),
     ("JPEG header 65000x65000", lambda f: (_jpeg_claiming(65000, 65000), {"Content-Type": "image/jpeg"}),
      413, "65000x65000"),
+    ("TIFF header 100000x100000", lambda f: (_tiff_claiming(100000, 100000), {"Content-Type": "image/tiff"}),
+     413, "100000x100000"),
     ("5 bands for a 3-band model", lambda f: (_tiff(np.zeros((24, 40, 5), np.uint8)), {"Content-Type": "image/tiff"}),
      400, "5 channels"),
     ("empty body", lambda f: (b"", {"Content-Type": "image/png"}), 400, "body is empty"),
@@ -326,6 +338,53 @@ def test_pool_timeout_keeps_the_slot_until_the_job_ends():
     finally:
         release.set()
         pool.close()
+
+
+def _asgi_post(app, body, content_type="image/png"):
+    """``(status, headers, body)`` of one POST /predict sent straight to the ASGI app."""
+    sent = []
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, data
+
+
+@pytest.mark.parametrize("error, status, header", [
+    (serve_pool.PoolFull(3, 18), 503, ("retry-after", "3")),
+    (serve_pool.PoolTimeout("no answer within 30 s (serve.py --timeout_s)"), 504, None),
+])
+def test_pool_refusals_are_json_answers(files, error, status, header):
+    """The service's answer when the pool refuses: 503 + Retry-After when full, 504 on a timeout."""
+    import types
+
+    import serve
+    from serve_input import ImageLimits
+
+    class RefusingPool:
+        pending, workers, max_queue, timeout_s = 18, 2, 16, 30.0
+
+        async def submit(self, job):
+            raise error
+
+    model = types.SimpleNamespace(cfg=types.SimpleNamespace(output_op="argmax"), img_channels=3)
+    app = serve.create_app(model, RefusingPool(), ImageLimits())
+    got, head, data = _asgi_post(app, files["png"])
+    assert got == status and head["content-type"] == "application/json"
+    assert json.loads(data) == {"error": str(error), "status": status}
+    if header:
+        assert head[header[0]] == header[1]
 
 
 def test_pool_arguments_are_checked():
