@@ -284,6 +284,36 @@ def test_openvino_runtime_matches_onnxruntime(tmp_path, files):
         infer_openvino.OpenVinoPredictor(cfg, precision="int8")
 
 
+def test_int8_quantised_export_runs_in_the_onnx_predictor(tmp_path, files):
+    """deploy/python/quantize_onnx.py: a copy of the export naming model_int8.onnx, run unchanged."""
+    pytest.importorskip("ml_dtypes", reason="onnxruntime's quantiser needs ml_dtypes (pip install ml_dtypes)")
+    import quantize_onnx
+    import yaml
+    from serve_helpers import export_tiny
+
+    config = export_tiny(tmp_path, "q", onnx=True, output_op="none")
+    rng = np.random.RandomState(0)
+    calib = [(rng.rand(24, 40, 3) * 255).astype(np.float32) for _ in range(4)]
+    out = quantize_onnx.quantize_export(config, calib, str(tmp_path / "int8"))
+    meta = yaml.safe_load(open(out))["Deploy"]["onnx"]
+    assert meta["model"] == "model_int8.onnx" and meta["int8"]["calibration_images"] == 4
+    cfg = infer.DeployConfig(out, "onnx")
+    data = infer_onnx.OnnxPredictor(cfg, cpu_threads=1).preprocess(files["png_path"])
+    got = infer_onnx.OnnxPredictor(cfg, cpu_threads=1).run(data["img"][None])
+    ref = infer_onnx.OnnxPredictor(infer.DeployConfig(config, "onnx"), cpu_threads=1).run(data["img"][None])
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    assert "QuantizeLinear" in open(cfg.onnx_file, "rb").read().decode("latin-1")
+    import serve
+
+    assert serve.Model(cfg, "onnx", 3).precision == "int8"
+    assert serve.Model(infer.DeployConfig(out, "paddle"), "paddle", 3).precision == "float32"
+    assert serve.Model(infer.DeployConfig(config, "onnx"), "onnx", 3).precision == "float32"
+    with pytest.raises(ValueError, match="is the export folder itself"):
+        quantize_onnx.quantize_export(config, calib, os.path.dirname(config))
+    with pytest.raises(ValueError, match="no image_path / crop_size"):
+        quantize_onnx.training_windows(os.path.join(os.path.dirname(os.path.dirname(config)), "tiny.yml"), 2)
+
+
 # ------------------------------------------------------------------ the pool (in-process, no timing)
 
 

@@ -8,7 +8,6 @@ machine where it runs as root with apt-get).
 """
 
 import json
-import os
 import shutil
 
 import cv2

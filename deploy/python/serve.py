@@ -27,7 +27,6 @@ on uvicorn (ASGI); one log line per request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
@@ -103,6 +102,10 @@ class Model:
         self.runtime = runtime
         self.num_classes = num_classes
         self.img_channels = cfg.transforms.img_channels
+        # deploy/python/quantize_onnx.py records ``onnx.int8`` when model.onnx became model_int8.onnx;
+        # Paddle Inference still runs the float32 Paddle model of the same folder.
+        int8 = runtime in ("onnx", "openvino") and bool((cfg.dic.get("onnx") or {}).get("int8"))
+        self.precision = "int8" if int8 else "float32"
         names = cfg.dic.get("class_names")
         n = num_classes or 0
         self.class_names = (list(names) if isinstance(names, list) and len(names) == n
@@ -241,7 +244,8 @@ def create_app(model: Model, pool: PredictorPool, limits: ImageLimits) -> Any:
 
     async def metadata(request: Request) -> Response:
         return JSONResponse({
-            "model": model.cfg.path, "runtime": model.runtime, "input_bands": model.img_channels,
+            "model": model.cfg.path, "runtime": model.runtime, "precision": model.precision,
+            "input_bands": model.img_channels,
             "num_classes": model.num_classes, "classes": model.classes(), "output_op": model.cfg.output_op,
             "probabilities": model.cfg.output_op != "argmax", "formats": list(FORMATS),
             "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
