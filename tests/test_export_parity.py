@@ -4,9 +4,11 @@ Each model (quick-start config: ResNet18_vd, random weights fixed by a seed)
 is exported once per module with a dynamic input ``[None, 3, None, None]``
 and run at two input sizes (one odd, one with batch 2):
 
-* Paddle Inference logits == dygraph eval logits (1e-4 of max(1, max |logit|)),
-* onnxruntime logits == dygraph logits (1e-3 of the same) and == Paddle Inference,
-* argmax agreement >= 99.9 % everywhere.
+* Paddle Inference logits == dygraph eval logits,
+* onnxruntime logits == dygraph logits and == Paddle Inference,
+each within the model's float32 rounding budget (tests/tolerance.py: its depth, fan-in and
+Winograd on the dygraph side), and the same class wherever the reference's top two logits
+are further apart than that budget.
 
 PSANet is exported twice: with the compiled ``psa_mask`` op (Paddle
 Inference; the op keeps a dynamic output shape, unlike the failure in Paddle
@@ -27,6 +29,7 @@ import paddleseg_ext.models.pointrend  # noqa: F401
 import paddleseg_ext.models.psanet  # noqa: F401
 from paddleseg_ext.core.export import export, export_onnx
 from paddleseg_ext.cvlibs import Config, SegBuilder
+import tolerance as tol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
@@ -39,7 +42,6 @@ CONFIGS = {
 }
 SIZES = [(1, 3, 64, 96), (2, 3, 37, 51)]  # dynamic batch; odd height and width
 SEED = 2024
-PI_ATOL, ORT_ATOL, AGREE = 1e-4, 1e-3, 0.999
 
 
 def _onnx_available():
@@ -97,15 +99,16 @@ def onnxruntime_run(save_dir, xs):
     return [pred.run(x) for x in xs]
 
 
-def assert_close(got, ref, atol, what):
+def assert_close(got, ref, model, what, winograd=True):
+    """Within ``model``'s rounding budget; dygraph runs 3x3 convs as Winograd F(2x2, 3x3)
+    (``winograd``), the exported programs as conv2d."""
     for g, r, shape in zip(got, ref, SIZES):
         assert g.shape == r.shape == (shape[0], 7, shape[2], shape[3]), (what, g.shape, r.shape)
-        # Relative to the logits' range: dygraph runs 3x3 convs as Winograd F(2x2, 3x3),
-        # whose float32 rounding differs from the exported program's conv2d.
-        diff = float(np.abs(g - r).max()) / max(1.0, float(np.abs(r).max()))
-        agree = float((g.argmax(1) == r.argmax(1)).mean())
-        assert diff <= atol, f"{what} at {shape}: max |diff| / max(1, max |ref|) {diff:.3g} > {atol}"
-        assert agree >= AGREE, f"{what} at {shape}: argmax agreement {agree:.5f} < {AGREE}"
+        # PSANet's and DANet's attention sums over the os8 feature map.
+        att = ((shape[2] + 7) // 8) * ((shape[3] + 7) // 8)
+        bound = tol.network_bound(model, r, winograd=winograd, attention_fan_in=att)
+        tol.assert_close(g, r, bound, f"{what} at {shape}")
+        tol.assert_argmax_agrees(g, r, bound, what=f"{what} at {shape}")
 
 
 class Exported:
@@ -154,7 +157,7 @@ def exported(tmp_path_factory):
 def test_paddle_inference_matches_dygraph(exported, name):
     e = exported(name)
     assert e.deploy["Deploy"]["input_shape"] == [-1, 3, -1, -1]
-    assert_close(paddle_inference(e.paddle_dir, e.xs), e.ref, PI_ATOL, f"{name}: Paddle Inference vs dygraph")
+    assert_close(paddle_inference(e.paddle_dir, e.xs), e.ref, e.model, f"{name}: Paddle Inference vs dygraph")
 
 
 @needs_onnx
@@ -165,8 +168,9 @@ def test_onnxruntime_matches_dygraph_and_paddle_inference(exported, name):
     assert info["model"] == "model.onnx" and info["opset"] >= 11
     assert e.onnx_deploy["Deploy"]["custom_ops"] == []  # ONNX never carries a custom op
     got = onnxruntime_run(e.onnx_dir, e.xs)
-    assert_close(got, e.ref, ORT_ATOL, f"{name}: onnxruntime vs dygraph")
-    assert_close(got, paddle_inference(e.onnx_dir, e.xs), ORT_ATOL, f"{name}: onnxruntime vs Paddle Inference")
+    assert_close(got, e.ref, e.model, f"{name}: onnxruntime vs dygraph")
+    assert_close(got, paddle_inference(e.onnx_dir, e.xs), e.model,
+                 f"{name}: onnxruntime vs Paddle Inference", winograd=False)
 
 
 @needs_onnx
@@ -210,7 +214,7 @@ def test_psanet_custom_op_export_keeps_dynamic_shape(exported):
         dims = op["O"][0]["TT"]["D"][1]
         assert dims == [-1, -1, -1, -1], f"psa_mask output shape was fixed at export: {dims}"
     # ... and the deployed program follows the input size (two sizes, batch 1 and 2)
-    assert_close(paddle_inference(e.paddle_dir, e.xs), e.ref, PI_ATOL, "psanet (op): Paddle Inference")
+    assert_close(paddle_inference(e.paddle_dir, e.xs), e.ref, e.model, "psanet (op): Paddle Inference")
 
 
 def test_psanet_op_and_pure_paddle_paths_agree(exported):
@@ -221,6 +225,6 @@ def test_psanet_op_and_pure_paddle_paths_agree(exported):
     pure.set_state_dict(e.model.state_dict())
     pure.eval()
     ref_pure = dygraph(pure, e.xs)
-    assert_close(ref_pure, e.ref, 1e-5, "psanet dygraph: pure Paddle vs op")
+    assert_close(ref_pure, e.ref, e.model, "psanet dygraph: pure Paddle vs op", winograd=False)
     # the op-based Paddle Inference model agrees with the pure-Paddle dygraph model
-    assert_close(paddle_inference(e.paddle_dir, e.xs), ref_pure, PI_ATOL, "psanet: PI (op) vs dygraph (paddle)")
+    assert_close(paddle_inference(e.paddle_dir, e.xs), ref_pure, e.model, "psanet: PI (op) vs dygraph (paddle)")

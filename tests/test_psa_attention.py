@@ -37,6 +37,7 @@ from paddleseg_ext.ops import (  # noqa: E402
     psa_attention_reference,
     psa_mask,
 )
+import tolerance as tol  # noqa: E402
 
 attn_module = importlib.import_module("paddleseg_ext.ops.psa_attention")
 SRC_DIR = ROOT / "custom_ops" / "psa_attention"
@@ -190,7 +191,11 @@ def test_float32_close_to_float64(attention_op):
     got = _run(fn, x.astype("float32"), a.astype("float32"), d.astype("float32"))
     for g_, w_ in zip(got, want):
         assert g_.dtype == np.float32
-        np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=1e-5 * np.abs(w_).max())
+        # One float32 evaluation against float64: the window's 25 logits and the 42 positions.
+        # The softmax turns the logits' absolute rounding into relative weight errors.
+        e_scale = max(1.0, float(np.abs(a).max()))
+        tol.assert_close(g_, w_, tol.bound(e_scale * np.abs(w_).max(), 42, depth=2,
+                                           implementations=1), "float32 vs float64")
 
 
 def test_equals_unfused_paddle_composition(attention_op):
@@ -380,8 +385,13 @@ def test_psa_module_fused_equals_unfused(attention_op, monkeypatch, psa_type, ma
         outs.append(y.numpy())
         grads.append(g.numpy())
     assert calls, "the fused op was not called"
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    # Fused vs [HW, HW] attention: the softmax and the sums over the 5x6 shrunk map run in
+    # another order; both sides share the convs around them.
+    tol.assert_close(outs[0], outs[1], tol.network_bound(ref, outs[1], winograd=False,
+                                                         attention_fan_in=5 * 6), "output")
+    tol.assert_close(grads[0], grads[1],
+                     tol.network_gradient_bound(ref, grads[1], 2 * 9 * 11, attention_fan_in=5 * 6),
+                     "input gradient")
     assert fused.custom_ops == ("psa_attention",) and ref.custom_ops == ()
 
 
@@ -408,7 +418,10 @@ def test_psa_module_fused_traces_the_fused_op(attention_op, monkeypatch, tmp_pat
     loaded = paddle.jit.load(prefix)
     for v in inputs:
         want = ref(paddle.to_tensor(v)).numpy()
-        np.testing.assert_allclose(loaded(paddle.to_tensor(v)).numpy(), want, rtol=1e-5, atol=1e-5)
+        att = ((v.shape[2] + 1) // 2) * ((v.shape[3] + 1) // 2)
+        tol.assert_close(loaded(paddle.to_tensor(v)).numpy(), want,
+                         tol.network_bound(ref, want, winograd=False, attention_fan_in=att),
+                         "traced fused vs dygraph unfused")
 
 
 @pytest.mark.slow

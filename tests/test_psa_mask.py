@@ -39,6 +39,7 @@ from paddleseg_ext.ops import (  # noqa: E402
     psa_mask,
     psa_mask_reference,
 )
+import tolerance as tol  # noqa: E402
 
 psa_module = importlib.import_module("paddleseg_ext.ops.psa_mask")
 SRC_DIR = ROOT / "custom_ops" / "psa_mask"
@@ -474,8 +475,12 @@ def test_jit_save_and_reload_in_fresh_process(op_module, impl, tmp_path):
 
     spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "x")]
     static_net = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
+    # TinyPSA: a 1x1 conv (3 terms) and the attention's sum over at most 18 positions.
+    def budget(e):
+        return tol.bound(max(1.0, float(np.abs(e).max())), 18, depth=3)
+
     for v, e in zip(inputs, eager):
-        np.testing.assert_allclose(static_net(paddle.to_tensor(v)).numpy(), e, rtol=1e-5, atol=1e-6)
+        tol.assert_close(static_net(paddle.to_tensor(v)).numpy(), e, budget(e), "traced vs eager")
     prefix = str(tmp_path / "tiny_psa")
     paddle.jit.save(static_net, prefix)
     for k, v in enumerate(inputs):
@@ -488,9 +493,9 @@ def test_jit_save_and_reload_in_fresh_process(op_module, impl, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     for k, e in enumerate(eager):
-        np.testing.assert_allclose(np.load(f"{prefix}_jit{k}.npy"), e, rtol=1e-5, atol=1e-6)
+        tol.assert_close(np.load(f"{prefix}_jit{k}.npy"), e, budget(e), "reloaded vs eager")
         if impl == "op":
-            np.testing.assert_allclose(np.load(f"{prefix}_infer{k}.npy"), e, rtol=1e-5, atol=1e-6)
+            tol.assert_close(np.load(f"{prefix}_infer{k}.npy"), e, budget(e), "Paddle Inference vs eager")
 
 
 # ----------------------------------------------------------------------------

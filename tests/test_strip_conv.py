@@ -25,6 +25,7 @@ from paddleseg_ext.models.layers.strip_conv import (StripConv2D, conv2d_over_con
                                                     set_conv_memory_budget, strip_conv2d,
                                                     strip_stats)
 from paddleseg_ext.models.psanet import PSANet
+import tolerance as tol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +63,10 @@ def _case_tensors(case, dtype, seed=0):
     return [paddle.to_tensor(v) for v in (x, wt, b)]
 
 
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("rows", [1, 2, 5])
-def test_strips_equal_the_whole_convolution(case, dtype, tol, rows):
+def test_strips_equal_the_whole_convolution(case, dtype, rows):
     k, s, d, pad, g, h, w = case
     x, wt, b = _case_tensors(case, dtype)
     want = F.conv2d(x, wt, b, stride=s, padding=list(pad), dilation=d, groups=g)
@@ -75,7 +76,7 @@ def test_strips_equal_the_whole_convolution(case, dtype, tol, rows):
     with paddle.no_grad():
         got = strip_conv2d(x, wt, b, [s, s], pad, [d, d], g, budget_bytes=rows * row_bytes)
     assert got.shape == want.shape
-    assert rel_err(got.numpy(), want.numpy()) <= tol
+    assert rel_err(got.numpy(), want.numpy()) <= tol.bound(1, (8 // g) * k * k, dtype=dtype)
     strips = math.ceil(h_out / rows)
     assert strip_stats["strips"] == (strips if strips > 1 else 0)
 
@@ -119,7 +120,7 @@ def test_layer_engages_under_no_grad_only(padding):
             got = strip(x)
             want = plain(x)
         assert strip_stats["strips"] == want.shape[2] > 1
-        assert rel_err(got.numpy(), want.numpy()) <= 1e-5
+        assert rel_err(got.numpy(), want.numpy()) <= tol.bound(1, 6 * 9)
 
         # With autograd on: the plain conv, bit-identical values and gradients.
         reset()
@@ -176,7 +177,7 @@ def test_conv_over_concat_equals_conv_of_concat(cls):
         reset()
         got = block.forward_concat(parts)
         assert strip_stats["tiled_calls"] == 2  # one per part, each in strips
-    assert rel_err(got.numpy(), want.numpy()) <= 1e-5
+    assert rel_err(got.numpy(), want.numpy()) <= tol.bound(1, 10 * 9)
     with pytest.raises(ValueError, match="channels"), paddle.no_grad():
         conv2d_over_concat(block._conv, parts[:1] + parts[:1])
     # With autograd on it is the concat itself (same values, same graph).
@@ -202,7 +203,7 @@ def test_batch_norm_in_place_equals_the_layer():
     with paddle.no_grad():
         got = batch_norm_eval_(y, bn)
     assert got is y  # written in place
-    assert rel_err(got.numpy(), want) <= 1e-6
+    assert rel_err(got.numpy(), want) <= tol.bound(1, 1)
     # Autograd on, or training-mode BN: the layer itself, input untouched.
     z = x.clone()
     np.testing.assert_array_equal(batch_norm_eval_(z, bn).numpy(), want)
@@ -224,7 +225,7 @@ def test_conv_bn_no_grad_equals_autograd_forward(cls):
     want = block(x).numpy()
     with paddle.no_grad():
         got = block(x).numpy()
-    assert rel_err(got, want) <= 1e-6
+    assert rel_err(got, want) <= tol.bound(1, 5 * 9, depth=2)
 
 
 def test_backbone_inference_path_matches_and_keep_frees_stages():
@@ -236,8 +237,9 @@ def test_backbone_inference_path_matches_and_keep_frees_stages():
     with paddle.no_grad():
         without = [f.numpy() for f in bb(x)]
         kept = bb(x, keep=(3,))
+    depth, fan_in = tol.network_shape(bb)
     for a, b in zip(with_grad, without):
-        assert rel_err(b, a) <= 1e-5
+        assert rel_err(b, a) <= tol.bound(1, fan_in, depth)
     assert kept[:3] == [None, None, None]
     np.testing.assert_array_equal(kept[3].numpy(), without[3])
 
@@ -261,8 +263,9 @@ def test_psanet_eval_tiles_and_matches():
             got = net(x)[0].numpy()
     # Every 3x3 conv (stem, blocks, head split over [x, ctx]) ran in strips.
     assert strip_stats["tiled_calls"] >= 20 and strip_stats["strips"] > 100
-    assert rel_err(got, want) <= 1e-5
-    assert (got.argmax(1) == want.argmax(1)).all()
+    bound = tol.network_bound(net, want, attention_fan_in=13 * 11)
+    tol.assert_close(got, want, bound, "strips vs whole convs")
+    tol.assert_argmax_agrees(got, want, bound)
 
 
 def test_psanet_training_step_untouched():
@@ -306,7 +309,8 @@ def test_export_keeps_plain_convs_and_matches_tiled_dygraph(tmp_path):
     for x, ref in zip(xs, want):
         got = loaded(x)
         got = got[0] if isinstance(got, (list, tuple)) else got
-        assert rel_err(got.numpy(), ref) <= 1e-5
+        tol.assert_close(got.numpy(), ref, tol.network_bound(net, ref, attention_fan_in=10 * 9),
+                         "traced vs dygraph")
     sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
     from infer import DeployConfig, Predictor
 
@@ -314,5 +318,6 @@ def test_export_keeps_plain_convs_and_matches_tiled_dygraph(tmp_path):
     for x, ref in zip(xs, want):
         got = pred.run(x.numpy())
         assert got.shape == ref.shape
-        assert rel_err(got, ref) <= 1e-4
-        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.999
+        bound = tol.network_bound(net, ref, attention_fan_in=10 * 9)
+        tol.assert_close(got, ref, bound, "Paddle Inference vs dygraph")
+        tol.assert_argmax_agrees(got, ref, bound)

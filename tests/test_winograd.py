@@ -15,6 +15,7 @@ import pytest
 
 from paddleseg_ext.models.layers import ConvBNReLU, strip_conv
 from paddleseg_ext.ops import winograd as wg
+import tolerance as tol
 
 
 def rel_err(a, b):
@@ -64,15 +65,17 @@ def test_float32_within_rounding_and_no_uninitialised_gradient():
     for d in (1, 2, 4):
         ref = F.conv2d(x, wt, padding=d, dilation=d)
         out = wg.winograd_conv3x3(x, wt, None, d)
-        assert rel_err(out.numpy(), ref.numpy()) < 1e-5
+        # Forward: 64 * 9 terms per output; Winograd's transforms grow the rounding error.
+        assert rel_err(out.numpy(), ref.numpy()) < tol.bound(1, 64 * 9, winograd=True)
         # The input adjoint accumulates into a buffer: repeated calls must not
         # carry anything over (an unwritten or stale entry would differ here).
         for _ in range(2):
             gx, gw = paddle.grad([out.sum()], [x, wt], retain_graph=True)
             rx, rw = paddle.grad([ref.sum()], [x, wt], retain_graph=True)
             assert np.isfinite(gx.numpy()).all()
-            assert rel_err(gx.numpy(), rx.numpy()) < 1e-5
-            assert rel_err(gw.numpy(), rw.numpy()) < 1e-5
+            # dx sums 64 * 9 terms, dW every output position (2 * 33 * 30).
+            assert rel_err(gx.numpy(), rx.numpy()) < tol.bound(1, 64 * 9, winograd=True)
+            assert rel_err(gw.numpy(), rw.numpy()) < tol.bound(1, 2 * 33 * 30, winograd=True)
 
 
 def test_weight_transform_matches_the_paper():
@@ -150,10 +153,12 @@ def test_convbnrelu_trains_the_same_with_and_without(monkeypatch):
     calls.clear()
     y_c, g_c = run()
     assert not calls
-    assert rel_err(y_w, y_c) < 1e-5
+    # conv (64 * 9 terms) then training-mode BN (statistics over 2 * 19 * 17 positions);
+    # the backward runs both again.
+    assert rel_err(y_w, y_c) < tol.bound(1, 2 * 19 * 17, depth=2, winograd=True)
     assert len(g_w) == len(g_c) == 4  # x, conv weight, bn weight, bn bias
     for a, b in zip(g_w, g_c):
-        assert rel_err(a, b) < 1e-4
+        assert rel_err(a, b) < tol.bound(1, 2 * 19 * 17, depth=4, winograd=True)
 
 
 def test_traced_programs_keep_conv2d():
@@ -168,7 +173,8 @@ def test_traced_programs_keep_conv2d():
     assert not any("winograd" in o for o in ops), ops
     x = paddle.randn([1, 64, 8, 8])
     with paddle.no_grad():
-        np.testing.assert_allclose(static(x).numpy(), layer(x).numpy(), rtol=1e-4, atol=1e-5)
+        want = layer(x).numpy()
+        tol.assert_close(static(x).numpy(), want, tol.network_bound(layer, want), "traced vs dygraph")
 
 
 def test_nn_conv2d_weights_round_trip():
@@ -177,4 +183,4 @@ def test_nn_conv2d_weights_round_trip():
     ours = strip_conv.StripConv2D(64, 96, 3, padding=1)
     ours.set_state_dict(plain.state_dict())
     x = paddle.randn([1, 64, 10, 12])
-    assert rel_err(ours(x).numpy(), plain(x).numpy()) < 1e-5
+    assert rel_err(ours(x).numpy(), plain(x).numpy()) < tol.bound(1, 64 * 9, winograd=True)
