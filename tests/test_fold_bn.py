@@ -14,11 +14,11 @@ from paddleseg_ext.models.backbones import ResNet18_vd
 from paddleseg_ext.models.backbones.efficientnet_lite import EfficientNet_Lite
 from paddleseg_ext.models.danet import DANet
 from paddleseg_ext.models.layers import ConvBN
-from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+from paddleseg_ext.runtime.forms.fold_bn import fold_batch_norms
 from paddleseg_ext.models.pointrend import PointRend
 from paddleseg_ext.models.psanet import PSANet
 from paddleseg_ext.models.pspnet import PSPNet
-from model_checks import sgd_losses
+from model_checks import randomise_batch_norms, sgd_losses
 from tiny_config import write_tiny_config
 import tolerance as tol
 
@@ -36,7 +36,7 @@ ALL_CELLS = 64 * 96
 BUILDERS = {
     "PSPNet": lambda: PSPNet(3, backbone=_bb(), bin_sizes=(1, 2), pp_out_channels=32),
     "DANet": lambda: DANet(3, backbone=_bb()),
-    "PSANet": lambda: PSANet(3, backbone=_bb(), psa_impl="paddle"),
+    "PSANet": lambda: PSANet(3, backbone=_bb()),
     "PointRend": lambda: PointRend(3, backbone=ResNet18_vd(output_stride=32), decoder="semantic_fpn",
                                    fpn_channels=32,
                                    fpn_head_channels=16, point_channels=32, num_points=256,
@@ -45,18 +45,6 @@ BUILDERS = {
         3, backbone=ResNet18_vd(output_stride=32), decoder="paddleseg", fpn_channels=32,
         fpn_head_channels=16, point_channels=32, num_points=256, subdivision_num_points=ALL_CELLS),
 }
-
-
-def randomise_batch_norms(net, seed=0):
-    """Non-trivial running statistics and affine parameters (at init a BN is ~identity)."""
-    rng = np.random.default_rng(seed)
-    for layer in net.sublayers():
-        if isinstance(layer, paddle.nn.BatchNorm2D):
-            c = layer._mean.shape[0]
-            layer._mean.set_value(rng.normal(0, 0.5, c).astype("float32"))
-            layer._variance.set_value(rng.uniform(0.5, 2.0, c).astype("float32"))
-            layer.weight.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))
-            layer.bias.set_value(rng.normal(0, 0.2, c).astype("float32"))
 
 
 def snapshot(net):
@@ -203,7 +191,10 @@ def test_val_and_predict_tools_fold_by_default(tmp_path, monkeypatch):
     import val
 
     seen = []
-    monkeypatch.setattr(val, "evaluate", lambda *a, **k: seen.append(k["fold_bn"]) or {})
+    from paddleseg_ext.runtime import current_policy
+
+    # the tool states its choice in the execution policy that evaluate() prepares the model by
+    monkeypatch.setattr(val, "evaluate", lambda *a, **k: seen.append(current_policy().fold_bn) or {})
     monkeypatch.setattr(val, "load_model_weights", lambda *a, **k: None)
     path, _ = write_tiny_config(tmp_path, size=(40, 24))
     val.main(["--config", path, "--model_path", "unused"])

@@ -356,26 +356,28 @@ def test_cuda_source_compiles(tmp_path):
 # ----------------------------------------------------------------------------
 
 
-def _psa_pair(monkeypatch, psa_type, mask):
+def _psa_pair(psa_type, mask, target="train", min_positions=0):
+    """A PSA module in its fused form (fused at every size unless told) and its paper form."""
     from paddleseg_ext.models.layers import psa_block
+    from paddleseg_ext.runtime import ExecutionPolicy, prepare
 
-    monkeypatch.setattr(psa_block, "FUSED_MIN_POSITIONS", 0)  # fused at every size
     paddle.seed(3)
-    fused = psa_block.PSAModule(6, 4, psa_type, mask, shrink_factor=2, impl="fused")
-    ref = psa_block.PSAModule(6, 4, psa_type, mask, shrink_factor=2, impl="paddle")
-    ref.set_state_dict(fused.state_dict())
-    for m in (fused, ref):
-        m.eval()
-    return psa_block, fused, ref
+    ref = psa_block.PSAModule(6, 4, psa_type, mask, shrink_factor=2)
+    ref.eval()
+    fused = prepare(ref, ExecutionPolicy(target=target, psa_impl="fused",
+                                         fused_min_positions=min_positions), copy_model=True)
+    fused.eval()
+    return fused, ref
 
 
 @pytest.mark.parametrize("psa_type,mask", [("bi-direction", (7, 9)), ("distribute", (4, 6))])
 def test_psa_module_fused_equals_unfused(attention_op, monkeypatch, psa_type, mask):
-    psa_block, fused, ref = _psa_pair(monkeypatch, psa_type, mask)
+    from paddleseg_ext.runtime.forms import psa as psa_forms
+
+    fused, ref = _psa_pair(psa_type, mask)
     calls = []
-    real = psa_block.psa_attention
-    monkeypatch.setattr(psa_block, "psa_attention",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = psa_forms.psa_attention
+    monkeypatch.setattr(psa_forms, "psa_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     x_np = _rand((2, 6, 9, 11), 30).astype("float32")
     outs, grads = [], []
     for m in (fused, ref):
@@ -392,22 +394,21 @@ def test_psa_module_fused_equals_unfused(attention_op, monkeypatch, psa_type, ma
     tol.assert_close(grads[0], grads[1],
                      tol.network_gradient_bound(ref, grads[1], 2 * 9 * 11, attention_fan_in=5 * 6),
                      "input gradient")
-    assert fused.custom_ops == ("psa_attention",) and ref.custom_ops == ()
+    assert fused.custom_ops == ("psa_attention",)
 
 
 def test_fused_runs_unfused_on_small_maps(attention_op, monkeypatch):
-    from paddleseg_ext.models.layers import psa_block
+    from paddleseg_ext.runtime.forms import psa as psa_forms
 
     called = []
-    monkeypatch.setattr(psa_block, "psa_attention", lambda *a, **k: called.append(1))
-    m = psa_block.PSAModule(6, 4, "collect", (5, 5), shrink_factor=1, impl="fused")
-    m.eval()
-    m(paddle.rand([1, 6, 8, 8]))  # 64 positions <= FUSED_MIN_POSITIONS
+    monkeypatch.setattr(psa_forms, "psa_attention", lambda *a, **k: called.append(1))
+    fused, _ = _psa_pair("collect", (5, 5), min_positions=16384)
+    fused(paddle.rand([1, 6, 8, 8]))  # 16 positions after the shrink <= fused_min_positions
     assert not called
 
 
-def test_psa_module_fused_traces_the_fused_op(attention_op, monkeypatch, tmp_path):
-    _, fused, ref = _psa_pair(monkeypatch, "bi-direction", (5, 7))
+def test_psa_module_fused_traces_the_fused_op(attention_op, tmp_path):
+    fused, ref = _psa_pair("bi-direction", (5, 7), target="export")
     inputs = [_rand((1, 6, 9, 7), 31).astype("float32"), _rand((2, 6, 5, 11), 32).astype("float32")]
     spec = [paddle.static.InputSpec([None, 6, None, None], "float32", "x")]
     static = paddle.jit.to_static(fused, input_spec=spec, full_graph=True)
@@ -473,13 +474,15 @@ def test_psanet_fused_export_deploys_with_infer(attention_op, tmp_path):
 
 
 def test_env_fused_selects_fused_for_psanet_and_auto_for_the_ops(attention_op, monkeypatch):
-    from paddleseg_ext.models.layers import psa_block
+    from paddleseg_ext.runtime import policy_from_environment, use_policy
 
     monkeypatch.setenv("PADDLESEG_EXT_PSA_IMPL", "fused")
-    assert psa_block.resolve_psa_impl("auto") == "fused"
+    policy = policy_from_environment()
+    assert policy.psa_impl == "fused"
     x = paddle.to_tensor(_rand((1, 9, 3, 4), 40))
-    np.testing.assert_array_equal(psa_mask(x, 0, (3, 3)).numpy(),
-                                  psa_mask(x, 0, (3, 3), impl="paddle").numpy())
     f = paddle.to_tensor(_rand((1, 2, 3, 4), 41))
-    _assert_close(psa_attention(f, x, 0).numpy(), psa_attention(f, x, 0, impl="paddle").numpy(),
-                  "env fused")
+    with use_policy(policy):  # the ops themselves take 'fused' as auto
+        np.testing.assert_array_equal(psa_mask(x, 0, (3, 3)).numpy(),
+                                      psa_mask(x, 0, (3, 3), impl="paddle").numpy())
+        _assert_close(psa_attention(f, x, 0).numpy(),
+                      psa_attention(f, x, 0, impl="paddle").numpy(), "env fused")

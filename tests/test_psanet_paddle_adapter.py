@@ -151,9 +151,8 @@ def test_load_model_weights_converts_a_saved_peer_checkpoint(golden_state, tmp_p
 def test_concat_order_is_a_permutation_of_the_projection_input():
     """distribute_first == collect_first with proj's two input halves swapped."""
     paddle.seed(3)
-    a = PSAModule(16, 8, "bi-direction", (3, 3), 1, impl="paddle")
-    b = PSAModule(16, 8, "bi-direction", (3, 3), 1, impl="paddle",
-                  concat_order="distribute_first")
+    a = PSAModule(16, 8, "bi-direction", (3, 3), 1)
+    b = PSAModule(16, 8, "bi-direction", (3, 3), 1, concat_order="distribute_first")
     state = {k: v.numpy() for k, v in a.state_dict().items()}
     w = state["proj._conv.weight"]
     state["proj._conv.weight"] = np.concatenate([w[:, 8:], w[:, :8]], axis=1)

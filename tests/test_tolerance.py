@@ -13,7 +13,7 @@ import pytest
 
 import paddleseg_ext.models  # noqa: F401  (registers backbones)
 from paddleseg_ext.models.backbones import ResNet18_vd
-from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+from paddleseg_ext.runtime.forms.fold_bn import fold_batch_norms
 from paddleseg_ext.models.pspnet import PSPNet
 from paddleseg_ext.ops import psa_mask_reference
 import tolerance as tol

@@ -156,15 +156,19 @@ def gradient_bound(grad_ref: np.ndarray, fan_in: int, depth: int, dtype: Any = "
 
 def network_gradient_bound(model: Any, grad_ref: np.ndarray, positions: int, *,
                            winograd: bool = False, attention_fan_in: int = 0,
-                           dtype: Any = "float32") -> float:
+                           dtype: Any = "float32", scale: Optional[float] = None) -> float:
     """:func:`bound` for a parameter gradient of ``model``.
 
     The backward pass runs through the forward's layers again (twice the depth) and a weight's
     gradient sums over every output position that used it (``positions``: batch times output
-    pixels at the input's resolution, an upper bound for every layer).
+    pixels at the input's resolution, an upper bound for every layer). ``scale`` defaults to
+    the gradient's own magnitude; pass the largest gradient of the model where some are zero
+    up to rounding (a key bias under a softmax: its rounding is that of the signal around it).
     """
     depth, fan_in = network_shape(model, attention_fan_in)
-    scale = max(float(np.abs(grad_ref).max()), np.finfo(np.float32).tiny)
+    if scale is None:
+        scale = float(np.abs(grad_ref).max())
+    scale = max(float(scale), np.finfo(np.float32).tiny)
     return bound(scale, max(fan_in, int(positions)), 2 * depth, dtype=dtype, winograd=winograd)
 
 

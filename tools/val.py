@@ -18,7 +18,8 @@ from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import evaluate  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
-from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+from paddleseg_ext.runtime import PSA_IMPLS, use_policy  # noqa: E402
+from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 
 
 def add_infer_args(p):
@@ -36,6 +37,9 @@ def add_infer_args(p):
                            "(default: same logits within float rounding, one pass less per batch norm)")
     fold.add_argument("--no_fold_bn", dest="fold_bn", action="store_false",
                       help="run the model as trained, batch norms separate")
+    p.add_argument("--psa_impl", choices=PSA_IMPLS,
+                   help="PSANet's attention implementation (default: the config's model.psa_impl, "
+                        "else $PADDLESEG_EXT_PSA_IMPL, else auto)")
 
 
 def infer_kwargs(args, test_config):
@@ -85,7 +89,9 @@ def main(argv=None):
     ds = builder.val_dataset
     model = builder.model
     load_model_weights(model, args.model_path)
-    metrics = evaluate(model, ds, num_workers=args.num_workers, fold_bn=args.fold_bn, **kwargs)
+    policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
+    with use_policy(policy):
+        metrics = evaluate(model, ds, num_workers=args.num_workers, **kwargs)
     if args.save_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_json)), exist_ok=True)
         with open(args.save_json, "w") as f:

@@ -25,6 +25,10 @@ from .errors import ConfigError
 logger = logging.getLogger("paddleseg_ext")
 
 
+#: Keys of the model section that are execution choices, not model arguments: they set the
+#: execution policy (:mod:`paddleseg_ext.runtime`) and the model never receives them.
+POLICY_KEYS = ("psa_impl",)
+
 def _signature_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
@@ -303,6 +307,8 @@ class SegBuilder:
     @functools.cached_property
     def model(self):
         cfg = copy.deepcopy(self.config.section("model"))
+        for key in POLICY_KEYS:  # execution choices: the policy's, not the model's
+            cfg.pop(key, None)
         model_type = cfg.get("type")
         if model_type not in manager.MODELS:
             raise ConfigError(manager.MODELS.unknown_message(
@@ -323,6 +329,25 @@ class SegBuilder:
                         f"model.backbone.in_channels ({bb['in_channels']}) != dataset img_channels "
                         f"({self.img_channels}) in {self.config.path}")
         return self.components.build(cfg, "model", manager.MODELS)
+
+    @property
+    def policy_overrides(self) -> Dict[str, Any]:
+        """Execution choices the config makes (``model.psa_impl``), for the execution policy.
+
+        Raises:
+            ConfigError: a value the policy cannot take (names the key and its file).
+        """
+        from ..runtime import ExecutionPolicy
+
+        section = self.config.dic.get("model") or {}
+        found = {k: section[k] for k in POLICY_KEYS if k in section}
+        try:
+            ExecutionPolicy(**found)
+        except ValueError as e:
+            key = next(iter(found))
+            raise ConfigError(f"model.{key} in {self.config.origin('model.' + key)}: "
+                              f"{str(e).replace('execution policy: ', '')}") from None
+        return found
 
     # -- loss ----------------------------------------------------------------
     @functools.cached_property
@@ -402,7 +427,8 @@ class SegBuilder:
                                           f"mapping with a 'type' key, got {t!r}")
                 self.components.build_value(tfs, where)
         if dic.get("model") is not None:
-            cfg = self.config.section("model")
+            self.policy_overrides  # noqa: B018  (checks the execution choices)
+            cfg = {k: v for k, v in self.config.section("model").items() if k not in POLICY_KEYS}
             if cfg.get("type") not in manager.MODELS:
                 raise ConfigError(manager.MODELS.unknown_message(
                     str(cfg.get("type")), f"model in {self.config.origin('model.type')}"))

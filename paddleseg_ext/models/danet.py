@@ -11,7 +11,6 @@ import paddle.nn.functional as F
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.attention import CAM, PAM
-from paddleseg_ext.models.layers.strip_conv import explicit_padding, strip_conv2d
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 
@@ -72,31 +71,12 @@ class DAHead(nn.Layer):
         self.cam_cls = _classifier(inter, num_classes, float(dropout))
         self.fused_cls = _classifier(inter, num_classes, float(dropout))
 
-    @paddle.jit.not_to_static
-    def _branch_inputs(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        """``pam_in(x), cam_in(x)`` from one convolution with the two weights stacked.
-
-        Both read the same ``x``: one conv call does one im2col of it instead
-        of two (the head's largest buffer), then each half goes through its
-        own batch norm (per channel, so the same statistics as apart) and ReLU.
-        """
-        convs = (self.pam_in._conv, self.cam_in._conv)
-        pad = explicit_padding(convs[0])
-        same = pad is not None and all(
-            (c._stride, c._dilation, c._groups, explicit_padding(c)) ==
-            (convs[0]._stride, convs[0]._dilation, convs[0]._groups, pad) for c in convs)
-        if not same or (convs[0].bias is None) != (convs[1].bias is None):
-            return self.pam_in(x), self.cam_in(x)
-        weight = paddle.concat([c.weight for c in convs], axis=0)
-        bias = None if convs[0].bias is None else paddle.concat([c.bias for c in convs])
-        y = strip_conv2d(x, weight, bias, convs[0]._stride, pad, convs[0]._dilation,
-                         convs[0]._groups)
-        pam_y, cam_y = paddle.split(y, 2, axis=1)
-        return (self.pam_in._act(self.pam_in._norm(pam_y)),
-                self.cam_in._act(self.cam_in._norm(cam_y)))
+    def branch_inputs(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """``pam_in(x), cam_in(x)``: the two branches' input convolutions."""
+        return self.pam_in(x), self.cam_in(x)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
-        pam_x, cam_x = self._branch_inputs(x)
+        pam_x, cam_x = self.branch_inputs(x)
         pam_feat = self.pam_out(self.pam(pam_x))
         cam_feat = self.cam_out(self.cam(cam_x))
         logits = [self.fused_cls(pam_feat + cam_feat)]

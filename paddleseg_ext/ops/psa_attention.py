@@ -47,7 +47,6 @@ Two implementations give the same values and gradients:
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -56,7 +55,7 @@ from typing import Optional, Sequence, Tuple, Union
 import paddle
 import paddle.nn.functional as F
 
-from .custom_op_build import IMPL_ENV, CompiledOp
+from .custom_op_build import CompiledOp
 from .psa_mask import _dtype_name, _mask_hw, _psa_type_id
 
 __all__ = [
@@ -344,8 +343,13 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
     mh, mw = _mask_size_of(mask_logits, mask_size)
     _check_inputs(x, mask_logits, mh, mw)
     norm = _check_norm(normalization_factor)
-    env = (os.environ.get(IMPL_ENV) or "").strip().lower()
-    mode = (impl or (env if env in ("op", "paddle", "auto") else "auto")).strip().lower()
+    if impl is None:
+        from paddleseg_ext.runtime.policy import current_policy
+
+        mode = current_policy().psa_impl
+        mode = mode if mode in ("op", "paddle") else "auto"
+    else:
+        mode = str(impl).strip().lower()
     if mode not in ("op", "paddle", "auto"):
         raise ValueError(f"psa_attention: impl must be 'op', 'paddle' or 'auto', got {impl!r}.")
     dtype_ok = _dtype_name(x) in _OP_DTYPES
@@ -354,9 +358,9 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
         if not dtype_ok:
             raise ValueError(f"psa_attention: the compiled op supports {_OP_DTYPES}, got "
                              f"{_dtype_name(x)}; use impl='paddle'.")
-        module = load_attention_op_library(build=True)[0]
+        module = load_attention_op_library(build=False)[0]
     elif mode == "auto" and dtype_ok:
-        module = _OP.get(allow_build=True)
+        module = _OP.get(allow_build=False)
         if module is None:
             _fallback_warning()
     if module is None:

@@ -28,7 +28,6 @@ one warning).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -340,14 +339,16 @@ def psa_mask(
     type_id = _psa_type_id(psa_type)
     mh, mw = _mask_hw(mask_size)
     _check_input(x, mh, mw)
-    mode = (impl or os.environ.get(_IMPL_ENV) or "auto").strip().lower()
-    if mode == "fused" and not impl:  # PSANet's fused choice; the mask op itself: auto
-        mode = "auto"
+    if impl is None:
+        from paddleseg_ext.runtime.policy import current_policy
+
+        mode = current_policy().psa_impl
+        if mode == "fused":  # PSANet's fused choice; the mask op itself: auto
+            mode = "auto"
+    else:
+        mode = str(impl).strip().lower()
     if mode not in ("op", "paddle", "auto"):
-        raise ValueError(
-            f"psa_mask: impl must be 'op', 'paddle' or 'auto', got {mode!r} "
-            f"(from {'impl=' if impl else _IMPL_ENV})."
-        )
+        raise ValueError(f"psa_mask: impl must be 'op', 'paddle' or 'auto', got {impl!r}.")
     if mode == "paddle":
         return psa_mask_reference(x, type_id, (mh, mw))
 
@@ -358,13 +359,13 @@ def psa_mask(
                 f"psa_mask: the compiled op supports {_OP_DTYPES}, got "
                 f"{_dtype_name(x)}; use impl='paddle'."
             )
-        module, _ = load_op_library(build=True)
+        module, _ = load_op_library(build=False)
         return module.psa_mask(x, type_id, mh, mw)
 
     # auto
     on_gpu = paddle.in_dynamic_mode() and not x.place.is_cpu_place()
     if dtype_ok and not (on_gpu and not _want_cuda()):
-        module = _get_op(allow_build=True)
+        module = _get_op(allow_build=False)
         if module is not None:
             return module.psa_mask(x, type_id, mh, mw)
         _fallback_warning()

@@ -270,9 +270,11 @@ def wheel_weights_path() -> str:
 
 
 def weights_cache_dir() -> str:
-    """``$PADDLESEG_EXT_WEIGHTS_CACHE`` or ``~/.cache/paddleseg_ext/weights``."""
-    return os.environ.get("PADDLESEG_EXT_WEIGHTS_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "paddleseg_ext", "weights")
+    """The execution policy's weights cache (``$PADDLESEG_EXT_WEIGHTS_CACHE`` or
+    ``~/.cache/paddleseg_ext/weights``)."""
+    from paddleseg_ext.runtime.policy import current_policy
+
+    return current_policy().weights_cache_dir()
 
 
 def lite0_imagenet_weights(source: Optional[str] = None) -> str:

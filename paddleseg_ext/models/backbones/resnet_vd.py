@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -11,7 +11,6 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
-from paddleseg_ext.models.layers.norm import inference_in_place
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 # depth -> (block type, blocks per stage)
@@ -22,7 +21,7 @@ _ARCH = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
 
 
-class _Block(nn.Layer):
+class ResidualBlock(nn.Layer):
     """Basic (2x 3x3) or bottleneck (1x1-3x3-1x1, stride on the 3x3) block.
 
     Attribute names ``conv0/conv1/conv2/short`` follow PaddleSeg so that its
@@ -47,7 +46,8 @@ class _Block(nn.Layer):
         self.avg_down = avg_down
         self.short = ConvBN(in_ch, out_ch, 1) if project else None
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+    def residual(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """The residual branch and the shortcut, before they are added."""
         y = self.conv1(self.conv0(x))
         if self.kind == "bottleneck":
             y = self.conv2(y)
@@ -56,10 +56,10 @@ class _Block(nn.Layer):
             if self.avg_down:
                 identity = F.avg_pool2d(identity, 2, 2, ceil_mode=True)
             identity = self.short(identity)
-        if inference_in_place():
-            # No graph to keep: add and ReLU in y's buffer (same values, two
-            # fewer full-size tensors at large inference sizes).
-            return F.relu_(y.add_(identity))
+        return y, identity
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        y, identity = self.residual(x)
         return F.relu(y + identity)
 
 
@@ -133,7 +133,7 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             for i in range(blocks[s]):
                 dilation = dilations[s] * (grid[i] if s == 3 else 1)
                 stride = strides[s] if i == 0 else 1
-                block = _Block(kind, in_ch, planes[s], stride, dilation,
+                block = ResidualBlock(kind, in_ch, planes[s], stride, dilation,
                                project=(i == 0), avg_down=(stride == 2))
                 name = f"bb_{s}_{i}"
                 self.add_sublayer(name, block)
