@@ -340,7 +340,8 @@ def test_build_cli_builds_every_op(attention_op):
 def test_cuda_source_compiles(tmp_path):
     proc = subprocess.run(
         ["nvcc", "-c", str(SRC_DIR / "psa_attention.cu"), "-o", str(tmp_path / "pa.o"),
-         "-I", str(SRC_DIR), "-I", str(ROOT / "custom_ops" / "psa_mask"), "-Xcompiler", "-Wall"],
+         "-I", str(SRC_DIR), "-I", str(ROOT / "custom_ops" / "psa_mask"),
+         "-I", str(ROOT / "custom_ops" / "common"), "-Xcompiler", "-Wall"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "pa.o").stat().st_size > 0

@@ -502,7 +502,7 @@ def test_jit_save_and_reload_in_fresh_process(op_module, impl, tmp_path):
 def test_cuda_source_compiles(tmp_path):
     proc = subprocess.run(
         ["nvcc", "-c", str(SRC_DIR / "psa_mask.cu"), "-o", str(tmp_path / "psa_mask.o"),
-         "-Xcompiler", "-Wall"],
+         "-I", str(SRC_DIR.parent / "common"), "-Xcompiler", "-Wall"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

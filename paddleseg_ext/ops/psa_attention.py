@@ -80,8 +80,10 @@ _BUILD_HINT = (
 _OP = CompiledOp(
     ATTENTION_OP_NAME, "psa_attention", cpu_sources=["psa_attention.cc"],
     cuda_sources=["psa_attention.cu"],
-    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h",
-             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h"],
+    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h", "common/op_dtypes.h",
+             "common/kernel_support.h", "common/cuda_dtype_dispatch.h",
+             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h",
+             "psa_attention/psa_attention_cuda.h", "psa_attention/psa_attention_kernels.cuh"],
     build_hint=_BUILD_HINT)
 
 PsaType = Union[str, int]

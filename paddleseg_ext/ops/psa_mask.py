@@ -226,7 +226,10 @@ def psa_mask_reference(
 
 _OP = CompiledOp(
     OP_NAME, "psa_mask", cpu_sources=["psa_mask.cc"], cuda_sources=["psa_mask.cu"],
-    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h"], build_hint=_BUILD_HINT)
+    headers=["psa_mask/psa_mask_common.h", "psa_mask/psa_mask_cuda.h",
+             "psa_mask/psa_mask_kernels.cuh", "common/cpu_parallel.h", "common/op_dtypes.h",
+             "common/kernel_support.h", "common/cuda_dtype_dispatch.h"],
+    build_hint=_BUILD_HINT)
 
 
 def op_source_dir() -> Path:
