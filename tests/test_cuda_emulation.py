@@ -120,6 +120,14 @@ def _bits_equal(got: np.ndarray, want: np.ndarray) -> bool:
         got.view(np.uint64), want.reshape(-1).view(np.uint64))
 
 
+def _assert_bits_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    want = np.ascontiguousarray(want, dtype=np.float64).reshape(-1)
+    assert got.shape == want.shape, f"{what}: {got.shape} values, expected {want.shape}"
+    bad = np.flatnonzero(got.view(np.uint64) != want.view(np.uint64))
+    assert bad.size == 0, (f"{what}: {bad.size} of {want.size} entries differ, first at "
+                           f"{bad[0]}: {got[bad[0]]!r} instead of {want[bad[0]]!r}")
+
+
 def _rounded(values: np.ndarray, dtype: str) -> np.ndarray:
     """``values`` rounded to ``dtype`` (nearest, ties to even), as float64."""
     if dtype == "float64":
@@ -165,12 +173,13 @@ def test_mask_kernels_equal_cpu_op_and_oracle(emulator, op_module, case, psa_typ
                  psa_type)["y"]
     dx = _emulate(emulator, "mask", "backward", "float64", geometry, {"dy": dy}, ["dx"], shape,
                   psa_type)["dx"]
-    assert _bits_equal(y, np_psa_mask(x, psa_type, mh, mw))
-    assert _bits_equal(dx, np_psa_mask_grad(dy, psa_type, mh, mw))
+    _assert_bits_equal(y, np_psa_mask(x, psa_type, mh, mw), "y vs oracle")
+    _assert_bits_equal(dx, np_psa_mask_grad(dy, psa_type, mh, mw), "dx vs oracle")
     xt = paddle.to_tensor(x, stop_gradient=False)
     yt = psa_mask(xt, psa_type, (mh, mw), impl="op")
     (dxt,) = paddle.grad([yt], [xt], [paddle.to_tensor(dy)])
-    assert _bits_equal(y, yt.numpy()) and _bits_equal(dx, dxt.numpy())
+    _assert_bits_equal(y, yt.numpy(), "y vs CPU op")
+    _assert_bits_equal(dx, dxt.numpy(), "dx vs CPU op")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -185,8 +194,8 @@ def test_mask_kernels_copy_narrow_types_exactly(emulator, dtype, psa_type):
                  psa_type)["y"]
     dx = _emulate(emulator, "mask", "backward", dtype, geometry, {"dy": dy}, ["dx"],
                   WRAP_SHAPES[1], psa_type)["dx"]
-    assert _bits_equal(y, np_psa_mask(x, psa_type, mh, mw))
-    assert _bits_equal(dx, np_psa_mask_grad(dy, psa_type, mh, mw))
+    _assert_bits_equal(y, np_psa_mask(x, psa_type, mh, mw), f"{dtype} y")
+    _assert_bits_equal(dx, np_psa_mask_grad(dy, psa_type, mh, mw), f"{dtype} dx")
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -210,8 +219,7 @@ def test_half_conversions_round_to_nearest_even(emulator, dtype):
     x = x[x.astype(np.float32).astype(np.float64) == x]
     y = _emulate(emulator, "mask", "forward", dtype, (x.size, 0, 1, 1, 1, 1),
                  {"x": x.reshape(-1, 1, 1, 1)}, ["y"])["y"]
-    want = _rounded(x, dtype)
-    assert _bits_equal(y, want), np.flatnonzero(y != want)[:10]
+    _assert_bits_equal(y, _rounded(x, dtype), f"{dtype} round trip")
 
 
 # ----------------------------------------------------------------------------
@@ -353,7 +361,7 @@ def test_half_attention_kernels_within_rounding_bound(emulator, case, psa_type, 
                        f"{dtype} {name}")
     # The softmax statistics are float32 from the same (representable) logits
     # in both: the same arithmetic, so the same bits.
-    assert _bits_equal(half[1], single[1])
+    _assert_bits_equal(half[1], single[1], "lse")
     # The 16-bit path really is 16-bit: values are representable, and differ from float32.
     assert _bits_equal(half[0], _rounded(half[0], dtype))
     assert not np.array_equal(half[0], single[0])
