@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -498,3 +499,85 @@ def test_gpu_branch_of_the_op_compiles_with_paddle_headers(op):
            *(f"-I{d}" for d in INCLUDES), str(OPS / op / f"{op}.cc")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+# ----------------------------------------------------------------------------
+# 16-bit tensors through the Python faces and PSANet: the compiled ops, never
+# the [HW, HW] fallbacks
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_full_map(monkeypatch):
+    """Make every path that builds an [HW, HW] map (or its index map) fail."""
+    import importlib
+
+    mask_mod = importlib.import_module("paddleseg_ext.ops.psa_mask")
+    attn_mod = importlib.import_module("paddleseg_ext.ops.psa_attention")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an [HW, HW] map was built")
+
+    for mod, name in ((mask_mod, "_index_map"), (mask_mod, "psa_mask_reference"),
+                      (attn_mod, "psa_attention_reference"), (attn_mod, "_unfused")):
+        monkeypatch.setattr(mod, name, refuse)
+    monkeypatch.delenv("PADDLESEG_EXT_PSA_IMPL", raising=False)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_tensors_use_the_compiled_ops(op_module, attention_op, no_full_map, dtype):
+    # On the CPU the faces run the op on a float32 copy of the 16-bit values:
+    # the same values as the float32 op, rounded once to the input's dtype.
+    rng = np.random.default_rng(3)
+    x32 = paddle.to_tensor(rng.standard_normal((2, 5, 6, 7)).astype("float32"))
+    a32 = paddle.to_tensor(2 * rng.standard_normal((2, 15, 6, 7)).astype("float32"))
+    x16, a16 = x32.astype(dtype), a32.astype(dtype)
+    x16.stop_gradient = a16.stop_gradient = False
+    y = psa_mask(a16, "distribute", (3, 5))
+    assert str(y.dtype) == f"paddle.{dtype}"
+    want = psa_mask(a16.astype("float32"), "distribute", (3, 5), impl="op")
+    _assert_bits_equal(y.astype("float64").numpy().reshape(-1),
+                       want.astype("float64").numpy(), "psa_mask")
+    out = psa_attention(x16, a16, "collect", 2.0, mask_size=(3, 5))
+    assert str(out.dtype) == f"paddle.{dtype}"
+    ref = psa_attention(x16.astype("float32"), a16.astype("float32"), "collect", 2.0,
+                        mask_size=(3, 5), impl="op").astype(dtype)
+    _assert_bits_equal(out.astype("float64").numpy().reshape(-1),
+                       ref.astype("float64").numpy(), "psa_attention")
+    dx, da = paddle.grad([out], [x16, a16], [paddle.ones_like(out)])
+    assert str(dx.dtype) == str(da.dtype) == f"paddle.{dtype}"
+    assert np.isfinite(dx.astype("float32").numpy()).all()
+
+
+def test_psanet_under_auto_cast_builds_no_full_map(attention_op, no_full_map, monkeypatch):
+    # PSANet with the fused PSA (its recipes' choice) under auto_cast, at a
+    # map size where the fused op runs: on the CPU auto_cast leaves the
+    # convolutions in float32, and the branches reach the op in a dtype it
+    # takes. 16-bit branch outputs (what a GPU's AMP convolutions give) go
+    # through the op too, as the wider dtype when the two branches differ.
+    from paddleseg_ext.models.layers import psa_block
+    from test_psanet import small
+
+    monkeypatch.setattr(psa_block, "FUSED_MIN_POSITIONS", 0)
+    paddle.seed(0)
+    net = small(psa_impl="fused", mask_h=7, mask_w=7)
+    net.eval()
+    x = paddle.randn([1, 3, 64, 64])
+    with paddle.amp.auto_cast(dtype="bfloat16"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # auto_cast has no effect on a CPU place, and says so
+        logits = net(x)[0]
+    assert logits.shape == [1, 3, 64, 64] and np.isfinite(logits.numpy()).all()
+    psa = next(m for m in net.sublayers() if isinstance(m, psa_block.PSAModule))
+    feat = paddle.randn([1, 8, 9, 9])
+    attn = paddle.randn([1, 49, 9, 9])
+    want = psa.aggregate(feat, attn, 0)
+    for f, a in ((feat.astype("float16"), attn.astype("float16")),
+                 (feat, attn.astype("bfloat16"))):
+        got = psa.aggregate(f, a, 0)
+        assert str(got.dtype) == str(f.dtype if f.dtype == a.dtype else feat.dtype)
+        # Rounding the logits by u |a| moves each softmax weight by up to
+        # 2 u max|a| relative; inputs and output add u each.
+        u = UNIT_ROUNDOFF[str(a.dtype).replace("paddle.", "")]
+        bound = u * (3 + 2 * np.abs(attn.numpy()).max()) * np.abs(want.numpy()).max()
+        assert np.abs(got.astype("float32").numpy() - want.numpy()).max() <= bound
+

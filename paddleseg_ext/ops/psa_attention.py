@@ -57,7 +57,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .custom_op_build import IMPL_ENV, CompiledOp
-from .psa_mask import _dtype_name, _mask_hw, _psa_type_id
+from .psa_mask import _OP_DTYPES, _cpu_copy_dtype, _dtype_name, _mask_hw, _psa_type_id
 
 __all__ = [
     "psa_attention",
@@ -70,7 +70,6 @@ __all__ = [
 
 #: Name the op is registered under (``PD_BUILD_OP(psa_attention)``).
 ATTENTION_OP_NAME = "psa_attention"
-_OP_DTYPES = ("float32", "float64")
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
     "C++ compiler, plus nvcc for CUDA), or select the pure-Paddle path with "
@@ -323,7 +322,9 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
     https://hszhao.github.io/papers/eccv18_psanet.pdf.
 
     Args:
-        x: ``[N, C, H, W]`` float32/float64 features.
+        x: ``[N, C, H, W]`` float32/float64/float16/bfloat16 features (the
+            GPU kernels compute 16-bit inputs in float32; on the CPU they run
+            on a float32 copy).
         mask_logits: ``[N, mask_h*mask_w, H, W]`` window logits, ``x``'s dtype.
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         normalization_factor: the result is divided by it (> 0).
@@ -363,5 +364,11 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
             _fallback_warning()
     if module is None:
         return psa_attention_reference(x, mask_logits, type_id, norm, softmax, (mh, mw))
-    out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
+    wide = _cpu_copy_dtype(x)  # 16-bit on the CPU: the CPU kernels take float32
+    if wide is None:
+        out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
+    else:
+        out, _ = module.psa_attention(x.astype(wide), mask_logits.astype(wide), type_id, mh, mw,
+                                      bool(softmax))
+        out = out.astype(x.dtype)
     return out * (1.0 / norm) if norm != 1.0 else out

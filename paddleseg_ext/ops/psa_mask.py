@@ -55,7 +55,10 @@ OP_NAME = "psa_mask"
 _IMPL_ENV = IMPL_ENV
 
 _PSA_TYPES = {"collect": 0, "distribute": 1}
-_OP_DTYPES = ("float32", "float64")
+_OP_DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: The GPU kernels take these as they are (computing in float32); the CPU
+#: kernels take float32/float64, so on the CPU they run on a float32 copy.
+_HALF_DTYPES = ("float16", "bfloat16")
 
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
@@ -117,6 +120,24 @@ def _check_input(x: paddle.Tensor, mh: int, mw: int) -> None:
 
 def _dtype_name(x: paddle.Tensor) -> str:
     return str(x.dtype).replace("paddle.", "")
+
+
+def _cpu_copy_dtype(x: paddle.Tensor) -> str | None:
+    """``'float32'`` when the compiled op must run ``x`` on a float32 copy (a
+    16-bit tensor outside a GPU place, or in a traced program, whose place is
+    not known), else None (the op takes ``x`` as it is)."""
+    if _dtype_name(x) not in _HALF_DTYPES:
+        return None
+    return None if paddle.in_dynamic_mode() and not x.place.is_cpu_place() else "float32"
+
+
+def _call_op(module: ModuleType, x: paddle.Tensor, type_id: int, mh: int, mw: int):
+    """The compiled op on ``x``, through a float32 copy where
+    :func:`_cpu_copy_dtype` says so (exact: the op only moves values)."""
+    wide = _cpu_copy_dtype(x)
+    if wide is None:
+        return module.psa_mask(x, type_id, mh, mw)
+    return module.psa_mask(x.astype(wide), type_id, mh, mw).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -326,7 +347,8 @@ def psa_mask(
     op when available; both paths give identical values and gradients.
 
     Args:
-        x: ``[N, mask_h*mask_w, H, W]`` float32/float64 tensor.
+        x: ``[N, mask_h*mask_w, H, W]`` float32/float64/float16/bfloat16
+            tensor (the 16-bit types through a float32 copy on the CPU).
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         mask_size: ``(mask_h, mask_w)``; even sizes give a lopsided window
             (``hh = (mask_h-1)//2`` cells above the centre).
@@ -362,13 +384,13 @@ def psa_mask(
                 f"{_dtype_name(x)}; use impl='paddle'."
             )
         module, _ = load_op_library(build=True)
-        return module.psa_mask(x, type_id, mh, mw)
+        return _call_op(module, x, type_id, mh, mw)
 
     # auto
     on_gpu = paddle.in_dynamic_mode() and not x.place.is_cpu_place()
     if dtype_ok and not (on_gpu and not _want_cuda()):
         module = _get_op(allow_build=True)
         if module is not None:
-            return module.psa_mask(x, type_id, mh, mw)
+            return _call_op(module, x, type_id, mh, mw)
         _fallback_warning()
     return psa_mask_reference(x, type_id, (mh, mw))

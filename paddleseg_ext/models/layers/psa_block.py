@@ -68,6 +68,8 @@ PSA_IMPLS = ("auto", "op", "paddle", "fused")
 #: ``fused`` runs the unfused compiled path on maps of at most this many
 #: positions, where it is faster on CPU (docs/benchmarks.md, psa_attention).
 FUSED_MIN_POSITIONS = 16384
+_DTYPE_BYTES = {f"paddle.{k}": v for k, v in
+                (("float16", 2), ("bfloat16", 2), ("float32", 4), ("float64", 8))}
 #: Accepted ``concat_order`` values: which bi-direction branch comes first in
 #: the context fed to ``proj`` (the authors' code: collect; PSANet_paddle:
 #: distribute).
@@ -437,6 +439,11 @@ class PSAModule(nn.Layer):
         Returns:
             ``[N, C, h, w]`` aggregated context.
         """
+        if feat.dtype != attn.dtype:
+            # Mixed precision can leave the two branches in different dtypes;
+            # the PSA ops take one: the wider, so no precision is lost.
+            wide = max((feat.dtype, attn.dtype), key=lambda d: _DTYPE_BYTES.get(str(d), 0))
+            feat, attn = feat.astype(wide), attn.astype(wide)
         return psa_aggregate(feat, attn, direction, self.mask_size, compact=self.compact,
                              softmax=self.psa_softmax,
                              normalization_factor=self.normalization_factor,
