@@ -246,16 +246,21 @@ def _at_logits(dense: np.ndarray, where: np.ndarray) -> np.ndarray:
     return out.reshape(dense.shape[0], -1)
 
 
+def _abs_weights(a, psa_type, mh, mw, softmax):
+    """|W| of the dense map (softmax weights, or |Y|), the map Y and its
+    logit positions (np_mask_map's ``where``)."""
+    y, where = np_mask_map(a, psa_type, mh, mw)
+    if not softmax:
+        return np.abs(y), y, where
+    e = np.exp(y - y.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True), y, where
+
+
 def _magnitudes(x, a, psa_type, mh, mw, softmax, dout):
     """Per output entry, the sum of the magnitudes of its terms (what
     rounding errors scale with): out, dx, da and lse."""
     n, c, h, w = x.shape
-    y, where = np_mask_map(a, psa_type, mh, mw)
-    if softmax:
-        e = np.exp(y - y.max(axis=1, keepdims=True))
-        wts = e / e.sum(axis=1, keepdims=True)
-    else:
-        wts = np.abs(y)
+    wts, y, where = _abs_weights(a, psa_type, mh, mw, softmax)
     xf, g = np.abs(x.reshape(n, c, -1)), np.abs(dout.reshape(n, c, -1))
     m_out = xf @ wts
     m_dx = g @ wts.transpose(0, 2, 1)
@@ -320,13 +325,34 @@ def test_attention_kernels_match_cpu_op_and_oracle(emulator, attention_op, case,
 
 
 def _attention_bound(dtype, case, ref_abs, mag, extra=0.0):
-    """Error bound of a 16-bit result: one rounding of the stored value
-    (u |ref|, or half a subnormal below the normal range), float32 sums
-    (depth * 2^-24 * magnitude), and ``extra`` for 16-bit intermediates fed
-    back in (out in the backward's column dot)."""
+    """Error bound of a result stored in ``dtype``: one rounding of the
+    stored value (u |ref|, or half a subnormal below the normal range), the
+    sums in the compute type (depth * its u * magnitude: float32 for the
+    16-bit types), and ``extra`` for stored intermediates fed back in (out in
+    the backward's column dot)."""
     u = UNIT_ROUNDOFF[dtype]
-    return (u * ref_abs + SUBNORMAL[dtype] / 2 + _depth(case) * UNIT_ROUNDOFF["float32"] * mag
-            + extra)
+    u_acc = UNIT_ROUNDOFF["float64" if dtype == "float64" else "float32"]
+    return u * ref_abs + SUBNORMAL[dtype] / 2 + _depth(case) * u_acc * mag + extra
+
+
+def attention_oracle_and_bounds(dtype, case, x, a, dout, psa_type, softmax=True):
+    """The float64 oracle's out, dx, da on inputs representable in ``dtype``
+    and, per entry, the error bound of a kernel storing ``dtype`` and
+    computing in float32 (or float64 for float64): see :func:`_attention_bound`."""
+    n, c, h, w, mh, mw = case
+    out, dx, da = np_attention(x, a, psa_type, mh, mw, 1.0, softmax, dout)
+    m_out, m_dx, m_da, _ = _magnitudes(x, a, psa_type, mh, mw, softmax, dout)
+    u = UNIT_ROUNDOFF[dtype]
+    # The backward's column dot D = <dout, out> reads the stored out: off by
+    # up to u * sum_c |dout out|, times the weight (<= 1) in every da entry.
+    d_err = u * (np.abs(dout) * np.abs(out)).sum(axis=1).reshape(n, 1, h * w)
+    wts, _, where = _abs_weights(a, psa_type, mh, mw, softmax)
+    da_extra = _at_logits(wts * d_err, where).reshape(-1) if softmax else 0.0
+    want = {"out": out, "dx": dx, "da": da}
+    bounds = {name: _attention_bound(dtype, case, np.abs(want[name]).reshape(-1), mag, extra)
+              for name, mag, extra in (("out", m_out, 0.0), ("dx", m_dx, 0.0),
+                                       ("da", m_da, da_extra))}
+    return want, bounds
 
 
 HALF_CASES = [ATTENTION_CASES[0], ATTENTION_CASES[1], ATTENTION_CASES[3], ATTENTION_CASES[5]]
@@ -341,25 +367,11 @@ def test_half_attention_kernels_within_rounding_bound(emulator, case, psa_type, 
     half = _run_attention(emulator, dtype, case, x, a, dout, psa_type, True, WRAP_SHAPES[0])
     single = _run_attention(emulator, "float32", case, x, a, dout, psa_type, True,
                             WRAP_SHAPES[1])
-    out, dx, da = np_attention(x, a, psa_type, mh, mw, 1.0, True, dout)
-    m_out, m_dx, m_da, _ = _magnitudes(x, a, psa_type, mh, mw, True, dout)
-    u = UNIT_ROUNDOFF[dtype]
-    # The backward's column dot D = <dout, out> reads the 16-bit out: off by
-    # up to u * sum_c |dout out|, times the weight (<= 1) in every da entry.
-    d_err = u * (np.abs(dout) * np.abs(out)).sum(axis=1).reshape(n, 1, h * w)
-    y, where = np_mask_map(a, psa_type, mh, mw)
-    e = np.exp(y - y.max(axis=1, keepdims=True))
-    wts = e / e.sum(axis=1, keepdims=True)
-    da_extra = _at_logits(wts * d_err, where)  # weight of entry (r, q) times q's D error
-    mags = {"out": m_out, "dx": m_dx, "da": m_da}
-    extra = {"out": 0.0, "dx": 0.0, "da": da_extra.reshape(-1)}
-    for name, g16, g32, ref in (("out", half[0], single[0], out), ("dx", half[2], single[2], dx),
-                                ("da", half[3], single[3], da)):
-        ref_abs = np.abs(ref).reshape(-1)
-        _assert_within(g32, ref, _attention_bound("float32", case, ref_abs, mags[name]),
-                       f"float32 {name}")
-        _assert_within(g16, ref, _attention_bound(dtype, case, ref_abs, mags[name], extra[name]),
-                       f"{dtype} {name}")
+    want, bounds32 = attention_oracle_and_bounds("float32", case, x, a, dout, psa_type)
+    _, bounds16 = attention_oracle_and_bounds(dtype, case, x, a, dout, psa_type)
+    for k, name in ((0, "out"), (2, "dx"), (3, "da")):
+        _assert_within(single[k], want[name], bounds32[name], f"float32 {name}")
+        _assert_within(half[k], want[name], bounds16[name], f"{dtype} {name}")
     # The softmax statistics are float32 from the same (representable) logits
     # in both: the same arithmetic, so the same bits.
     _assert_bits_equal(half[1], single[1], "lse")
