@@ -134,7 +134,8 @@ def _rounded(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float64":
         return values.astype(np.float64)
     if dtype in ("float32", "float16"):
-        return values.astype(dtype).astype(np.float64)
+        with np.errstate(over="ignore"):  # beyond the format's range: inf, as intended
+            return values.astype(dtype).astype(np.float64)
     # bfloat16: the two bfloat16 neighbours of the float32 value, the nearer
     # one (ties: even last bit); float32 inputs make the result exact.
     f = values.astype(np.float32)
@@ -593,3 +594,14 @@ def test_psanet_under_auto_cast_builds_no_full_map(attention_op, no_full_map, mo
         bound = u * (3 + 2 * np.abs(attn.numpy()).max()) * np.abs(want.numpy()).max()
         assert np.abs(got.astype("float32").numpy() - want.numpy()).max() <= bound
 
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cpu_kernels_refuse_16_bit_tensors_clearly(op_module, attention_op, dtype):
+    # Called directly (not through the faces, which pass a float32 copy).
+    x = paddle.randn([1, 9, 3, 3]).astype(dtype)
+    message = f"the CPU kernels take float32 or float64 tensors, got {dtype}"
+    with pytest.raises(Exception, match=message):
+        op_module.psa_mask(x, 0, 3, 3)
+    with pytest.raises(Exception, match=message):
+        attention_op.psa_attention(x, x, 0, 3, 3, True)
