@@ -56,7 +56,7 @@ from typing import Optional, Sequence, Tuple, Union
 import paddle
 import paddle.nn.functional as F
 
-from .custom_op_build import IMPL_ENV, CompiledOp
+from .custom_op_build import IMPL_ENV, CompiledOp, want_cuda
 from .psa_mask import _OP_DTYPES, _cpu_copy_dtype, _dtype_name, _mask_hw, _psa_type_id
 
 __all__ = [
@@ -358,7 +358,8 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
             raise ValueError(f"psa_attention: the compiled op supports {_OP_DTYPES}, got "
                              f"{_dtype_name(x)}; use impl='paddle'.")
         module = load_attention_op_library(build=True)[0]
-    elif mode == "auto" and dtype_ok:
+    elif mode == "auto" and dtype_ok and not (paddle.in_dynamic_mode() and not x.place.is_cpu_place()
+                                              and not want_cuda()):  # a CPU-only build
         module = _OP.get(allow_build=True)
         if module is None:
             _fallback_warning()
