@@ -45,6 +45,7 @@ os.environ.setdefault("PSA_MASK_NUM_THREADS", "2")
 import paddle  # noqa: E402
 
 from paddleseg_ext.ops import op_cache_dir, psa_attention, psa_mask  # noqa: E402
+from paddleseg_ext.ops.custom_op_build import want_cuda  # noqa: E402
 from test_psa_attention import CASES as ATTENTION_CASES  # noqa: E402
 from test_psa_attention import attention_op, np_attention, np_mask_map  # noqa: E402,F401
 from test_psa_mask import CASES as MASK_CASES  # noqa: E402
@@ -537,6 +538,12 @@ def no_full_map(monkeypatch):
     monkeypatch.delenv("PADDLESEG_EXT_PSA_IMPL", raising=False)
 
 
+# With CUDA kernels, the ops take 16-bit tensors on GPU places only
+# (test_gpu_ops.py); these tests cover the CPU kernels' float32 copies.
+cpu_only_ops = pytest.mark.skipif(want_cuda(), reason="the ops are built with CUDA kernels")
+
+
+@cpu_only_ops
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_tensors_use_the_compiled_ops(op_module, attention_op, no_full_map, dtype):
     # On the CPU the faces run the op on a float32 copy of the 16-bit values:
@@ -562,6 +569,7 @@ def test_half_tensors_use_the_compiled_ops(op_module, attention_op, no_full_map,
     assert np.isfinite(dx.astype("float32").numpy()).all()
 
 
+@cpu_only_ops
 def test_psanet_under_auto_cast_builds_no_full_map(attention_op, no_full_map, monkeypatch):
     # PSANet with the fused PSA (its recipes' choice) under auto_cast, at a
     # map size where the fused op runs: on the CPU auto_cast leaves the

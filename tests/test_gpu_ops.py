@@ -26,7 +26,7 @@ from paddleseg_ext.ops import psa_attention, psa_mask
 from paddleseg_ext.ops.custom_op_build import want_cuda
 from test_cuda_emulation import (ATTENTION_CASES, MASK_CASES, UNIT_ROUNDOFF, _assert_bits_equal,
                                  _assert_within, _attention_inputs, _depth, _magnitudes,
-                                 _rounded, attention_oracle_and_bounds)
+                                 _rounded, attention_oracle_and_bounds, no_full_map)  # noqa: F401
 from test_psa_attention import np_attention
 
 GPU = (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
@@ -67,13 +67,15 @@ def test_mask_gpu_equals_cpu(case, psa_type, dtype):
     rng = np.random.default_rng(psa_type)
     x = _rounded(rng.standard_normal((n, mh * mw, h, w)), dtype)
     dy = _rounded(rng.standard_normal((n, h * w, h, w)), dtype)
+    # The CPU kernels take 16-bit values through a float32 copy (exact: a copy).
+    cpu_dtype = "float32" if dtype in ("float16", "bfloat16") else dtype
     results = []
-    for gpu in (False, True):
-        xt = _tensor(x, dtype, gpu)
+    for gpu, run_dtype in ((False, cpu_dtype), (True, dtype)):
+        xt = _tensor(x, run_dtype, gpu)
         y = psa_mask(xt, psa_type, (mh, mw), impl="op")
-        (dx,) = paddle.grad([y], [xt], [_tensor(dy, dtype, gpu)])
-        assert str(y.dtype) == str(dx.dtype) == f"paddle.{dtype}"
-        results.append((_numpy(y), _numpy(dx)))
+        (dx,) = paddle.grad([y], [xt], [_tensor(dy, run_dtype, gpu)])
+        assert str(y.dtype) == str(dx.dtype) == f"paddle.{run_dtype}"
+        results.append((_numpy(y.astype(dtype)), _numpy(dx.astype(dtype))))
     _assert_bits_equal(results[1][0], results[0][0], f"{dtype} y")
     _assert_bits_equal(results[1][1], results[0][1], f"{dtype} dx")
 
@@ -113,3 +115,27 @@ def test_half_attention_gpu_within_rounding_bound(case, psa_type, dtype):
     got = _attention(x, a, dout, dtype, psa_type, True, mh, mw, True)
     for name, g_ in zip(("out", "dx", "da"), got):
         _assert_within(g_, want[name], bounds[name], f"GPU {dtype} {name}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_psanet_under_auto_cast_runs_the_op_in_16_bit(no_full_map, monkeypatch, dtype):
+    # The fused PSA of PSANet under AMP: the branches reach the op in 16 bits
+    # (or the wider dtype where they differ), never the [HW, HW] fallbacks.
+    from paddleseg_ext.models.layers import psa_block
+    from test_psanet import small
+
+    seen = []
+
+    def spy(x, *args, **kwargs):
+        seen.append(str(x.dtype))
+        return psa_attention(x, *args, **kwargs)
+
+    monkeypatch.setattr(psa_block, "FUSED_MIN_POSITIONS", 0)
+    monkeypatch.setattr(psa_block, "psa_attention", spy)
+    paddle.seed(0)
+    net = small(psa_impl="fused", mask_h=7, mask_w=7)
+    net.eval()
+    with paddle.no_grad(), paddle.amp.auto_cast(dtype=dtype):
+        logits = net(paddle.randn([1, 3, 64, 64]))[0]
+    assert np.isfinite(logits.astype("float32").numpy()).all()
+    assert seen and all(d in (f"paddle.{dtype}", "paddle.float32") for d in seen), seen

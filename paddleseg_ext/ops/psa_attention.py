@@ -56,7 +56,7 @@ from typing import Optional, Sequence, Tuple, Union
 import paddle
 import paddle.nn.functional as F
 
-from .custom_op_build import IMPL_ENV, CompiledOp, want_cuda
+from .custom_op_build import IMPL_ENV, CompiledOp
 from .psa_mask import _OP_DTYPES, _cpu_copy_dtype, _dtype_name, _mask_hw, _psa_type_id
 
 __all__ = [
@@ -323,8 +323,8 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
 
     Args:
         x: ``[N, C, H, W]`` float32/float64/float16/bfloat16 features (the
-            GPU kernels compute 16-bit inputs in float32; on the CPU they run
-            on a float32 copy).
+            GPU kernels compute 16-bit inputs in float32; an op built without
+            CUDA kernels runs them on a float32 copy).
         mask_logits: ``[N, mask_h*mask_w, H, W]`` window logits, ``x``'s dtype.
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         normalization_factor: the result is divided by it (> 0).
@@ -358,14 +358,13 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
             raise ValueError(f"psa_attention: the compiled op supports {_OP_DTYPES}, got "
                              f"{_dtype_name(x)}; use impl='paddle'.")
         module = load_attention_op_library(build=True)[0]
-    elif mode == "auto" and dtype_ok and not (paddle.in_dynamic_mode() and not x.place.is_cpu_place()
-                                              and not want_cuda()):  # a CPU-only build
+    elif mode == "auto" and dtype_ok:
         module = _OP.get(allow_build=True)
         if module is None:
             _fallback_warning()
     if module is None:
         return psa_attention_reference(x, mask_logits, type_id, norm, softmax, (mh, mw))
-    wide = _cpu_copy_dtype(x)  # 16-bit on the CPU: the CPU kernels take float32
+    wide = _cpu_copy_dtype(x)  # 16-bit without CUDA kernels: the CPU kernels take float32
     if wide is None:
         out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
     else:

@@ -57,7 +57,8 @@ _IMPL_ENV = IMPL_ENV
 _PSA_TYPES = {"collect": 0, "distribute": 1}
 _OP_DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: The GPU kernels take these as they are (computing in float32); the CPU
-#: kernels take float32/float64, so on the CPU they run on a float32 copy.
+#: kernels take float32/float64, so an op built without CUDA kernels runs
+#: them on a float32 copy.
 _HALF_DTYPES = ("float16", "bfloat16")
 
 _BUILD_HINT = (
@@ -123,12 +124,10 @@ def _dtype_name(x: paddle.Tensor) -> str:
 
 
 def _cpu_copy_dtype(x: paddle.Tensor) -> str | None:
-    """``'float32'`` when the compiled op must run ``x`` on a float32 copy (a
-    16-bit tensor outside a GPU place, or in a traced program, whose place is
-    not known), else None (the op takes ``x`` as it is)."""
-    if _dtype_name(x) not in _HALF_DTYPES:
-        return None
-    return None if paddle.in_dynamic_mode() and not x.place.is_cpu_place() else "float32"
+    """``'float32'`` when the compiled op must run ``x`` on a float32 copy: a
+    16-bit tensor and an op built without CUDA kernels (the CPU kernels take
+    float32/float64), else None (the op takes ``x`` as it is)."""
+    return "float32" if _dtype_name(x) in _HALF_DTYPES and not _want_cuda() else None
 
 
 def _call_op(module: ModuleType, x: paddle.Tensor, type_id: int, mh: int, mw: int):
@@ -348,7 +347,8 @@ def psa_mask(
 
     Args:
         x: ``[N, mask_h*mask_w, H, W]`` float32/float64/float16/bfloat16
-            tensor (the 16-bit types through a float32 copy on the CPU).
+            tensor (the 16-bit types through a float32 copy where the op has
+            no CUDA kernels).
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         mask_size: ``(mask_h, mask_w)``; even sizes give a lopsided window
             (``hh = (mask_h-1)//2`` cells above the centre).
