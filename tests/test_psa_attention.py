@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -40,7 +39,6 @@ from paddleseg_ext.ops import (  # noqa: E402
 import tolerance as tol  # noqa: E402
 
 attn_module = importlib.import_module("paddleseg_ext.ops.psa_attention")
-SRC_DIR = ROOT / "custom_ops" / "psa_attention"
 RTOL = 1e-10
 
 # ----------------------------------------------------------------------------
@@ -341,14 +339,7 @@ def test_build_cli_builds_every_op(attention_op):
         assert f"built op '{name}'" in proc.stdout
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
-def test_cuda_source_compiles(tmp_path):
-    proc = subprocess.run(
-        ["nvcc", "-c", str(SRC_DIR / "psa_attention.cu"), "-o", str(tmp_path / "pa.o"),
-         "-I", str(SRC_DIR), "-I", str(ROOT / "custom_ops" / "psa_mask"), "-Xcompiler", "-Wall"],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "pa.o").stat().st_size > 0
+# nvcc compiling the CUDA sources (every dtype): test_cuda_emulation.py.
 
 
 # ----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .custom_op_build import CompiledOp
-from .psa_mask import _dtype_name, _mask_hw, _psa_type_id
+from .psa_mask import _OP_DTYPES, _cpu_copy_dtype, _dtype_name, _mask_hw, _psa_type_id
 
 __all__ = [
     "psa_attention",
@@ -69,7 +69,6 @@ __all__ = [
 
 #: Name the op is registered under (``PD_BUILD_OP(psa_attention)``).
 ATTENTION_OP_NAME = "psa_attention"
-_OP_DTYPES = ("float32", "float64")
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
     "C++ compiler, plus nvcc for CUDA), or select the pure-Paddle path with "
@@ -79,8 +78,10 @@ _BUILD_HINT = (
 _OP = CompiledOp(
     ATTENTION_OP_NAME, "psa_attention", cpu_sources=["psa_attention.cc"],
     cuda_sources=["psa_attention.cu"],
-    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h",
-             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h"],
+    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h", "common/op_dtypes.h",
+             "common/kernel_support.h", "common/cuda_dtype_dispatch.h",
+             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h",
+             "psa_attention/psa_attention_cuda.h", "psa_attention/psa_attention_kernels.cuh"],
     build_hint=_BUILD_HINT)
 
 PsaType = Union[str, int]
@@ -320,7 +321,9 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
     https://hszhao.github.io/papers/eccv18_psanet.pdf.
 
     Args:
-        x: ``[N, C, H, W]`` float32/float64 features.
+        x: ``[N, C, H, W]`` float32/float64/float16/bfloat16 features (the
+            GPU kernels compute 16-bit inputs in float32; an op built without
+            CUDA kernels runs them on a float32 copy).
         mask_logits: ``[N, mask_h*mask_w, H, W]`` window logits, ``x``'s dtype.
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         normalization_factor: the result is divided by it (> 0).
@@ -365,5 +368,11 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
             _fallback_warning()
     if module is None:
         return psa_attention_reference(x, mask_logits, type_id, norm, softmax, (mh, mw))
-    out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
+    wide = _cpu_copy_dtype(x)  # 16-bit without CUDA kernels: the CPU kernels take float32
+    if wide is None:
+        out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
+    else:
+        out, _ = module.psa_attention(x.astype(wide), mask_logits.astype(wide), type_id, mh, mw,
+                                      bool(softmax))
+        out = out.astype(x.dtype)
     return out * (1.0 / norm) if norm != 1.0 else out

@@ -54,7 +54,11 @@ OP_NAME = "psa_mask"
 _IMPL_ENV = IMPL_ENV
 
 _PSA_TYPES = {"collect": 0, "distribute": 1}
-_OP_DTYPES = ("float32", "float64")
+_OP_DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: The GPU kernels take these as they are (computing in float32); the CPU
+#: kernels take float32/float64, so an op built without CUDA kernels runs
+#: them on a float32 copy.
+_HALF_DTYPES = ("float16", "bfloat16")
 
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
@@ -116,6 +120,22 @@ def _check_input(x: paddle.Tensor, mh: int, mw: int) -> None:
 
 def _dtype_name(x: paddle.Tensor) -> str:
     return str(x.dtype).replace("paddle.", "")
+
+
+def _cpu_copy_dtype(x: paddle.Tensor) -> str | None:
+    """``'float32'`` when the compiled op must run ``x`` on a float32 copy: a
+    16-bit tensor and an op built without CUDA kernels (the CPU kernels take
+    float32/float64), else None (the op takes ``x`` as it is)."""
+    return "float32" if _dtype_name(x) in _HALF_DTYPES and not _want_cuda() else None
+
+
+def _call_op(module: ModuleType, x: paddle.Tensor, type_id: int, mh: int, mw: int):
+    """The compiled op on ``x``, through a float32 copy where
+    :func:`_cpu_copy_dtype` says so (exact: the op only moves values)."""
+    wide = _cpu_copy_dtype(x)
+    if wide is None:
+        return module.psa_mask(x, type_id, mh, mw)
+    return module.psa_mask(x.astype(wide), type_id, mh, mw).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -225,7 +245,10 @@ def psa_mask_reference(
 
 _OP = CompiledOp(
     OP_NAME, "psa_mask", cpu_sources=["psa_mask.cc"], cuda_sources=["psa_mask.cu"],
-    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h"], build_hint=_BUILD_HINT)
+    headers=["psa_mask/psa_mask_common.h", "psa_mask/psa_mask_cuda.h",
+             "psa_mask/psa_mask_kernels.cuh", "common/cpu_parallel.h", "common/op_dtypes.h",
+             "common/kernel_support.h", "common/cuda_dtype_dispatch.h"],
+    build_hint=_BUILD_HINT)
 
 
 def op_source_dir() -> Path:
@@ -322,7 +345,9 @@ def psa_mask(
     op when available; both paths give identical values and gradients.
 
     Args:
-        x: ``[N, mask_h*mask_w, H, W]`` float32/float64 tensor.
+        x: ``[N, mask_h*mask_w, H, W]`` float32/float64/float16/bfloat16
+            tensor (the 16-bit types through a float32 copy where the op has
+            no CUDA kernels).
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         mask_size: ``(mask_h, mask_w)``; even sizes give a lopsided window
             (``hh = (mask_h-1)//2`` cells above the centre).
@@ -360,13 +385,13 @@ def psa_mask(
                 f"{_dtype_name(x)}; use impl='paddle'."
             )
         module, _ = load_op_library(build=False)
-        return module.psa_mask(x, type_id, mh, mw)
+        return _call_op(module, x, type_id, mh, mw)
 
     # auto
     on_gpu = paddle.in_dynamic_mode() and not x.place.is_cpu_place()
     if dtype_ok and not (on_gpu and not _want_cuda()):
         module = _get_op(allow_build=False)
         if module is not None:
-            return module.psa_mask(x, type_id, mh, mw)
+            return _call_op(module, x, type_id, mh, mw)
         _fallback_warning()
     return psa_mask_reference(x, type_id, (mh, mw))

@@ -59,6 +59,9 @@ __all__ = ["PSAModule", "psa_aggregate", "parse_psa_type", "PSA_TYPES", "PSA_CON
 
 #: Accepted ``psa_type`` names and PaddleSeg's integer codes.
 PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
+#: Bytes per element of the dtypes the PSA ops take (the wider wins when the branches differ).
+_DTYPE_BYTES = {f"paddle.{k}": v for k, v in
+                (("float16", 2), ("bfloat16", 2), ("float32", 4), ("float64", 8))}
 #: Accepted ``concat_order`` values: which bi-direction branch comes first in
 #: the context fed to ``proj`` (the authors' code: collect; PSANet_paddle:
 #: distribute).
@@ -281,7 +284,13 @@ class PSAModule(nn.Layer):
     def _branch(self, x: paddle.Tensor, reduce: nn.Layer, attention: nn.Layer,
                 direction: int) -> paddle.Tensor:
         feat = self._shrink(reduce(x))
-        return self.aggregate(feat, attention(feat), direction)
+        attn = attention(feat)
+        if feat.dtype != attn.dtype:
+            # Mixed precision can leave the two branches in different dtypes;
+            # the PSA ops take one: the wider, so no precision is lost.
+            wide = max((feat.dtype, attn.dtype), key=lambda d: _DTYPE_BYTES.get(str(d), 0))
+            feat, attn = feat.astype(wide), attn.astype(wide)
+        return self.aggregate(feat, attn, direction)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return paddle.concat(self.forward_parts(x), axis=1)
