@@ -69,8 +69,14 @@ def test_unknown_type_and_argument_messages(tmp_path):
 
 def test_constructor_errors_keep_their_type_and_say_where(tmp_path):
     path, _ = write_tiny_config(tmp_path)
-    with pytest.raises(ValueError, match=r"ResNet18_vd \(at model.backbone in .*tiny.yml\): .*output_stride"):
+    # A rule the backbone declares is checked before building, at the key that set it.
+    with pytest.raises(ConfigError, match=r"ResNet18_vd \(at model.backbone.output_stride in --opts\): "
+                                          r"ResNet_vd: output_stride must be one of 8, 16, 32, got 4"):
         SegBuilder(Config(path, opts=["model.backbone.output_stride=4"])).model
+    # A check only the constructor can make (multi_grid against the depth's block count).
+    with pytest.raises(ValueError, match=r"ResNet18_vd \(at model.backbone in .*tiny.yml\): "
+                                         r"multi_grid must have 2 entries"):
+        SegBuilder(Config(path, opts=["model.backbone.multi_grid=[1, 2, 4]"])).model
 
 
 def test_missing_dataset_file_names_path(tmp_path):

@@ -18,7 +18,7 @@ import math
 import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import manager
+from . import manager, validators
 from .config import Config, nearest_keys, short_repr
 from .errors import ConfigError
 
@@ -77,6 +77,7 @@ class ComponentBuilder:
         """
         name, cls, cfg = self._resolve(cfg, where, registry)
         self.check_types(cls, name, cfg, where)
+        self.check_rules(cls, name, cfg, where)
         kwargs = {k: self.build_value(v, f"{where}.{k}") for k, v in cfg.items()}
         kwargs.update(extra)
         self.check_args(cls, name, kwargs, where)
@@ -107,6 +108,7 @@ class ComponentBuilder:
         for k, v in cfg.items():
             self.check_value(v, f"{where}.{k}")
         self.check_types(cls, name, cfg, where)
+        self.check_rules(cls, name, cfg, where)
         names = dict.fromkeys(list(cfg) + [s for s in supplied if s not in cfg])
         self.check_args(cls, name, names, where)
 
@@ -144,28 +146,51 @@ class ComponentBuilder:
                               f"argument(s): {', '.join(missing)}")
 
 
+    def check_rules(self, cls: Callable, name: str, cfg: Dict[str, Any], where: str) -> None:
+        """Config values against the rules the component declares for its arguments
+        (:mod:`~paddleseg_ext.cvlibs.validators`): the constructor runs the same rules, so
+        the builder refuses what the constructor would refuse, with its words."""
+        owner, rules = validators.rules_of(cls)
+        for key, val in cfg.items():
+            rule = rules.get(key)
+            if rule is None:
+                continue
+            try:
+                rule(owner, key, val)
+            except ValueError as e:
+                hint = _yaml_number_hint(val) if rule.kind in ("int", "number") else ""
+                raise ConfigError(f"{name} (at {where}.{key} in {self.origin(where + '.' + key)}): "
+                                  f"{e}{hint}") from None
+
     def check_types(self, cls: Callable, name: str, cfg: Dict[str, Any], where: str) -> None:
         """Config values against simple annotations (int, float, bool, str, Optional/Sequence
-        of those): ``iters: "abc"``-style mistakes get a message instead of a deep TypeError."""
+        of those): ``iters: "abc"``-style mistakes get a message instead of a deep TypeError.
+        Arguments with a declared rule are left to :meth:`check_rules`."""
         params = _all_params(cls)
         if params is None:
             return
+        ruled = validators.rules_of(cls)[1]
         for key, val in cfg.items():
             p = params.get(key)
-            if p is None or (isinstance(val, dict) and "type" in val):
+            if p is None or key in ruled or (isinstance(val, dict) and "type" in val):
                 continue
             want = _simple_annotation(p.annotation)
             if want is None or _matches(val, want):
                 continue
-            hint = ""
-            if isinstance(val, str) and want[0] in ("int", "float"):
-                try:
-                    float(val)
-                    hint = (" (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)")
-                except ValueError:
-                    pass
+            hint = _yaml_number_hint(val) if want[0] in ("int", "float") else ""
             raise ConfigError(f"{name} (at {where}.{key} in {self.origin(where + '.' + key)}): "
                               f"'{key}' must be {_describe(want)}, got {short_repr(val)}{hint}")
+
+
+def _yaml_number_hint(val: Any) -> str:
+    """The hint for a number YAML read as text (``1e-4``: PyYAML wants a dot)."""
+    if isinstance(val, str):
+        try:
+            float(val)
+        except ValueError:
+            return ""
+        return " (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)"
+    return ""
 
 
 def _all_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
