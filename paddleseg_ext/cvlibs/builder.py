@@ -25,15 +25,22 @@ from .errors import ConfigError
 logger = logging.getLogger("paddleseg_ext")
 
 
-def _signature_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+def _all_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+    """The parameters of a function or a class's constructor (without ``self``), or None."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         params = dict(inspect.signature(target).parameters)
     except (TypeError, ValueError):
         return None
     params.pop("self", None)
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None  # **kwargs: cannot check names
+    return params
+
+
+def _signature_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+    """:func:`_all_params`, or None where ``**kwargs`` makes argument names uncheckable."""
+    params = _all_params(fn)
+    if params is None or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
     return params
 
 
@@ -191,16 +198,6 @@ def _yaml_number_hint(val: Any) -> str:
             return ""
         return " (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)"
     return ""
-
-
-def _all_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    try:
-        params = dict(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        return None
-    params.pop("self", None)
-    return params
 
 
 _SCALARS = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
