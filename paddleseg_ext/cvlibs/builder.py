@@ -435,10 +435,7 @@ class SegBuilder:
         if dic.get("lr_scheduler") is not None:
             self.lr_scheduler  # noqa: B018
         if dic.get("optimizer") is not None:
-            cfg = self.config.section("optimizer")
-            if "type" not in cfg:
-                raise ConfigError(f"optimizer in {self.config.origin('optimizer')} needs a 'type'")
-            self.components.check(cfg, "optimizer", manager.OPTIMIZERS,
+            self.components.check(self._typed_section("optimizer"), "optimizer", manager.OPTIMIZERS,
                                   supplied=("learning_rate", "parameters"))
 
     def check_outputs_match_losses(self, model=None) -> None:
@@ -452,21 +449,22 @@ class SegBuilder:
                 f"loss has {n_loss} types/coef in {self.config.origin('loss')}: give one coef per output")
 
     # -- optimisation --------------------------------------------------------
+    def _typed_section(self, key: str) -> Dict[str, Any]:
+        """A copy of the ``{type: ...}`` section ``key``; a ConfigError if it has no type."""
+        cfg = copy.deepcopy(self.config.section(key))
+        if "type" not in cfg:
+            raise ConfigError(f"{key} in {self.config.origin(key)} needs a 'type'")
+        return cfg
+
     @functools.cached_property
     def lr_scheduler(self):
-        cfg = copy.deepcopy(self.config.section("lr_scheduler"))
-        if "type" not in cfg:
-            raise ConfigError(f"lr_scheduler in {self.config.origin('lr_scheduler')} needs a 'type'")
-        return self.components.build(cfg, "lr_scheduler", manager.LR_SCHEDULERS,
-                                     total_iters=self.config.iters)
+        return self.components.build(self._typed_section("lr_scheduler"), "lr_scheduler",
+                                     manager.LR_SCHEDULERS, total_iters=self.config.iters)
 
     @functools.cached_property
     def optimizer(self):
-        cfg = copy.deepcopy(self.config.section("optimizer"))
-        if "type" not in cfg:
-            raise ConfigError(f"optimizer in {self.config.origin('optimizer')} needs a 'type'")
-        return self.components.build(cfg, "optimizer", manager.OPTIMIZERS,
-                                     learning_rate=self.lr_scheduler,
+        return self.components.build(self._typed_section("optimizer"), "optimizer",
+                                     manager.OPTIMIZERS, learning_rate=self.lr_scheduler,
                                      parameters=self.model.parameters())
 
     # -- data ----------------------------------------------------------------

@@ -325,30 +325,38 @@ def fused_pair(first: Any, second: Any) -> Optional[Callable[..., Dict[str, Any]
     return None
 
 
+class _RandomFlip(Transform):
+    """Mirror image and label with probability ``prob`` along the axis of ``flip``."""
+
+    flip: Callable[[np.ndarray], np.ndarray]
+
+    def __init__(self, prob: float) -> None:
+        self.prob = check_prob(prob, "prob", type(self).__name__)
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        if random.random() < self.prob:
+            data = self._apply(data, self.flip, self.flip)
+        return data
+
+
 @manager.TRANSFORMS.register
-class RandomHorizontalFlip(Transform):
+class RandomHorizontalFlip(_RandomFlip):
     """Mirror left-right with probability ``prob``."""
 
-    def __init__(self, prob: float = 0.5) -> None:
-        self.prob = check_prob(prob, "prob", "RandomHorizontalFlip")
+    flip = staticmethod(F.horizontal_flip)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        if random.random() < self.prob:
-            data = self._apply(data, F.horizontal_flip, F.horizontal_flip)
-        return data
+    def __init__(self, prob: float = 0.5) -> None:
+        super().__init__(prob)
 
 
 @manager.TRANSFORMS.register
-class RandomVerticalFlip(Transform):
+class RandomVerticalFlip(_RandomFlip):
     """Mirror top-bottom with probability ``prob``."""
 
-    def __init__(self, prob: float = 0.1) -> None:
-        self.prob = check_prob(prob, "prob", "RandomVerticalFlip")
+    flip = staticmethod(F.vertical_flip)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        if random.random() < self.prob:
-            data = self._apply(data, F.vertical_flip, F.vertical_flip)
-        return data
+    def __init__(self, prob: float = 0.1) -> None:
+        super().__init__(prob)
 
 
 @manager.TRANSFORMS.register

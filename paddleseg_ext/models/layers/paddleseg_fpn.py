@@ -34,16 +34,8 @@ from .resize import resize_to, spatial_size
 
 @validated(in_channels=list_of(POSITIVE_INT), out_channels=POSITIVE_INT)
 class PaddleSegFPN(nn.Layer):
-    """PaddleSeg 2.x's FPN neck (see module doc).
-
-    Args:
-        in_channels: channels of the backbone levels, fine to coarse.
-        out_channels: channels of every pyramid level (256).
-
-    Shape:
-        feats: list of ``[N, in_channels[i], H_i, W_i]`` (fine to coarse) ->
-        list of ``[N, out_channels, H_i, W_i]``, same order.
-    """
+    """PaddleSeg 2.x's FPN neck (see module doc): the arguments and shapes of
+    :class:`~paddleseg_ext.models.layers.fpn.FPN`, another function of them."""
 
     def __init__(self, in_channels: Sequence[int], out_channels: int = 256) -> None:
         super().__init__()
