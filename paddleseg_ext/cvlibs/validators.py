@@ -11,8 +11,8 @@ value the builder accepts is a value the constructor accepts, and both refuse
 with the same words.
 
 Rules that need another argument or a built object (``backbone_indices``
-against ``backbone.feat_channels``) stay in the constructor body; they use
-the helpers at the end of this module.
+against ``backbone.feat_channels``) stay in the constructor body; the shared
+one is :func:`feature_indices`.
 
 Two choices every rule makes the same way:
 
@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 __all__ = ["Rule", "validated", "rules_of", "copy_rules", "one_of", "int_at_least", "optional", "list_of",
            "POSITIVE_INT", "NON_NEGATIVE_INT", "BOOL", "DROPOUT", "FRACTION",
-           "POSITIVE_NUMBER", "NUMBER_AT_LEAST_ONE", "built_backbone", "feature_indices"]
+           "POSITIVE_NUMBER", "NUMBER_AT_LEAST_ONE", "feature_indices"]
 
 T = TypeVar("T")
 
@@ -217,28 +217,25 @@ def rules_of(component: Any) -> Tuple[str, Mapping[str, Rule]]:
 # Checks that need a built object or several arguments (constructor bodies)
 # --------------------------------------------------------------------------
 
-def built_backbone(owner: str, backbone: Any,
-                   needs: Sequence[str] = ("feat_channels",)) -> int:
-    """Check that ``backbone`` is a built layer exposing ``needs``; returns its
-    number of features."""
-    import paddle.nn as nn  # the config side of this module does not need Paddle
+def feature_indices(owner: str, backbone: Any, value: Any, count: Optional[int] = 2,
+                    meaning: str = "", needs: Sequence[str] = ("feat_channels",)) -> Tuple[int, ...]:
+    """Check a model's ``backbone`` and ``backbone_indices`` together; returns the indices.
 
-    if not isinstance(backbone, nn.Layer) or not all(hasattr(backbone, a) for a in needs):
-        attrs = " and ".join(f"`{a}`" for a in needs)
-        raise ValueError(f"{owner}: backbone must be a built backbone layer with {attrs}, "
-                         f"got {type(backbone).__name__}")
-    return len(backbone.feat_channels)
-
-
-def feature_indices(owner: str, value: Any, n_feats: int, count: Optional[int] = 2,
-                    meaning: str = "", name: str = "backbone_indices") -> Tuple[int, ...]:
-    """``backbone_indices``: ints in ``[0, n_feats)``; ``count`` of them, or
+    ``backbone`` must be a built layer exposing ``needs``; the indices are
+    ints in ``[0, len(backbone.feat_channels))``: ``count`` of them, or
     (``count=None``) at least two, increasing (fine to coarse).
 
     Args:
         meaning: what the indices select, for the message (``"(aux feature,
             PPM feature)"``).
     """
+    import paddle.nn as nn  # the config side of this module does not need Paddle
+
+    if not isinstance(backbone, nn.Layer) or not all(hasattr(backbone, a) for a in needs):
+        attrs = " and ".join(f"`{a}`" for a in needs)
+        raise ValueError(f"{owner}: backbone must be a built backbone layer with {attrs}, "
+                         f"got {type(backbone).__name__}")
+    n_feats = len(backbone.feat_channels)
     idx = tuple(value) if isinstance(value, (list, tuple)) else ()
     in_range = all(_is_int(i) and 0 <= i < n_feats for i in idx)
     if count is not None:
@@ -249,5 +246,6 @@ def feature_indices(owner: str, value: Any, n_feats: int, count: Optional[int] =
         what = "at least two increasing ints"
     if not ok:
         tail = f" {meaning}" if meaning else ""
-        raise ValueError(f"{owner}: {name} must be {what} in [0, {n_feats}){tail}, got {value!r}")
+        raise ValueError(f"{owner}: backbone_indices must be {what} in [0, {n_feats}){tail}, "
+                         f"got {value!r}")
     return idx

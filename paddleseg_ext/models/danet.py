@@ -9,8 +9,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, built_backbone,
-                                             feature_indices, one_of, optional, validated)
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             one_of, optional, validated)
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.attention import CAM, PAM
 from paddleseg_ext.models.layers.strip_conv import explicit_padding, strip_conv2d
@@ -155,8 +155,7 @@ class DANet(nn.Layer):
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
         self.num_classes = num_classes
-        n_feats = built_backbone("DANet", backbone)
-        idx = feature_indices("DANet", backbone_indices, n_feats,
+        idx = feature_indices("DANet", backbone, backbone_indices,
                               meaning="(aux feature, attention feature)")
         self.backbone = backbone
         self.backbone_indices = idx

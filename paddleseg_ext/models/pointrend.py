@@ -10,8 +10,8 @@ import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, FRACTION, NON_NEGATIVE_INT,
-                                             NUMBER_AT_LEAST_ONE, POSITIVE_INT, built_backbone,
-                                             feature_indices, int_at_least, one_of, validated)
+                                             NUMBER_AT_LEAST_ONE, POSITIVE_INT, feature_indices,
+                                             int_at_least, one_of, validated)
 from paddleseg_ext.models.layers import resize_to, spatial_size
 from paddleseg_ext.models.layers.fpn import FPN, SemanticFPNHead
 from paddleseg_ext.models.layers.paddleseg_fpn import PaddleSegFPN, PaddleSegFPNHead
@@ -154,9 +154,8 @@ class PointRend(nn.Layer):
                  subdivision_num_points: int = 8196, align_corners: bool = False,
                  decoder: str = "paddleseg", pretrained: Optional[str] = None) -> None:
         super().__init__()
-        n_feats = built_backbone("PointRend", backbone, ("feat_channels", "feat_strides"))
-        idx = feature_indices("PointRend", backbone_indices, n_feats, count=None,
-                              meaning="(fine to coarse)")
+        idx = feature_indices("PointRend", backbone, backbone_indices, count=None,
+                              meaning="(fine to coarse)", needs=("feat_channels", "feat_strides"))
 
         self.num_classes = num_classes
         self.backbone = backbone

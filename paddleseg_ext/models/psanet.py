@@ -10,8 +10,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, built_backbone,
-                                             feature_indices, validated)
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             validated)
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to
 from paddleseg_ext.models.layers.norm import inference_in_place
 from paddleseg_ext.models.layers.psa_block import (NORMALIZATION_FACTOR, PSA_CONCAT_ORDER,
@@ -112,8 +112,7 @@ class PSANet(nn.Layer):
         super().__init__()
         # The arguments were checked by @validated, so errors name PSANet and the YAML key.
         self.num_classes = num_classes
-        n_feats = built_backbone(_OWNER, backbone)
-        idx = feature_indices(_OWNER, backbone_indices, n_feats,
+        idx = feature_indices(_OWNER, backbone, backbone_indices,
                               meaning="(aux feature, PSA feature)")
         mask_size = (mask_h, mask_w)
         psa_type_id, impl, concat_order = psa_type, psa_impl, psa_concat_order

@@ -8,8 +8,8 @@ import paddle
 import paddle.nn as nn
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, built_backbone,
-                                             feature_indices, list_of, optional, validated)
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             list_of, optional, validated)
 from paddleseg_ext.models.layers import AuxHead, PPModule, resize_to, spatial_size
 from paddleseg_ext.utils.pretrained import load_pretrained
 
@@ -63,8 +63,7 @@ class PSPNet(nn.Layer):
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
         self.num_classes = num_classes
-        n_feats = built_backbone("PSPNet", backbone)
-        idx = feature_indices("PSPNet", backbone_indices, n_feats,
+        idx = feature_indices("PSPNet", backbone, backbone_indices,
                               meaning="(aux feature, PPM feature)")
 
         self.backbone = backbone
