@@ -315,9 +315,10 @@ def fused_pair(first: Any, second: Any) -> Optional[Callable[..., Dict[str, Any]
     window (:meth:`RandomPaddingCrop.resize_and_crop`): at scale 2 the full
     resize of a 2048x1024 image makes 4096x2048 pixels, of which a 1024x512
     crop keeps a 16th.
-    The random draws (scale, then top, then left) are unchanged, so seeded
-    runs and resumes reproduce. :class:`~paddleseg_ext.transforms.Compose`
-    uses this; the transforms alone behave as before.
+    The random draws (scale, then top, then left) are those of the two
+    transforms run one after the other, so a seeded run gives the same samples
+    fused or not, and resumes reproduce. :class:`~paddleseg_ext.transforms.Compose`
+    uses this; each transform called alone still does its whole resize or crop.
     """
     if _plain(first, ResizeStepScaling) and _plain(second, RandomPaddingCrop):
         return lambda data, to_float=None: second.resize_and_crop(
