@@ -1,8 +1,13 @@
+import glob
+import os
+
 import paddle
 import pytest
 
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder
 from tiny_config import NUM_CLASSES, write_tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_builds_every_part(tmp_path):
@@ -154,3 +159,11 @@ def test_warmup_schedule(tmp_path):
         s.step()
     assert lrs[0] == pytest.approx(0.001) and lrs[10] == pytest.approx(0.01)
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
+
+
+@pytest.mark.parametrize("path", sorted(
+    p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursive=True)
+    if os.sep + "_base_" + os.sep not in p))
+def test_every_shipped_config_validates(path):
+    """Names, argument names and argument rules of every recipe, without building anything."""
+    SegBuilder(Config(path)).validate()

@@ -217,3 +217,13 @@ def test_validated_names_the_class_and_passes_normalised_values():
         Layer(q=1)
     with pytest.raises(TypeError, match="rules for unknown arguments"):
         V.validated(nope=V.BOOL)(Layer)
+
+
+def test_builder_flags_take_true_or_false_everywhere():
+    """Components without declared rules get the same flag rule from their annotations."""
+    import paddleseg_ext.transforms  # noqa: F401  (registers Resize)
+
+    check = ComponentBuilder(lambda p: "cfg.yml").check
+    check({"type": "Resize", "keep_ratio": True}, "t", manager.TRANSFORMS)
+    with pytest.raises(ConfigError, match="'keep_ratio' must be true or false, got 1"):
+        check({"type": "Resize", "keep_ratio": 1}, "t", manager.TRANSFORMS)

@@ -234,8 +234,8 @@ def _scalar_ok(v: Any, kind: str) -> bool:
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)
     if kind == "float":
         return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-    if kind == "bool":
-        return isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))
+    if kind == "bool":  # 0/1 refused, as the declared rules refuse them (validators.BOOL)
+        return validators.BOOL.test(v)
     return isinstance(v, str)
 
 

@@ -65,3 +65,4 @@ adamw = manager.OPTIMIZERS.register(
 manager.OPTIMIZERS.register(adam, name="adam")
 manager.OPTIMIZERS.register(adamw, name="adamw")
 manager.OPTIMIZERS.register(momentum, name="momentum")
+manager.OPTIMIZERS.register(sgd, name="SGD")  # PaddleSeg 2.8's configs spell it so
