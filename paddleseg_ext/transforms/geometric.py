@@ -20,7 +20,7 @@ import numpy as np
 
 from ..cvlibs import manager
 from . import functional as F
-from .base import (Size, Transform, _where, apply_to_sample, check_number, check_pad_value,
+from .base import (Size, Transform, _where, apply_to_sample, check_number, check_padding,
                    check_prob, check_size)
 
 PadValue = Union[float, Sequence[float]]
@@ -89,28 +89,43 @@ class Resize(Transform):
         return _resize_sample(data, size, _pick_interp(self.interp))
 
 
+class _ResizeBySide(Transform):
+    """Scale, keeping the aspect ratio, so that one side has a given length.
+
+    Subclasses name the side: ``side_arg`` (their argument, kept as an
+    attribute of that name) and ``size_for`` (``(h, w), length -> (w, h)``).
+    """
+
+    side_arg: str
+    size_for: Callable[[Tuple[int, int], int], Tuple[int, int]]
+
+    def __init__(self, length: int) -> None:
+        setattr(self, self.side_arg,
+                int(check_number(length, self.side_arg, type(self).__name__, 0, False)))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        size = self.size_for(data["img"].shape[:2], getattr(self, self.side_arg))
+        return _resize_sample(data, size, cv2.INTER_LINEAR)
+
+
 @manager.TRANSFORMS.register
-class ResizeByLong(Transform):
+class ResizeByLong(_ResizeBySide):
     """Scale so the long side equals ``long_size``, keeping the aspect ratio."""
 
-    def __init__(self, long_size: int) -> None:
-        self.long_size = int(check_number(long_size, "long_size", "ResizeByLong", 0, False))
+    side_arg, size_for = "long_size", staticmethod(F.size_for_long)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        size = F.size_for_long(data["img"].shape[:2], self.long_size)
-        return _resize_sample(data, size, cv2.INTER_LINEAR)
+    def __init__(self, long_size: int) -> None:
+        super().__init__(long_size)
 
 
 @manager.TRANSFORMS.register
-class ResizeByShort(Transform):
+class ResizeByShort(_ResizeBySide):
     """Scale so the short side equals ``short_size``, keeping the aspect ratio."""
 
-    def __init__(self, short_size: int) -> None:
-        self.short_size = int(check_number(short_size, "short_size", "ResizeByShort", 0, False))
+    side_arg, size_for = "short_size", staticmethod(F.size_for_short)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        size = F.size_for_short(data["img"].shape[:2], self.short_size)
-        return _resize_sample(data, size, cv2.INTER_LINEAR)
+    def __init__(self, short_size: int) -> None:
+        super().__init__(short_size)
 
 
 @manager.TRANSFORMS.register
@@ -192,9 +207,8 @@ class RandomPaddingCrop(Transform):
                  ignore_index: int = 255) -> None:
         o = "RandomPaddingCrop"
         self.crop_size = check_size(crop_size, "crop_size", o)
-        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
-        self.label_padding_value = int(check_number(label_padding_value,
-                                                    "label_padding_value", o, -2 ** 31))
+        self.im_padding_value, self.label_padding_value = check_padding(
+            im_padding_value, label_padding_value, o)
         self.category_max_ratio = check_number(category_max_ratio, "category_max_ratio", o,
                                                0, False)
         self.ignore_index = int(ignore_index)
@@ -373,9 +387,8 @@ class RandomRotation(Transform):
                  label_padding_value: int = 255) -> None:
         o = "RandomRotation"
         self.max_rotation = check_number(max_rotation, "max_rotation", o)
-        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
-        self.label_padding_value = int(check_number(label_padding_value,
-                                                    "label_padding_value", o, -2 ** 31))
+        self.im_padding_value, self.label_padding_value = check_padding(
+            im_padding_value, label_padding_value, o)
 
     def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
         if self.max_rotation <= 0:
@@ -400,9 +413,8 @@ class Padding(Transform):
                  label_padding_value: int = 255) -> None:
         o = "Padding"
         self.target_size = check_size(target_size, "target_size", o)
-        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
-        self.label_padding_value = int(check_number(label_padding_value,
-                                                    "label_padding_value", o, -2 ** 31))
+        self.im_padding_value, self.label_padding_value = check_padding(
+            im_padding_value, label_padding_value, o)
 
     def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
         h, w = data["img"].shape[:2]
