@@ -26,7 +26,7 @@ from paddleseg_ext.checkpoints.adapters import base, fold_bias_into_bn, to_nativ
 from paddleseg_ext.checkpoints.adapters.paddleseg import _reverse_branch_order
 from paddleseg_ext.cvlibs import Config, SegBuilder
 from paddleseg_ext.models.layers import PPModule
-from paddleseg_ext.utils.checkpoint import load_model_weights
+from paddleseg_ext.checkpoints.weights import load_model_weights
 from paddleseg_ext.utils.pretrained import load_pretrained
 import tolerance as tol
 

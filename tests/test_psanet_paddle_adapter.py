@@ -136,7 +136,7 @@ def _has_framework():
 @pytest.mark.skipif(not _has_framework(), reason="the adapter framework (to_native in "
                     "paddleseg_ext.checkpoints.adapters, branch h16a) is not merged here")
 def test_load_model_weights_converts_a_saved_peer_checkpoint(golden_state, tmp_path):
-    from paddleseg_ext.utils.checkpoint import load_model_weights
+    from paddleseg_ext.checkpoints.weights import load_model_weights
 
     path = str(tmp_path / "psanet_paddle.pdparams")
     paddle.save({k: paddle.to_tensor(v) for k, v in golden_state.items()}, path)

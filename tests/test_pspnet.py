@@ -165,7 +165,7 @@ def test_aux_width_defaults_to_a_quarter_of_stage3_as_paddleseg():
     net = small()
     assert list(net.aux_head.conv_bn_relu._conv.weight.shape)[:2] == [64, 256]  # ResNet18: 256 / 4
     assert list(small(aux_inter_channels=32).aux_head.conv.weight.shape) == [3, 32, 1, 1]
-    with pytest.raises(ValueError, match="aux_inter_channels must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="aux_inter_channels must be a positive int or None, got 0"):
         small(aux_inter_channels=0)
 
 

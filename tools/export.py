@@ -28,7 +28,7 @@ from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.core.export import (MissingDependencyError, check_onnx, export,  # noqa: E402
                                        export_onnx, require)
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
-from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
+from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 

@@ -14,7 +14,7 @@ from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
-from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
+from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.runtime import use_policy  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 from val import add_infer_args, infer_kwargs  # noqa: E402

@@ -9,6 +9,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             one_of, optional, validated)
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.attention import CAM, PAM
 from paddleseg_ext.utils.pretrained import load_pretrained
@@ -18,18 +20,14 @@ from paddleseg_ext.utils.pretrained import load_pretrained
 AUX_HEADS = ("linear", "fcn")
 
 
-def _positive_int(owner: str, name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
-
-
 def _classifier(in_channels: int, num_classes: int, dropout: float) -> nn.Sequential:
     # Channel-wise dropout (Dropout2D) as in the authors' code and mmseg's heads.
     return nn.Sequential(nn.Dropout2D(p=dropout), nn.Conv2D(in_channels, num_classes, 1))
 
 
 @manager.HEADS.register
+@validated(in_channels=POSITIVE_INT, num_classes=POSITIVE_INT,
+           inter_channels=optional(POSITIVE_INT), dropout=DROPOUT)
 class DAHead(nn.Layer):
     """Dual attention head: a position branch and a channel branch, fused by sum.
 
@@ -54,12 +52,8 @@ class DAHead(nn.Layer):
     def __init__(self, in_channels: int, num_classes: int, inter_channels: Optional[int] = None,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        _positive_int("DAHead", "in_channels", in_channels)
-        _positive_int("DAHead", "num_classes", num_classes)
         inter = in_channels // 4 if inter_channels is None else inter_channels
-        _positive_int("DAHead", "inter_channels", inter)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"DAHead: dropout must be in [0, 1), got {dropout!r}")
+        POSITIVE_INT("DAHead", "inter_channels", inter)
         self.inter_channels = inter
         self.pam_in = ConvBNReLU(in_channels, inter, 3)
         self.pam = PAM(inter)
@@ -86,6 +80,9 @@ class DAHead(nn.Layer):
 
 
 @manager.MODELS.register
+@validated(num_classes=POSITIVE_INT, inter_channels=optional(POSITIVE_INT),
+           enable_auxiliary_loss=BOOL, dropout=DROPOUT, align_corners=BOOL,
+           aux_head=one_of(*AUX_HEADS), align_mode=one_of(0, 1))
 class DANet(nn.Layer):
     """DANet semantic segmentation model.
 
@@ -137,23 +134,9 @@ class DANet(nn.Layer):
                  align_corners: bool = False, aux_head: str = "linear", align_mode: int = 1,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        self.num_classes = _positive_int("DANet", "num_classes", num_classes)
-        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
-            raise ValueError("DANet: backbone must be a built backbone layer with "
-                             f"`feat_channels`, got {type(backbone).__name__}")
-        n_feats = len(backbone.feat_channels)
-        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
-        if len(idx) != 2 or any(isinstance(i, bool) or not isinstance(i, int)
-                                or not 0 <= i < n_feats for i in idx):
-            raise ValueError("DANet: backbone_indices must be two ints in "
-                             f"[0, {n_feats}) (aux feature, attention feature), got "
-                             f"{backbone_indices!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"DANet: dropout must be in [0, 1), got {dropout!r}")
-        if aux_head not in AUX_HEADS:
-            raise ValueError(f"DANet: aux_head must be one of {list(AUX_HEADS)}, got {aux_head!r}")
-        if isinstance(align_mode, bool) or align_mode not in (0, 1):
-            raise ValueError(f"DANet: align_mode must be 0 or 1, got {align_mode!r}")
+        self.num_classes = num_classes
+        idx = feature_indices("DANet", backbone, backbone_indices,
+                              meaning="(aux feature, attention feature)")
         self.backbone = backbone
         self.backbone_indices = idx
         self.enable_auxiliary_loss = bool(enable_auxiliary_loss)

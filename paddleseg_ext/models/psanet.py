@@ -8,10 +8,11 @@ import paddle
 import paddle.nn as nn
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             validated)
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
-from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool,
-                                                   _check_concat_order, _normalization,
-                                                   _positive_int, parse_psa_type)
+from paddleseg_ext.models.layers.psa_block import (NORMALIZATION_FACTOR, PSA_CONCAT_ORDER,
+                                                   PSA_TYPE, PSAModule)
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 __all__ = ["PSANet"]
@@ -23,6 +24,11 @@ _HEAD_CHANNELS = 512
 
 
 @manager.MODELS.register
+@validated(num_classes=POSITIVE_INT, mask_h=POSITIVE_INT, mask_w=POSITIVE_INT, psa_type=PSA_TYPE,
+           shrink_factor=POSITIVE_INT, normalization_factor=NORMALIZATION_FACTOR,
+           psa_softmax=BOOL, use_psa=BOOL, compact=BOOL, enable_auxiliary_loss=BOOL,
+           align_corners=BOOL, dropout=DROPOUT,
+           psa_concat_order=PSA_CONCAT_ORDER)
 class PSANet(nn.Layer):
     """PSANet semantic segmentation model.
 
@@ -93,30 +99,12 @@ class PSANet(nn.Layer):
                  psa_concat_order: str = "collect_first",
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        # Validate everything here so errors name PSANet and the YAML key.
-        self.num_classes = _positive_int(_OWNER, "num_classes", num_classes)
-        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
-            raise ValueError(f"{_OWNER}: backbone must be a built backbone layer with "
-                             f"`feat_channels`, got {type(backbone).__name__}")
-        n_feats = len(backbone.feat_channels)
-        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
-        if len(idx) != 2 or any(not isinstance(i, int) or isinstance(i, bool)
-                                or not 0 <= i < n_feats for i in idx):
-            raise ValueError(f"{_OWNER}: backbone_indices must be two ints in [0, {n_feats}) "
-                             f"(aux feature, PSA feature), got {backbone_indices!r}")
-        mask_size = (_positive_int(_OWNER, "mask_h", mask_h),
-                     _positive_int(_OWNER, "mask_w", mask_w))
-        psa_type_id = parse_psa_type(psa_type, _OWNER)
-        _positive_int(_OWNER, "shrink_factor", shrink_factor)
-        _normalization(_OWNER, normalization_factor, mask_size)
-        for name, value in (("psa_softmax", psa_softmax), ("use_psa", use_psa),
-                            ("compact", compact), ("enable_auxiliary_loss", enable_auxiliary_loss),
-                            ("align_corners", align_corners)):
-            _check_bool(_OWNER, name, value)
-        concat_order = _check_concat_order(psa_concat_order, _OWNER, "psa_concat_order")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{_OWNER}: dropout must be in [0, 1), got {dropout!r}")
+        # The arguments were checked by @validated, so errors name PSANet and the YAML key.
+        self.num_classes = num_classes
+        idx = feature_indices(_OWNER, backbone, backbone_indices,
+                              meaning="(aux feature, PSA feature)")
+        mask_size = (mask_h, mask_w)
+        psa_type_id, concat_order = psa_type, psa_concat_order
 
         self.backbone = backbone
         self.backbone_indices = idx

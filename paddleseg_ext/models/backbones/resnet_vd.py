@@ -10,6 +10,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT, copy_rules, list_of, one_of, validated
 from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
 from paddleseg_ext.utils.pretrained import load_pretrained
 
@@ -63,6 +64,8 @@ class ResidualBlock(nn.Layer):
         return F.relu(y + identity)
 
 
+@validated(depth=one_of(*_ARCH), output_stride=one_of(*_DILATIONS), in_channels=POSITIVE_INT,
+           multi_grid=list_of(POSITIVE_INT))
 class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
     """ResNet-vd backbone returning the four stage features.
 
@@ -96,13 +99,6 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
                  multi_grid: Sequence[int] = (1, 1, 1), in_channels: int = 3,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        if depth not in _ARCH:
-            raise ValueError(f"depth must be one of {', '.join(map(str, _ARCH))}, got {depth!r}")
-        if output_stride not in _DILATIONS:
-            raise ValueError("output_stride must be one of 8, 16, 32, got "
-                             f"{output_stride!r}")
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         kind, blocks = _ARCH[depth]
         grid = self._check_multi_grid(multi_grid, blocks[3], depth)
 
@@ -147,10 +143,7 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
 
     @staticmethod
     def _check_multi_grid(multi_grid: Sequence[int], n_blocks: int, depth: int) -> List[int]:
-        grid = list(multi_grid) if isinstance(multi_grid, (list, tuple)) else None
-        if not grid or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grid):
-            raise ValueError("multi_grid must be a list of positive ints, got "
-                             f"{multi_grid!r}")
+        grid = list(multi_grid)
         if len(grid) != n_blocks:
             if all(g == 1 for g in grid):
                 return [1] * n_blocks
@@ -185,6 +178,7 @@ def _variant(depth: int, name: str) -> Callable[..., ResNet_vd]:
     factory.__signature__ = sig.replace(parameters=params, return_annotation="ResNet_vd")
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"ResNet{depth}-vd backbone; keyword arguments as :class:`ResNet_vd`."
+    copy_rules(factory, ResNet_vd)
     return factory
 
 

@@ -8,9 +8,13 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT, validated
+
 from .norm import SyncBatchNorm
 
 
+@validated(in_channels=POSITIVE_INT, out_channels=POSITIVE_INT, kernel_size=POSITIVE_INT,
+           stride=POSITIVE_INT, dilation=POSITIVE_INT, groups=POSITIVE_INT)
 class ConvBN(nn.Layer):
     """Conv2D (no bias, BN absorbs it) followed by batch norm.
 
@@ -43,12 +47,6 @@ class ConvBN(nn.Layer):
                  stride: int = 1, dilation: int = 1, groups: int = 1,
                  padding: Optional[int] = None, bias: bool = False) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride),
-                            ("dilation", dilation), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         self.in_channels = in_channels

@@ -49,6 +49,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddleseg_ext.cvlibs.validators import (BOOL, POSITIVE_INT, POSITIVE_NUMBER, one_of,
+                                             optional, validated)
 from paddleseg_ext.ops import psa_mask
 
 from .conv_bn import ConvBNReLU
@@ -74,47 +76,22 @@ PsaType = Union[str, int]
 # Argument helpers (shared with PSANet so errors name the right owner)
 # --------------------------------------------------------------------------
 
+#: ``psa_type``: a name, or PaddleSeg's integer code; the constructor receives the code.
+PSA_TYPE = one_of(*PSA_TYPES, aliases={**PSA_TYPES, **{v: v for v in PSA_TYPES.values()}},
+                  normalise=str.lower,
+                  words="one of 'collect', 'distribute', 'bi-direction' (or PaddleSeg's 0, 1, 2)")
+PSA_CONCAT_ORDER = one_of(*PSA_CONCAT_ORDERS)
+#: Attention sums are divided by it; None means the window size (the authors' convention).
+NORMALIZATION_FACTOR = optional(POSITIVE_NUMBER)
+
+
 def parse_psa_type(value: PsaType, owner: str = "PSAModule") -> int:
     """``'collect' | 'distribute' | 'bi-direction'`` or ``0 | 1 | 2`` -> 0/1/2.
 
     Raises:
         ValueError: any other value (bools included).
     """
-    if isinstance(value, str) and value.lower() in PSA_TYPES:
-        return PSA_TYPES[value.lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1, 2):
-        return int(value)
-    raise ValueError(f"{owner}: psa_type must be one of 'collect', 'distribute', 'bi-direction' "
-                     f"(or PaddleSeg's 0, 1, 2), got {value!r}")
-
-
-def _check_concat_order(value: object, owner: str, name: str = "concat_order") -> str:
-    if not isinstance(value, str) or value not in PSA_CONCAT_ORDERS:
-        raise ValueError(f"{owner}: {name} must be one of "
-                         f"{', '.join(map(repr, PSA_CONCAT_ORDERS))}, got {value!r}")
-    return value
-
-
-def _positive_int(owner: str, name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_bool(owner: str, name: str, value: object) -> bool:
-    # YAML gives real bools; a string such as "False" would silently be truthy.
-    if not isinstance(value, bool):
-        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
-    return value
-
-
-def _normalization(owner: str, value: object, mask_size: Tuple[int, int]) -> float:
-    if value is None:  # the authors' convention: average over the window
-        return float(mask_size[0] * mask_size[1])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{owner}: normalization_factor must be a positive number or None "
-                         f"(= mask_h*mask_w), got {value!r}")
-    return float(value)
+    return PSA_TYPE(owner, "psa_type", value)
 
 
 # --------------------------------------------------------------------------
@@ -182,6 +159,9 @@ def psa_aggregate(feat: paddle.Tensor, attn: paddle.Tensor, direction: int,
 # The module
 # --------------------------------------------------------------------------
 
+@validated(in_channels=POSITIVE_INT, mid_channels=POSITIVE_INT, psa_type=PSA_TYPE,
+           shrink_factor=POSITIVE_INT, normalization_factor=NORMALIZATION_FACTOR,
+           psa_softmax=BOOL, compact=BOOL, concat_order=PSA_CONCAT_ORDER)
 class PSAModule(nn.Layer):
     """Point-wise spatial attention module (Zhao et al., ECCV 2018, Fig. 3).
 
@@ -226,20 +206,19 @@ class PSAModule(nn.Layer):
                  compact: bool = False, concat_order: str = "collect_first") -> None:
         super().__init__()
         owner = "PSAModule"
-        _positive_int(owner, "in_channels", in_channels)
-        _positive_int(owner, "mid_channels", mid_channels)
         size = tuple(mask_size) if isinstance(mask_size, (list, tuple)) else ()
         if len(size) != 2:
             raise ValueError(f"{owner}: mask_size must be (mask_h, mask_w), got {mask_size!r}")
-        mh = _positive_int(owner, "mask_h", size[0])
-        mw = _positive_int(owner, "mask_w", size[1])
-        self.psa_type = parse_psa_type(psa_type, owner)
+        mh = POSITIVE_INT(owner, "mask_h", size[0])
+        mw = POSITIVE_INT(owner, "mask_w", size[1])
+        self.psa_type = psa_type
         self.mask_size = (mh, mw)
-        self.shrink_factor = _positive_int(owner, "shrink_factor", shrink_factor)
-        self.normalization_factor = _normalization(owner, normalization_factor, self.mask_size)
-        self.psa_softmax = _check_bool(owner, "psa_softmax", psa_softmax)
-        self.compact = _check_bool(owner, "compact", compact)
-        self.concat_order = _check_concat_order(concat_order, owner)
+        self.shrink_factor = shrink_factor
+        self.normalization_factor = (float(mh * mw) if normalization_factor is None
+                                     else normalization_factor)
+        self.psa_softmax = psa_softmax
+        self.compact = compact
+        self.concat_order = concat_order
         self.in_channels = in_channels
         self.out_channels = 2 * in_channels
 

@@ -7,10 +7,14 @@ from typing import Sequence
 import paddle
 import paddle.nn as nn
 
+from paddleseg_ext.cvlibs.validators import BOOL, POSITIVE_INT, list_of, validated
+
 from .conv_bn import ConvBNReLU
 from .resize import resize_to, spatial_size
 
 
+@validated(in_channels=POSITIVE_INT, out_channels=POSITIVE_INT,
+           bin_sizes=list_of(POSITIVE_INT), dim_reduction=BOOL, align_corners=BOOL)
 class PPModule(nn.Layer):
     """Pyramid pooling module.
 
@@ -40,10 +44,7 @@ class PPModule(nn.Layer):
                  bin_sizes: Sequence[int] = (1, 2, 3, 6), dim_reduction: bool = True,
                  align_corners: bool = False) -> None:
         super().__init__()
-        bins = tuple(bin_sizes) if isinstance(bin_sizes, (list, tuple)) else ()
-        if not bins or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in bins):
-            raise ValueError("PPModule: bin_sizes must be a non-empty list of positive ints, "
-                             f"got {bin_sizes!r}")
+        bins = tuple(bin_sizes)
         branch_ch = in_channels // len(bins) if dim_reduction else in_channels
         if branch_ch < 1:
             raise ValueError(f"PPModule: in_channels={in_channels} is too small for "
