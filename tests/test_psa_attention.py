@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("PSA_MASK_NUM_THREADS", "2")
+os.environ.setdefault("PADDLESEG_EXT_OP_THREADS", "2")
 
 import paddle  # noqa: E402
 

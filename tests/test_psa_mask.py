@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Keep the op modest on a shared machine (read per call by the kernels).
-os.environ.setdefault("PSA_MASK_NUM_THREADS", "2")
+os.environ.setdefault("PADDLESEG_EXT_OP_THREADS", "2")
 
 import paddle  # noqa: E402
 
@@ -252,7 +252,7 @@ def test_concurrent_callers(op_module, monkeypatch):
     # results (one of them runs on its own thread while the pool is busy).
     import threading
 
-    monkeypatch.setenv("PSA_MASK_NUM_THREADS", "2")
+    monkeypatch.setenv("PADDLESEG_EXT_OP_THREADS", "2")
     # x has > 2^16 elements, so each call uses the helper pool.
     x = paddle.to_tensor(_rand((1, 256, 20, 20), seed=12))
     expected = np_psa_mask(x.numpy(), DISTRIBUTE, 16, 16)
@@ -277,7 +277,7 @@ def test_thread_count_does_not_change_result(op_module, monkeypatch):
     x = paddle.to_tensor(_rand((n, mh * mw, h, w), seed=3))
     results = []
     for threads in ("1", "2"):
-        monkeypatch.setenv("PSA_MASK_NUM_THREADS", threads)
+        monkeypatch.setenv("PADDLESEG_EXT_OP_THREADS", threads)
         results.append(psa_mask(x, "collect", (mh, mw), impl="op").numpy())
     np.testing.assert_array_equal(results[0], results[1])
 
@@ -447,7 +447,7 @@ _RELOAD_SCRIPT = textwrap.dedent(
         # still compute (on a fresh pool) instead of waiting for them.
         import os
         x = paddle.rand([1, 256, 20, 20])  # big enough to use the helper pool
-        os.environ["PSA_MASK_NUM_THREADS"] = "2"
+        os.environ["PADDLESEG_EXT_OP_THREADS"] = "2"
         ref = sys.modules["paddleseg_ext.ops.psa_mask"].psa_mask_reference(x, 0, (16, 16)).numpy()
         from paddleseg_ext.ops import psa_mask
         assert (psa_mask(x, 0, (16, 16), impl="op").numpy() == ref).all()
@@ -484,7 +484,7 @@ def test_jit_save_and_reload_in_fresh_process(op_module, impl, tmp_path):
     for k, v in enumerate(inputs):
         np.save(f"{prefix}_in{k}.npy", v)
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PSA_MASK_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PADDLESEG_EXT_OP_THREADS="1")
     env.setdefault("PADDLESEG_EXT_OP_CACHE", str(psa_module.op_cache_dir()))
     script = _RELOAD_SCRIPT.format(root=str(ROOT), impl=impl, prefix=prefix)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,

@@ -8,16 +8,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.runtime import use_policy  # noqa: E402
+from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
-from val import add_infer_args, infer_kwargs  # noqa: E402
 
 
 def main(argv=None):

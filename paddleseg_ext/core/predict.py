@@ -65,7 +65,9 @@ def get_image_list(image_path: str, missing_ok: bool = False) -> Tuple[List[str]
     return sorted(images), base
 
 
-def _rel_name(path: str, base: Optional[str]) -> str:
+def output_stem(path: str, base: Optional[str]) -> str:
+    """The name an image's outputs take: its path below ``base`` (the folder or list file
+    :func:`get_image_list` read), without extension; the file name where it is not below."""
     rel = os.path.relpath(path, base) if base else os.path.basename(path)
     if rel.startswith(".."):
         rel = os.path.basename(path)
@@ -196,7 +198,7 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
                     raise
                 raise out_of_memory_error(e, "predicting", path, img.shape, is_slide, crop_size) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
-            name = _rel_name(path, base)
+            name = output_stem(path, base)
             color_path = os.path.join(save_dir, "pseudo_color_prediction", name + ".png")
             added_path = os.path.join(save_dir, "added_prediction", name + ".jpg")
             os.makedirs(os.path.dirname(color_path), exist_ok=True)

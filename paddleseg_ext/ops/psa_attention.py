@@ -56,7 +56,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .custom_op_build import CompiledOp
-from .psa_mask import _OP_DTYPES, _cpu_copy_dtype, _dtype_name, _mask_hw, _psa_type_id
+from .psa_args import OP_DTYPES, cpu_copy_dtype, dtype_name, mask_hw, psa_type_id
 
 __all__ = [
     "psa_attention",
@@ -121,7 +121,7 @@ def is_attention_op_available(build: bool = False) -> bool:
 
 def _mask_size_of(mask_logits: paddle.Tensor, mask_size) -> Tuple[int, int]:
     if mask_size is not None:
-        return _mask_hw(mask_size)
+        return mask_hw(mask_size, "psa_attention")
     channels = mask_logits.shape[1] if len(mask_logits.shape) == 4 else None
     side = math.isqrt(channels) if isinstance(channels, int) and channels > 0 else 0
     if side * side != channels:
@@ -149,8 +149,8 @@ def _check_inputs(x: paddle.Tensor, a: paddle.Tensor, mh: int, mw: int) -> None:
         if known(xs[d]) and known(as_[d]) and xs[d] != as_[d]:
             raise ValueError(f"psa_attention: x {xs} and mask_logits {as_} differ in {name}.")
     if x.dtype != a.dtype:
-        raise ValueError(f"psa_attention: x is {_dtype_name(x)} but mask_logits is "
-                         f"{_dtype_name(a)}; use one dtype.")
+        raise ValueError(f"psa_attention: x is {dtype_name(x)} but mask_logits is "
+                         f"{dtype_name(a)}; use one dtype.")
 
 
 def _check_norm(value: object) -> float:
@@ -280,7 +280,7 @@ def psa_attention_reference(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_ty
     Raises:
         ValueError: On bad arguments or input shapes.
     """
-    type_id = _psa_type_id(psa_type)
+    type_id = psa_type_id(psa_type, "psa_attention")
     mh, mw = _mask_size_of(mask_logits, mask_size)
     _check_inputs(x, mask_logits, mh, mw)
     norm = _check_norm(normalization_factor)
@@ -342,7 +342,7 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
         ValueError: Bad arguments or input shapes.
         RuntimeError: ``impl='op'`` and the compiled op is unavailable.
     """
-    type_id = _psa_type_id(psa_type)
+    type_id = psa_type_id(psa_type, "psa_attention")
     mh, mw = _mask_size_of(mask_logits, mask_size)
     _check_inputs(x, mask_logits, mh, mw)
     norm = _check_norm(normalization_factor)
@@ -355,12 +355,12 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
         mode = str(impl).strip().lower()
     if mode not in ("op", "paddle", "auto"):
         raise ValueError(f"psa_attention: impl must be 'op', 'paddle' or 'auto', got {impl!r}.")
-    dtype_ok = _dtype_name(x) in _OP_DTYPES
+    dtype_ok = dtype_name(x) in OP_DTYPES
     module = None
     if mode == "op":
         if not dtype_ok:
-            raise ValueError(f"psa_attention: the compiled op supports {_OP_DTYPES}, got "
-                             f"{_dtype_name(x)}; use impl='paddle'.")
+            raise ValueError(f"psa_attention: the compiled op supports {OP_DTYPES}, got "
+                             f"{dtype_name(x)}; use impl='paddle'.")
         module = load_attention_op_library(build=False)[0]
     elif mode == "auto" and dtype_ok:
         module = _OP.get(allow_build=False)
@@ -368,7 +368,7 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
             _fallback_warning()
     if module is None:
         return psa_attention_reference(x, mask_logits, type_id, norm, softmax, (mh, mw))
-    wide = _cpu_copy_dtype(x)  # 16-bit without CUDA kernels: the CPU kernels take float32
+    wide = cpu_copy_dtype(x)  # 16-bit without CUDA kernels: the CPU kernels take float32
     if wide is None:
         out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
     else:

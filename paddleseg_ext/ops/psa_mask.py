@@ -31,11 +31,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence, Union
 
 import paddle
 
 from .custom_op_build import IMPL_ENV, CompiledOp, op_cache_dir, want_cuda
+from .psa_args import (OP_DTYPES, MaskSize, PsaType, cpu_copy_dtype, dtype_name, mask_hw,
+                       psa_type_id)
 
 __all__ = [
     "psa_mask",
@@ -53,12 +54,6 @@ __all__ = [
 OP_NAME = "psa_mask"
 _IMPL_ENV = IMPL_ENV
 
-_PSA_TYPES = {"collect": 0, "distribute": 1}
-_OP_DTYPES = ("float32", "float64", "float16", "bfloat16")
-#: The GPU kernels take these as they are (computing in float32); the CPU
-#: kernels take float32/float64, so an op built without CUDA kernels runs
-#: them on a float32 copy.
-_HALF_DTYPES = ("float16", "bfloat16")
 
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
@@ -66,40 +61,11 @@ _BUILD_HINT = (
     f"impl='paddle' or {_IMPL_ENV}=paddle."
 )
 
-PsaType = Union[str, int]
-MaskSize = Union[int, Sequence[int]]
 
 
 # --------------------------------------------------------------------------
 # Argument handling
 # --------------------------------------------------------------------------
-
-
-def _psa_type_id(psa_type: PsaType) -> int:
-    if isinstance(psa_type, str) and psa_type.lower() in _PSA_TYPES:
-        return _PSA_TYPES[psa_type.lower()]
-    if not isinstance(psa_type, bool) and isinstance(psa_type, int) and psa_type in (0, 1):
-        return int(psa_type)
-    raise ValueError(
-        "psa_mask: psa_type must be 'collect' (0) or 'distribute' (1), "
-        f"got {psa_type!r}."
-    )
-
-
-def _mask_hw(mask_size: MaskSize) -> tuple[int, int]:
-    if isinstance(mask_size, int) and not isinstance(mask_size, bool):
-        mask_size = (mask_size, mask_size)
-    try:
-        mh, mw = (int(v) for v in mask_size)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"psa_mask: mask_size must be (mask_h, mask_w), got {mask_size!r}."
-        ) from None
-    if mh < 1 or mw < 1:
-        raise ValueError(
-            f"psa_mask: mask_size must be positive, got ({mh}, {mw})."
-        )
-    return mh, mw
 
 
 def _check_input(x: paddle.Tensor, mh: int, mw: int) -> None:
@@ -118,21 +84,10 @@ def _check_input(x: paddle.Tensor, mh: int, mw: int) -> None:
         )
 
 
-def _dtype_name(x: paddle.Tensor) -> str:
-    return str(x.dtype).replace("paddle.", "")
-
-
-def _cpu_copy_dtype(x: paddle.Tensor) -> str | None:
-    """``'float32'`` when the compiled op must run ``x`` on a float32 copy: a
-    16-bit tensor and an op built without CUDA kernels (the CPU kernels take
-    float32/float64), else None (the op takes ``x`` as it is)."""
-    return "float32" if _dtype_name(x) in _HALF_DTYPES and not _want_cuda() else None
-
-
 def _call_op(module: ModuleType, x: paddle.Tensor, type_id: int, mh: int, mw: int):
     """The compiled op on ``x``, through a float32 copy where
-    :func:`_cpu_copy_dtype` says so (exact: the op only moves values)."""
-    wide = _cpu_copy_dtype(x)
+    :func:`cpu_copy_dtype` says so (exact: the op only moves values)."""
+    wide = cpu_copy_dtype(x)
     if wide is None:
         return module.psa_mask(x, type_id, mh, mw)
     return module.psa_mask(x.astype(wide), type_id, mh, mw).astype(x.dtype)
@@ -210,8 +165,8 @@ def psa_mask_reference(
     Raises:
         ValueError: On a bad ``psa_type``/``mask_size`` or a wrong input shape.
     """
-    type_id = _psa_type_id(psa_type)
-    mh, mw = _mask_hw(mask_size)
+    type_id = psa_type_id(psa_type)
+    mh, mw = mask_hw(mask_size)
     _check_input(x, mh, mw)
     shape = paddle.shape(x)
     n, h, w = shape[0], shape[2], shape[3]
@@ -361,8 +316,8 @@ def psa_mask(
         ValueError: Bad ``psa_type``, ``mask_size``, ``impl`` or input shape.
         RuntimeError: ``impl='op'`` and the compiled op is unavailable.
     """
-    type_id = _psa_type_id(psa_type)
-    mh, mw = _mask_hw(mask_size)
+    type_id = psa_type_id(psa_type)
+    mh, mw = mask_hw(mask_size)
     _check_input(x, mh, mw)
     if impl is None:
         from paddleseg_ext.runtime.policy import current_policy
@@ -377,12 +332,12 @@ def psa_mask(
     if mode == "paddle":
         return psa_mask_reference(x, type_id, (mh, mw))
 
-    dtype_ok = _dtype_name(x) in _OP_DTYPES
+    dtype_ok = dtype_name(x) in OP_DTYPES
     if mode == "op":
         if not dtype_ok:
             raise ValueError(
-                f"psa_mask: the compiled op supports {_OP_DTYPES}, got "
-                f"{_dtype_name(x)}; use impl='paddle'."
+                f"psa_mask: the compiled op supports {OP_DTYPES}, got "
+                f"{dtype_name(x)}; use impl='paddle'."
             )
         module, _ = load_op_library(build=False)
         return _call_op(module, x, type_id, mh, mw)

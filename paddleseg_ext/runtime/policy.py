@@ -60,8 +60,11 @@ ENV = {
     "weights_cache": "PADDLESEG_EXT_WEIGHTS_CACHE",
     "threads": "CPU_NUM_THREADS",
 }
-#: The compiled ops' kernels read their thread count from this variable (custom_ops/common).
-OP_THREADS_KERNEL_ENV = "PSA_MASK_NUM_THREADS"
+#: The compiled ops' kernels read their thread count from this variable (custom_ops/common);
+#: :func:`use_policy` sets it to the policy's ``op_threads``.
+OP_THREADS_KERNEL_ENV = ENV["op_threads"]
+#: The variable's older name, still read (by the policy and the kernels).
+_OP_THREADS_OLD_ENV = "PSA_MASK_NUM_THREADS"
 
 _MIB = 2 ** 20
 _FALSE = ("0", "false", "no", "off")
@@ -199,7 +202,7 @@ def policy_from_environment(environ: Optional[Mapping[str, str]] = None,
         fields["conv_budget_bytes"] = int(mib * _MIB)
     fields["build_ops"] = not _flag(env, ENV["no_build"], False)
     fields["threads"] = _positive(env, ENV["threads"])
-    fields["op_threads"] = _positive(env, ENV["op_threads"]) or _positive(env, OP_THREADS_KERNEL_ENV)
+    fields["op_threads"] = _positive(env, ENV["op_threads"]) or _positive(env, _OP_THREADS_OLD_ENV)
     fields["op_cache"] = env.get(ENV["op_cache"]) or None
     fields["weights_cache"] = env.get(ENV["weights_cache"]) or None
     fields["shared_memory"] = _flag(env, ENV["shared_memory"], True)
@@ -220,7 +223,7 @@ def current_policy() -> ExecutionPolicy:
     global _default
     if _installed:
         return _installed[-1]
-    key = tuple(os.environ.get(name) for name in (*ENV.values(), OP_THREADS_KERNEL_ENV))
+    key = tuple(os.environ.get(name) for name in (*ENV.values(), _OP_THREADS_OLD_ENV))
     if _default is None or _default[0] != key:
         _default = (key, policy_from_environment())
     return _default[1]

@@ -43,7 +43,7 @@ https://github.com/hszhao/semseg ``model/psanet.py``, and mmsegmentation's
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import paddle
 import paddle.nn as nn
