@@ -570,19 +570,21 @@ def test_half_tensors_use_the_compiled_ops(op_module, attention_op, no_full_map,
 
 
 @cpu_only_ops
-def test_psanet_under_auto_cast_builds_no_full_map(attention_op, no_full_map, monkeypatch):
+def test_psanet_under_auto_cast_builds_no_full_map(attention_op, no_full_map):
     # PSANet with the fused PSA (its recipes' choice) under auto_cast, at a
     # map size where the fused op runs: on the CPU auto_cast leaves the
     # convolutions in float32, and the branches reach the op in a dtype it
     # takes. 16-bit branch outputs (what a GPU's AMP convolutions give) go
     # through the op too, as the wider dtype when the two branches differ.
+    from paddleseg_ext.models import PSANet
+    from paddleseg_ext.models.backbones import ResNet18_vd
     from paddleseg_ext.models.layers import psa_block
-    from test_psanet import small
+    from paddleseg_ext.runtime import ExecutionPolicy, prepare
 
-    monkeypatch.setattr(psa_block, "FUSED_MIN_POSITIONS", 0)
     paddle.seed(0)
-    net = small(psa_impl="fused", mask_h=7, mask_w=7)
-    net.eval()
+    net = PSANet(3, backbone=ResNet18_vd(output_stride=8), mask_h=7, mask_w=7)
+    # the fused op at every map size (the policy's dispatch threshold at 0)
+    net = prepare(net, ExecutionPolicy(target="infer", psa_impl="fused", fused_min_positions=0))
     x = paddle.randn([1, 3, 64, 64])
     with paddle.amp.auto_cast(dtype="bfloat16"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # auto_cast has no effect on a CPU place, and says so
@@ -594,7 +596,7 @@ def test_psanet_under_auto_cast_builds_no_full_map(attention_op, no_full_map, mo
     want = psa.aggregate(feat, attn, 0)
     for f, a in ((feat.astype("float16"), attn.astype("float16")),
                  (feat, attn.astype("bfloat16"))):
-        got = psa.aggregate(f, a, 0)
+        got = psa.aggregate(*psa_block.matching_dtypes(f, a), 0)
         assert str(got.dtype) == str(f.dtype if f.dtype == a.dtype else feat.dtype)
         # Rounding the logits by u |a| moves each softmax weight by up to
         # 2 u max|a| relative; inputs and output add u each.

@@ -43,7 +43,7 @@ https://github.com/hszhao/semseg ``model/psanet.py``, and mmsegmentation's
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import paddle
 import paddle.nn as nn
@@ -57,7 +57,7 @@ from .conv_bn import ConvBNReLU
 from .resize import spatial_size
 from .softmax import channel_softmax
 
-__all__ = ["PSAModule", "psa_aggregate", "parse_psa_type", "PSA_TYPES", "PSA_CONCAT_ORDERS"]
+__all__ = ["PSAModule", "psa_aggregate", "matching_dtypes", "parse_psa_type", "PSA_TYPES", "PSA_CONCAT_ORDERS"]
 
 #: Accepted ``psa_type`` names and PaddleSeg's integer codes.
 PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
@@ -97,6 +97,18 @@ def parse_psa_type(value: PsaType, owner: str = "PSAModule") -> int:
 # --------------------------------------------------------------------------
 # The aggregation (paper Eq. 6/7)
 # --------------------------------------------------------------------------
+
+def matching_dtypes(feat: paddle.Tensor, attn: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """``feat`` and ``attn`` in one dtype, the wider of theirs.
+
+    Mixed precision can leave the two branches in different dtypes (a GPU's AMP convolutions
+    give 16-bit outputs); the PSA ops take one, and the wider loses no precision.
+    """
+    if feat.dtype == attn.dtype:
+        return feat, attn
+    wide = max((feat.dtype, attn.dtype), key=lambda d: _DTYPE_BYTES.get(str(d), 0))
+    return feat.astype(wide), attn.astype(wide)
+
 
 MaskFn = Callable[[paddle.Tensor, int, int, int], paddle.Tensor]
 
@@ -263,13 +275,7 @@ class PSAModule(nn.Layer):
     def _branch(self, x: paddle.Tensor, reduce: nn.Layer, attention: nn.Layer,
                 direction: int) -> paddle.Tensor:
         feat = self._shrink(reduce(x))
-        attn = attention(feat)
-        if feat.dtype != attn.dtype:
-            # Mixed precision can leave the two branches in different dtypes;
-            # the PSA ops take one: the wider, so no precision is lost.
-            wide = max((feat.dtype, attn.dtype), key=lambda d: _DTYPE_BYTES.get(str(d), 0))
-            feat, attn = feat.astype(wide), attn.astype(wide)
-        return self.aggregate(feat, attn, direction)
+        return self.aggregate(*matching_dtypes(feat, attention(feat)), direction)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return paddle.concat(self.forward_parts(x), axis=1)
