@@ -13,8 +13,9 @@ and, where the ONNX variant differs from the plain model,
   deletes ``onednn_placement_pass`` (Paddle 3.3 cannot run the oneDNN
   bilinear_interp that pass places; see infer.py);
 * ``dygraph + fold_bn``: the same with its batch norms folded into the convolutions
-  (:func:`~paddleseg_ext.models.layers.fold_bn.fold_batch_norms`, what tools/val.py runs);
-  both dygraph rows use the Winograd 3x3 convolutions where they apply (the default);
+  (the ``fold_bn`` rewrite of the inference policy, what tools/val.py runs); both dygraph rows
+  are :func:`~paddleseg_ext.runtime.prepare`'d for the ``infer`` target (Winograd 3x3
+  convolutions where they apply, by default), the plain row with ``fold_bn=False``;
 * ``onnxruntime``: ``deploy/python/infer_onnx.py``'s :class:`OnnxPredictor`
   (CPU execution provider);
 * ``openvino``: ``deploy/python/infer_openvino.py``'s :class:`OpenVinoPredictor` on the same
@@ -145,7 +146,7 @@ def _openvino_module() -> Any:
     return infer_openvino
 
 
-def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
+def _export(name: str, model: Any, cfg: Any, workdir: Path, policy: Any) -> Dict[str, Any]:
     """Export once: ONNX (with its Paddle model), plus a plain Paddle model when they differ.
 
     Returns ``{"paddle": dir, "onnx": dir or None, "onnx_note": str, "rewrites": [...]}``.
@@ -157,7 +158,7 @@ def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
     onnx_dir = workdir / f"{name}_onnx"
     try:
         with _quiet():
-            deploy = export_onnx(model, str(onnx_dir), transforms, output_op="none")
+            deploy = export_onnx(model, str(onnx_dir), transforms, output_op="none", policy=policy)
         out["onnx"] = str(onnx_dir)
         out["rewrites"] = list(deploy["Deploy"]["onnx"].get("rewrites") or [])
         out["onnx_note"] = f"opset {deploy['Deploy']['onnx']['opset']}"
@@ -168,7 +169,7 @@ def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
     else:
         paddle_dir = workdir / f"{name}_paddle"
         with _quiet():
-            export(model, str(paddle_dir), transforms, output_op="none")
+            export(model, str(paddle_dir), transforms, output_op="none", policy=policy)
         out["paddle"] = str(paddle_dir)
     return out
 
@@ -217,8 +218,7 @@ def run(ctx: Context) -> Section:
 
     import paddleseg_ext.models  # noqa: F401  (registers the models)
     from paddleseg_ext.cvlibs import SegBuilder
-
-    from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+    from paddleseg_ext.runtime import policy_from_environment, prepare
 
     infer, infer_onnx = _deploy_modules()
     infer_openvino = _openvino_module()
@@ -240,10 +240,16 @@ def run(ctx: Context) -> Section:
             paddle.seed(0)
             opts = [f"model.psa_impl={impl}"] if name == "psanet" else []
             cfg = load_recipe(name, ctx.quick, opts)
-            model = SegBuilder(cfg).model
+            builder = SegBuilder(cfg)
+            model = builder.model
             model.eval()
+            policy = policy_from_environment(target="infer", **builder.policy_overrides)
             t0 = time.perf_counter()
-            dirs = _export(name, model, cfg, ctx.workdir)
+            dirs = _export(name, model, cfg, ctx.workdir, policy)
+            # Dygraph as tools/val.py runs it (its policy's rewrites, BN folded), and the same without
+            # folding, to show what folding alone gives.
+            folded = prepare(model, policy)
+            model = prepare(model, policy.replace(fold_bn=False))
             onnx_notes.append(f"{name}: exported in {time.perf_counter() - t0:.0f} s; ONNX "
                               f"{dirs['onnx_note']}"
                               + (f" ({'; '.join(dirs['rewrites'])})" if dirs["rewrites"] else ""))
@@ -251,12 +257,11 @@ def run(ctx: Context) -> Section:
             # mask, PSPNet's the matmul adaptive pool.
             plain = f"psa {impl}" if name == "psanet" else ""
             onnx_variant = ", ".join(
-                "psa paddle" if "psa_impl" in r else "matmul pool" if "AdaptiveAvgPool2D" in r else r
+                "psa paddle" if r.startswith("psa:") else "matmul pool" if r.startswith("onnx_pool:") else r
                 for r in dirs["rewrites"])
             pcfg = infer.DeployConfig(dirs["paddle"])
             ocfg = infer.DeployConfig(dirs["onnx"], "onnx") if dirs["onnx"] else None
             xt = paddle.to_tensor(x)
-            folded = fold_batch_norms(model)
 
             def dygraph(net: Any = model) -> np.ndarray:
                 with paddle.no_grad():

@@ -73,9 +73,10 @@ def make_predictor(cfg_path: str, runtime: str, cpu_threads: int) -> BasePredict
 
 def pick_runtime(cfg: DeployConfig, runtime: str) -> str:
     """``auto``: onnxruntime when the export has an ONNX model and onnxruntime is installed, else
-    Paddle Inference. Measured (docs/benchmarks.md, issue 31): onnxruntime is exact on all four
-    models and the fastest exact exported runtime for three of them at the service's per-worker
-    setting; OpenVINO (``--runtime openvino``) is faster for PointRend."""
+    Paddle Inference. Measured (docs/benchmarks.md, "Deployment runtimes"): onnxruntime is exact on
+    all four models at both sizes measured; OpenVINO (``--runtime openvino``) is as fast or faster
+    for some models depending on the run, always for PointRend, but missed the exactness bar on
+    PSANet at 256x512."""
     if runtime != "auto":
         return runtime
     if cfg.onnx_file and os.path.isfile(cfg.onnx_file):
