@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
-from paddleseg_ext.core import Trainer  # noqa: E402
+from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
 
@@ -87,10 +87,13 @@ def main(argv=None):
                                             "is_slide", "crop_size", "stride") if k in test_cfg}
     log.info("[TRAIN] %s: %s on %s (%d samples), %d iters, batch %d", args.config, type(model).__name__,
              type(train_ds).__name__, len(train_ds), cfg.iters, cfg.batch_size)
-    trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, cfg.iters, cfg.batch_size,
-                      args.save_dir, val_ds, args.save_interval, args.log_iters, args.keep_checkpoint_max,
-                      args.num_workers, args.use_vdl, args.do_eval, args.seed, args.nan_policy,
-                      args.precision, args.amp_level, eval_kwargs)
+    settings = TrainSettings(iters=cfg.iters, batch_size=cfg.batch_size, save_dir=args.save_dir,
+                             num_workers=args.num_workers, seed=args.seed, nan_policy=args.nan_policy,
+                             precision=args.precision, amp_level=args.amp_level)
+    hooks = default_hooks(val_dataset=val_ds, eval_kwargs=eval_kwargs, save_interval=args.save_interval,
+                          log_iters=args.log_iters, keep_checkpoint_max=args.keep_checkpoint_max,
+                          use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"))
+    trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, settings, hooks)
     result = trainer.train(args.resume_model)
     if result.get("stopped_by"):
         log.warning("[TRAIN] stopped by %s at iter %d/%d", result["stopped_by"], result["iter"], cfg.iters)
