@@ -5,7 +5,6 @@ also run through ``tools/train.py`` / ``val.py`` / ``predict.py`` as commands
 (in-process ``run_cli``), checking the exit status and the ``error:`` line.
 """
 
-import importlib.util
 import io
 import logging
 import os
@@ -24,19 +23,12 @@ from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.datasets import Dataset
 from paddleseg_ext.utils import checkpoint as ckpt
-from tiny_config import write_tiny_config
+from tiny_config import load_tool, write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Configure the toolkit log now (at collection), on a stream that lives for the whole session,
 # not on the stdout capture of whichever test would log first.
 get_logger()
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 train_tool, val_tool, pred_tool = load_tool("train"), load_tool("val"), load_tool("predict")

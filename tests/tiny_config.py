@@ -67,3 +67,14 @@ def tiny_trainer(builder, save_dir, iters=None, batch_size=None, *, do_eval=Fals
     hooks = default_hooks(val_dataset=builder.val_dataset if do_eval else None,
                           handle_signals=handle_signals, **hook_kw)
     return Trainer(builder.model, builder.optimizer, builder.loss, builder.train_dataset, settings, hooks)
+
+
+def load_tool(name):
+    """A ``tools/<name>.py`` script as a module (its ``main`` / ``cli`` callable in-process)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(root, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

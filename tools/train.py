@@ -8,7 +8,11 @@ Multi-device: ``python -m paddle.distributed.launch --nproc_per_node 2 tools/tra
 Errors in the config or the data print ``error: <message>`` and exit with
 status 2 (``PADDLESEG_EXT_DEBUG=1`` shows the traceback). SIGINT / SIGTERM
 save a checkpoint and exit with 130 / 143 (continue with
-``--resume_model auto``).
+``--resume_model auto``). Early stopping (``early_stop:`` in the config or
+``--early_stop_patience N``, with ``--do_eval``) ends the run when the
+validation metric has not improved for N evaluations, keeps ``best_model``,
+logs the reason and exits with 0 (see ``paddleseg_ext/core/early_stop.py``
+for resuming such a run).
 """
 
 import argparse
@@ -21,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E402
+from paddleseg_ext.core.early_stop import EARLY_STOP_METRICS, early_stopping_from  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
 
@@ -45,12 +50,21 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--num_threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--nan_policy", default="stop", choices=["stop", "skip"])
+    p.add_argument("--early_stop_patience", type=int,
+                   help="stop after this many evaluations without improvement (needs --do_eval; "
+                        "0: off; default: the config's early_stop block, else off)")
+    p.add_argument("--early_stop_metric", choices=list(EARLY_STOP_METRICS),
+                   help="validation metric early stopping watches (default mIoU; loss: lower is better)")
+    p.add_argument("--early_stop_min_delta", type=float,
+                   help="an evaluation improves when it beats the best by more than this (default 0)")
     p.add_argument("--opts", nargs="+", default=[], help="key.sub=value overrides")
     args = p.parse_args(argv)
     for name in ("iters", "batch_size", "save_interval", "log_iters"):
         val = getattr(args, name)
         if val is not None and val <= 0:
             p.error(f"--{name} must be a positive integer, got {val}")
+    if args.early_stop_patience is not None and args.early_stop_patience < 0:
+        p.error(f"--early_stop_patience must be >= 0 (0: off), got {args.early_stop_patience}")
     if args.num_workers < 0:
         p.error(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.learning_rate is not None and not args.learning_rate > 0:
@@ -77,6 +91,12 @@ def main(argv=None):
     for key in ("model", "loss", "optimizer", "lr_scheduler"):
         cfg.section(key)  # required: an error naming the file when missing
     builder.validate()  # every config mistake, before anything heavy is built
+    early_stop = early_stopping_from(cfg.section("early_stop", required=False), cfg.origin("early_stop"),
+                                     patience=args.early_stop_patience, metric=args.early_stop_metric,
+                                     min_delta=args.early_stop_min_delta)
+    if early_stop is not None and not args.do_eval:
+        raise ConfigError(f"early stopping ({early_stop.metric}, patience {early_stop.patience}) watches the "
+                          "validation metric: add --do_eval, or turn it off with --early_stop_patience 0")
     cfg.iters  # noqa: B018  (required)
     train_ds = builder.train_dataset  # data errors (missing files, empty lists) before the model
     val_ds = builder.val_dataset if args.do_eval else None
@@ -92,13 +112,15 @@ def main(argv=None):
                              precision=args.precision, amp_level=args.amp_level)
     hooks = default_hooks(val_dataset=val_ds, eval_kwargs=eval_kwargs, save_interval=args.save_interval,
                           log_iters=args.log_iters, keep_checkpoint_max=args.keep_checkpoint_max,
-                          use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"))
+                          early_stop=early_stop, use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"))
     trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, settings, hooks)
     result = trainer.train(args.resume_model)
     if result.get("stopped_by"):
         log.warning("[TRAIN] stopped by %s at iter %d/%d", result["stopped_by"], result["iter"], cfg.iters)
         return result
-    log.info("[TRAIN] done at iter %d; best mIoU %.4f at iter %d; checkpoints in %s", result["iter"],
+    how = f"stopped early at iter {result['iter']}/{cfg.iters}" if result.get("early_stop") else \
+        f"done at iter {result['iter']}"
+    log.info("[TRAIN] %s; best mIoU %.4f at iter %d; checkpoints in %s", how,
              result["best"]["mIoU"], result["best"]["iter"], args.save_dir)
     return result
 

@@ -18,10 +18,11 @@ import signal
 from typing import Any, Dict, List, Optional
 
 from ..utils import checkpoint as ckpt
+from .early_stop import EarlyStopHook, EarlyStopping
 from .hooks_base import Hook
 
 __all__ = ["Hook", "NonFiniteLossError", "NaNGuardHook", "LoggerHook", "CheckpointHook", "EvalHook",
-           "BestTrackerHook", "BestModelSaverHook", "SignalHook", "default_hooks"]
+           "BestTrackerHook", "BestModelSaverHook", "EarlyStopHook", "SignalHook", "default_hooks"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -104,6 +105,12 @@ class EvalHook(Hook):
     """Evaluates every ``interval`` iterations and at the end; the metrics go to
     ``storage.latest_eval`` (with the iteration), nothing else.
 
+    The validation loss (``loss``) is the training loss of the main output
+    (first loss type, times its coef), comparable with ``loss_<main output>``
+    of training. The validation images whose indices a hook put in
+    ``storage.sample_indices`` are kept, with label and prediction, in
+    ``storage.eval_samples`` (VisualDL draws them).
+
     Args:
         interval: iterations between evaluations.
         val_dataset: the validation set (val mode).
@@ -121,15 +128,27 @@ class EvalHook(Hook):
     def run(self, t: Any) -> None:
         from .val import EvalInterrupted, evaluate
 
+        main_loss, coef = t.losses["types"][0], t.losses["coef"][0]
+        keep, samples = set(t.storage.sample_indices), {}
+
+        def each_image(i: int, data: Dict[str, Any], pred: Any) -> None:
+            if i in keep:
+                img = data["img"]
+                samples[i] = {"img": img.numpy() if hasattr(img, "numpy") else img,
+                              "label": data["label"], "pred": pred}
+
         try:
             metrics = evaluate(t.model, self.val_dataset, num_workers=0,
-                               should_stop=lambda: bool(t.storage.stop_signal), **self.kwargs)
+                               should_stop=lambda: bool(t.storage.stop_signal),
+                               loss_fn=lambda logit, label: main_loss(logit, label) * coef,
+                               on_image=each_image if keep else None, **self.kwargs)
         except EvalInterrupted as e:
             t.model.train()
             t.log.warning("[EVAL] %s at iter %d: %s received", e, t.iter, t.storage.stop_signal)
             return
         t.model.train()
         t.storage.latest_eval = dict(metrics, iter=t.iter)
+        t.storage.eval_samples = samples
 
 
 class BestTrackerHook(Hook):
@@ -185,34 +204,40 @@ class SignalHook(Hook):
 
 def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, Any]] = None,
                   save_interval: int = 1000, log_iters: int = 10, keep_checkpoint_max: int = 5,
-                  use_vdl: bool = False,
+                  early_stop: Optional[EarlyStopping] = None, use_vdl: bool = False,
                   vdl_dir: Optional[str] = None,
                   handle_signals: bool = True) -> List[Hook]:
     """The hooks of a standard run, in order.
 
     The order matters: the NaN guard first (a bad step is never saved); the
     checkpoint before the evaluation (a crash or kill during an evaluation
-    costs nothing); then evaluation, best tracking and best-model saving,
-    each reading what the one before put in the storage;
+    costs nothing); then evaluation, best tracking, best-model saving and
+    early stopping, each reading what the one before put in the storage;
     VisualDL after them (it logs their results); signals last.
 
     Args:
         val_dataset: evaluate on it every ``save_interval`` (None: no evaluation, and so no
-            best model).
+            best model and no early stopping).
         eval_kwargs: aug / slide settings for :func:`~paddleseg_ext.core.val.evaluate`.
         save_interval: iterations between checkpoints (and evaluations).
         log_iters: iterations between log lines (and VisualDL training scalars).
         keep_checkpoint_max: newest ``iter_N`` checkpoints kept.
+        early_stop: stop when the validation metric stops improving (needs ``val_dataset``).
         use_vdl: write VisualDL logs to ``vdl_dir``.
         handle_signals: SIGINT / SIGTERM save a checkpoint and stop.
 
     Raises:
-        ValueError: ``use_vdl`` without ``vdl_dir``.
+        ValueError: ``early_stop`` without ``val_dataset``, or ``use_vdl`` without ``vdl_dir``.
     """
     hooks: List[Hook] = [NaNGuardHook(), LoggerHook(log_iters),
                          CheckpointHook(save_interval, keep_checkpoint_max)]
+    if early_stop is not None and val_dataset is None:
+        raise ValueError("early stopping watches a validation metric: it needs evaluation "
+                         "(--do_eval and a val_dataset)")
     if val_dataset is not None:
         hooks += [EvalHook(save_interval, val_dataset, eval_kwargs), BestTrackerHook(), BestModelSaverHook()]
+        if early_stop is not None:
+            hooks.append(EarlyStopHook(early_stop))
     if use_vdl:
         if not vdl_dir:
             raise ValueError("use_vdl needs vdl_dir (the folder for the VisualDL logs)")

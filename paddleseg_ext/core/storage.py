@@ -8,7 +8,7 @@ This is that object, reduced to what our hooks exchange.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 
 def _no_best() -> Dict[str, Any]:
@@ -29,6 +29,9 @@ class TrainStorage:
             layout every checkpoint's ``state.json`` has kept).
         stop_signal: name of the signal (``SIGINT``/``SIGTERM``) that asked the run to stop.
         early_stop: why early stopping ended the run, or None.
+        sample_indices: validation images whose predictions a hook wants (VisualDL draws them).
+        eval_samples: those images from the latest evaluation: index -> ``{'img' (C x H x W, as
+            the model saw it), 'label' (H x W), 'pred' (H x W)}``.
     """
 
     scalars: Dict[str, float] = field(default_factory=dict)
@@ -39,6 +42,8 @@ class TrainStorage:
     best: Dict[str, Any] = field(default_factory=_no_best)
     stop_signal: Optional[str] = None
     early_stop: Optional[str] = None
+    sample_indices: List[int] = field(default_factory=list)
+    eval_samples: Dict[int, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def stopping(self) -> bool:
