@@ -26,6 +26,7 @@ from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E402
 from paddleseg_ext.core.early_stop import EARLY_STOP_METRICS, early_stopping_from  # noqa: E402
+from paddleseg_ext.core.predict import check_overlay_bands  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
 
@@ -41,6 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--log_iters", type=int, default=10)
     p.add_argument("--do_eval", action="store_true", help="evaluate every save_interval, keep best_model")
     p.add_argument("--use_vdl", action="store_true", help="log to VisualDL in save_dir/vdl_log")
+    p.add_argument("--vdl_samples", type=int, default=4,
+                   help="validation images drawn (image | label | prediction) in VisualDL at each evaluation")
+    p.add_argument("--vdl_bands", nargs="+", type=int,
+                   help="image bands drawn as red green blue (or one as grey) in those pictures "
+                        "(default 0 1 2)")
     p.add_argument("--keep_checkpoint_max", type=int, default=5)
     p.add_argument("--resume_model", help="checkpoint folder, or 'auto' for the newest in save_dir")
     p.add_argument("--num_workers", type=int, default=0)
@@ -63,6 +69,8 @@ def parse_args(argv=None):
         val = getattr(args, name)
         if val is not None and val <= 0:
             p.error(f"--{name} must be a positive integer, got {val}")
+    if args.vdl_samples < 0:
+        p.error(f"--vdl_samples must be >= 0, got {args.vdl_samples}")
     if args.early_stop_patience is not None and args.early_stop_patience < 0:
         p.error(f"--early_stop_patience must be >= 0 (0: off), got {args.early_stop_patience}")
     if args.num_workers < 0:
@@ -70,6 +78,15 @@ def parse_args(argv=None):
     if args.learning_rate is not None and not args.learning_rate > 0:
         p.error(f"--learning_rate must be > 0, got {args.learning_rate}")
     return args
+
+
+def run_hparams(args, cfg):
+    """The settings VisualDL's hyper-parameter page compares runs by."""
+    model = cfg.dic.get("model") or {}
+    return {"config": os.path.basename(args.config), "model": model.get("type", "?"),
+            "backbone": (model.get("backbone") or {}).get("type", "-"), "iters": cfg.iters,
+            "batch_size": cfg.batch_size, "optimizer": (cfg.dic.get("optimizer") or {}).get("type", "?"),
+            "learning_rate": (cfg.dic.get("lr_scheduler") or {}).get("learning_rate", "?"), "seed": args.seed}
 
 
 def main(argv=None):
@@ -112,7 +129,9 @@ def main(argv=None):
                              precision=args.precision, amp_level=args.amp_level)
     hooks = default_hooks(val_dataset=val_ds, eval_kwargs=eval_kwargs, save_interval=args.save_interval,
                           log_iters=args.log_iters, keep_checkpoint_max=args.keep_checkpoint_max,
-                          early_stop=early_stop, use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"))
+                          early_stop=early_stop, use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"),
+                          vdl_samples=args.vdl_samples, vdl_hparams=run_hparams(args, cfg),
+                          vdl_bands=check_overlay_bands(args.vdl_bands, builder.img_channels))
     trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, settings, hooks)
     result = trainer.train(args.resume_model)
     if result.get("stopped_by"):

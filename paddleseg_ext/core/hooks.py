@@ -205,7 +205,8 @@ class SignalHook(Hook):
 def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, Any]] = None,
                   save_interval: int = 1000, log_iters: int = 10, keep_checkpoint_max: int = 5,
                   early_stop: Optional[EarlyStopping] = None, use_vdl: bool = False,
-                  vdl_dir: Optional[str] = None,
+                  vdl_dir: Optional[str] = None, vdl_samples: int = 4,
+                  vdl_hparams: Optional[Dict[str, Any]] = None, vdl_bands: Optional[List[int]] = None,
                   handle_signals: bool = True) -> List[Hook]:
     """The hooks of a standard run, in order.
 
@@ -223,7 +224,10 @@ def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, An
         log_iters: iterations between log lines (and VisualDL training scalars).
         keep_checkpoint_max: newest ``iter_N`` checkpoints kept.
         early_stop: stop when the validation metric stops improving (needs ``val_dataset``).
-        use_vdl: write VisualDL logs to ``vdl_dir``.
+        use_vdl: write VisualDL logs to ``vdl_dir`` (see :mod:`.visualdl_hook`).
+        vdl_samples: validation images drawn in VisualDL at each evaluation.
+        vdl_hparams: the run's settings, recorded with its final metrics (``add_hparams``).
+        vdl_bands: image bands drawn as red, green, blue (or one as grey) in those samples.
         handle_signals: SIGINT / SIGTERM save a checkpoint and stop.
 
     Raises:
@@ -243,7 +247,8 @@ def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, An
             raise ValueError("use_vdl needs vdl_dir (the folder for the VisualDL logs)")
         from .visualdl_hook import VisualDLHook
 
-        hooks.append(VisualDLHook(vdl_dir, log_iters))
+        hooks.append(VisualDLHook(vdl_dir, log_iters, val_dataset=val_dataset, num_samples=vdl_samples,
+                                  hparams=vdl_hparams, bands=vdl_bands))
     if handle_signals:
         hooks.append(SignalHook())
     return hooks

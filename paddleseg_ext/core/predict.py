@@ -13,12 +13,11 @@ from tqdm import tqdm
 from ..models.layers.fold_bn import fold_batch_norms
 from ..transforms.loading import read_image
 from ..utils.logger import get_logger
-from ..utils.visualize import get_color_map_list, get_pseudo_color_map, overlay
+from ..utils.visualize import STRETCH_PERCENTILES, get_color_map_list, get_pseudo_color_map, overlay, stretch_bands
 from .infer import is_out_of_memory
 from .val import out_of_memory_error, predict_logits
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
-STRETCH_PERCENTILES = (2.0, 98.0)
 
 
 def get_image_list(image_path: str, missing_ok: bool = False) -> Tuple[List[str], Optional[str]]:
@@ -111,15 +110,7 @@ def band_composite(img: np.ndarray, bands: Optional[Sequence[int]] = None,
         img = img[:, :, None]
     if bands is None:
         bands = [0, 1, 2] if img.shape[2] >= 3 else [0]
-    bands = check_overlay_bands(bands, img.shape[2])
-    out = np.empty(img.shape[:2] + (len(bands),), np.uint8)
-    for i, b in enumerate(bands):
-        band = img[:, :, b].astype(np.float64)
-        finite = band[np.isfinite(band)]
-        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
-        scaled = (np.nan_to_num(band, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
-        out[:, :, i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.repeat(out, 3, axis=2) if len(bands) == 1 else out
+    return stretch_bands(img, check_overlay_bands(bands, img.shape[2]), percentiles)
 
 
 def _overlay_base(path: str, transforms: Any, overlay_bands: Optional[Sequence[int]]) -> Optional[np.ndarray]:
