@@ -31,6 +31,7 @@ from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+from paddleseg_ext.utils.visualize_outputs import deploy_picture_keys  # noqa: E402
 
 
 def _accepts_psa_impl(cfg: Config) -> bool:
@@ -83,10 +84,12 @@ def main(argv=None):
     if args.model_path:
         load_model_weights(model, args.model_path)
     val_cfg = (cfg.dic.get("val_dataset") or {}).get("transforms", [])
+    pictures = deploy_picture_keys(cfg.dic)  # class names and no-data value for the deploy pictures
     if args.format == "paddle":
-        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels)
+        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
+                      pictures)
     deploy = export_onnx(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
-                         opset=args.opset)
+                         opset=args.opset, extra=pictures)
     if not args.no_check:
         shape = [s if s and s > 0 else d for s, d in zip(args.input_shape or [-1] * 4,
                                                           (1, builder.img_channels, 64, 64))]

@@ -16,6 +16,7 @@ from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+from paddleseg_ext.utils.visualize_outputs import add_picture_args, picture_options  # noqa: E402
 from val import add_infer_args, infer_kwargs  # noqa: E402
 
 
@@ -29,6 +30,7 @@ def main(argv=None):
     p.add_argument("--overlay_bands", nargs="+", type=int,
                    help="bands under the overlay: 3 (as R G B) or 1 (grey), percentile-stretched; "
                         "default: the picture for 8-bit RGB, else bands 0 1 2")
+    add_picture_args(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--num_threads", type=int)
     p.add_argument("--opts", nargs="+", default=[])
@@ -47,7 +49,7 @@ def main(argv=None):
     load_model_weights(model, args.model_path)
     kw["aug_pred"] = kw.pop("aug_eval", False)
     return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
-                   overlay_bands=args.overlay_bands, fold_bn=args.fold_bn, **kw)
+                   overlay_bands=args.overlay_bands, fold_bn=args.fold_bn, **picture_options(args, cfg.dic), **kw)
 
 
 if __name__ == "__main__":
