@@ -191,3 +191,36 @@ def test_a_checkpoint_written_before_hook_state_resumes(tmp_path):
     out = resumed.train(resume_model="auto")
     assert out["iter"] == 4 and out["best"]["iter"] in (2, 4)
     assert resumed.storage.best == out["best"]
+
+
+def test_evaluation_reports_the_validation_loss_or_says_why_not(tmp_path):
+    import io
+    import logging
+
+    from paddleseg_ext.utils.logger import get_logger
+
+    path, _ = write_tiny_config(tmp_path, iters=2)
+    t = make_trainer(path, tmp_path / "a", do_eval=True)
+    t.train()
+    ev = t.storage.latest_eval
+    assert ev["iter"] == 2 and np.isfinite(ev["loss"]) and ev["loss"] > 0
+    assert np.asarray(ev["confusion"]).sum() == sum(ev["class_pixels"])
+
+    t = make_trainer(path, tmp_path / "b", do_eval=True)
+    real = t.losses["types"][0]
+
+    def needs_training_fields(logit, label):
+        if logit.stop_gradient:  # evaluation runs without gradients
+            raise KeyError("edge")
+        return real(logit, label)
+
+    t.losses = {"types": [needs_training_fields, t.losses["types"][1]], "coef": t.losses["coef"]}
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    get_logger().addHandler(handler)
+    try:
+        t.train()
+    finally:
+        get_logger().removeHandler(handler)
+    assert "loss" not in t.storage.latest_eval and t.storage.latest_eval["iter"] == 2
+    assert "no validation loss: the main loss function fails on a validation image (KeyError" in buf.getvalue()

@@ -120,6 +120,7 @@ class EvalHook(Hook):
     def __init__(self, interval: int, val_dataset: Any, eval_kwargs: Optional[Dict[str, Any]] = None) -> None:
         self.interval, self.val_dataset = max(1, int(interval)), val_dataset
         self.kwargs = dict(eval_kwargs or {})
+        self.val_loss = True  # off after the main loss fails on a validation image (said once)
 
     def after_step(self, t: Any) -> None:
         if t.iter % self.interval == 0 or t.iter == t.iters:
@@ -131,6 +132,15 @@ class EvalHook(Hook):
         main_loss, coef = t.losses["types"][0], t.losses["coef"][0]
         keep, samples = set(t.storage.sample_indices), {}
 
+        def val_loss(logit: Any, label: Any) -> Any:
+            try:
+                return main_loss(logit, label) * coef
+            except Exception as e:  # e.g. a loss that needs fields only training batches carry
+                self.val_loss = False
+                t.log.warning("[EVAL] no validation loss: the main loss %s fails on a validation image "
+                              "(%s: %s)", type(main_loss).__name__, type(e).__name__, str(e)[:200])
+                raise _NoValLoss from e
+
         def each_image(i: int, data: Dict[str, Any], pred: Any) -> None:
             if i in keep:
                 img = data["img"]
@@ -140,8 +150,10 @@ class EvalHook(Hook):
         try:
             metrics = evaluate(t.model, self.val_dataset, num_workers=0,
                                should_stop=lambda: bool(t.storage.stop_signal),
-                               loss_fn=lambda logit, label: main_loss(logit, label) * coef,
+                               loss_fn=val_loss if self.val_loss else None,
                                on_image=each_image if keep else None, **self.kwargs)
+        except _NoValLoss:
+            return self.run(t)  # once more, without the loss
         except EvalInterrupted as e:
             t.model.train()
             t.log.warning("[EVAL] %s at iter %d: %s received", e, t.iter, t.storage.stop_signal)
@@ -149,6 +161,10 @@ class EvalHook(Hook):
         t.model.train()
         t.storage.latest_eval = dict(metrics, iter=t.iter)
         t.storage.eval_samples = samples
+
+
+class _NoValLoss(Exception):
+    """The main loss cannot be computed on validation images."""
 
 
 class BestTrackerHook(Hook):
