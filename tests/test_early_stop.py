@@ -165,3 +165,18 @@ def test_train_tool_flags(tmp_path, monkeypatch, capsys):
     with open(cfg, "a") as f:
         f.write("early_stop: {patience: 1, metric: Acc}\n")
     assert early_stopping_from(Config(cfg).section("early_stop")) == EarlyStopping(1, "Acc")
+
+
+def test_resume_keeps_a_better_best_model(tmp_path, monkeypatch):
+    """iter_2 is saved before the evaluation at 2: the best it found lives in best_model only."""
+    cfg, _ = write_tiny_config(tmp_path, iters=4)
+    out = str(tmp_path / "out")
+    calls = []
+    scripted_evaluation(monkeypatch, {2: 0.6, 4: 0.4}, calls)
+    first = trainer(cfg, out)
+    first.iters = 2
+    first.train()
+    assert json.load(open(os.path.join(out, "iter_2", "state.json")))["best"]["iter"] == -1
+    result = trainer(cfg, out).train(resume_model="auto")
+    assert calls == [2, 4] and result["best"] == {"mIoU": 0.6, "iter": 2}
+    assert json.load(open(os.path.join(out, "best_model", "state.json")))["best"] == {"mIoU": 0.6, "iter": 2}

@@ -7,6 +7,7 @@ logging, VisualDL, checkpoints, evaluation, the NaN guard, signals.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -184,6 +185,7 @@ class Trainer:
                              "training checkpoint (resume from an iter_N folder)")
         self.iter = int(state["iter"])
         self.storage.best = state.get("best", self.storage.best)
+        self._adopt_saved_best()
         # checkpoints written before hooks kept state have no "hooks": each hook starts afresh
         for hook in self.hooks:
             if hasattr(hook, "load_state_dict"):
@@ -199,6 +201,20 @@ class Trainer:
         if self.iter >= self.iters:
             self.log.warning("[TRAIN] the checkpoint is at iter %d, already >= iters %d: nothing to train",
                              self.iter, self.iters)
+
+    def _adopt_saved_best(self) -> None:
+        """``iter_N`` is saved before the evaluation at N, so its state misses that evaluation's
+        best; ``best_model`` (saved after it) has it. Without this a resumed run would replace
+        a better ``best_model`` with the first model it evaluates."""
+        path = os.path.join(self.save_dir, "best_model", ckpt.COMPLETE_MARK)
+        try:
+            with open(path) as f:
+                saved = json.load(f).get("best") or {}
+        except (OSError, ValueError):
+            return
+        if (isinstance(saved.get("iter"), int) and saved["iter"] <= self.iter
+                and float(saved.get("mIoU", -1.0)) > float(self.storage.best.get("mIoU", -1.0))):
+            self.storage.best = {"mIoU": float(saved["mIoU"]), "iter": saved["iter"]}
 
     # -- loop ----------------------------------------------------------------
     def loader(self):
