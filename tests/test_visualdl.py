@@ -36,7 +36,7 @@ def test_a_training_run_writes_what_a_segmentation_user_looks_at(tmp_path):
                                       "--save_interval", "2", "--log_iters", "1", "--vdl_samples", "2",
                                       "--device", "cpu"])
     reader, tags = read_records(str(out / "vdl_log"))
-    # training scalars as before, and the validation loss in the same chart as the training loss
+    # training scalars, and the validation loss in the same chart as the training loss
     assert {"Train/loss", "Train/lr", "Evaluate/mIoU", "hparam/best_mIoU"} <= set(tags["scalar"])
     assert {"Loss/loss_seg", "Evaluate/class_IoU"} <= set(tags["scalars"])
     loss = reader.get_data("scalars", "Loss/loss_seg")

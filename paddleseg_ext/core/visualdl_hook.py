@@ -2,7 +2,7 @@
 
 What is written (tags):
 
-- ``Train/<term>``: every loss term and ``lr`` every ``log_iters`` (as before).
+- ``Train/<term>``: every loss term and ``lr`` every ``log_iters``.
 - ``Loss/<main term>``: one chart, two lines: ``train`` (every ``log_iters``) and
   ``val`` (each evaluation; the same loss on the validation images).
 - ``Evaluate/mIoU``, ``Acc``, ``Kappa``, ``mDice``; ``Evaluate/class_IoU``: every
