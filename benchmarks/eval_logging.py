@@ -38,7 +38,7 @@ def main(argv=None) -> float:
     from paddleseg_ext.core.val import evaluate
     from paddleseg_ext.core.visualdl_hook import VisualDLHook
     from paddleseg_ext.cvlibs import Config, SegBuilder
-    from paddleseg_ext.utils.checkpoint import load_model_weights
+    from paddleseg_ext.checkpoints.weights import load_model_weights
     from paddleseg_ext.utils.runtime import seed_everything
 
     seed_everything(0)

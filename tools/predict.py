@@ -8,16 +8,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
-from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
-from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
+from paddleseg_ext.runtime import use_policy  # noqa: E402
+from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
+from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 from paddleseg_ext.utils.visualize_outputs import add_picture_args, picture_options  # noqa: E402
-from val import add_infer_args, infer_kwargs  # noqa: E402
 
 
 def main(argv=None):
@@ -48,8 +48,10 @@ def main(argv=None):
     model = builder.model
     load_model_weights(model, args.model_path)
     kw["aug_pred"] = kw.pop("aug_eval", False)
-    return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
-                   overlay_bands=args.overlay_bands, fold_bn=args.fold_bn, **picture_options(args, cfg.dic), **kw)
+    policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
+    with use_policy(policy):
+        return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
+                       overlay_bands=args.overlay_bands, **picture_options(args, cfg.dic), **kw)
 
 
 if __name__ == "__main__":

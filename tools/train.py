@@ -28,7 +28,8 @@ from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E4
 from paddleseg_ext.core.early_stop import EARLY_STOP_METRICS, early_stopping_from  # noqa: E402
 from paddleseg_ext.core.predict import check_overlay_bands  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
-from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
+from paddleseg_ext.runtime import prepare, use_policy  # noqa: E402
+from paddleseg_ext.utils.runtime import seed_everything, setup_device, tool_policy  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -117,7 +118,8 @@ def main(argv=None):
     cfg.iters  # noqa: B018  (required)
     train_ds = builder.train_dataset  # data errors (missing files, empty lists) before the model
     val_ds = builder.val_dataset if args.do_eval else None
-    model = builder.model
+    policy = tool_policy("train", builder)
+    model = prepare(builder.model, policy)  # in place: the forms share the model's parameters
     builder.check_outputs_match_losses(model)
     test_cfg = cfg.test_config
     eval_kwargs = {k: test_cfg[k] for k in ("aug_eval", "scales", "flip_horizontal", "flip_vertical",
@@ -133,7 +135,8 @@ def main(argv=None):
                           vdl_samples=args.vdl_samples, vdl_hparams=run_hparams(args, cfg),
                           vdl_bands=check_overlay_bands(args.vdl_bands, builder.img_channels))
     trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, settings, hooks)
-    result = trainer.train(args.resume_model)
+    with use_policy(policy):
+        result = trainer.train(args.resume_model)
     if result.get("stopped_by"):
         log.warning("[TRAIN] stopped by %s at iter %d/%d", result["stopped_by"], result["iter"], cfg.iters)
         return result

@@ -345,7 +345,7 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
     An unreadable image (missing, empty, not decodable) is skipped with one warning line
     naming it; the others still run. The result lists the skipped images.
     """
-    from paddleseg_ext.core.predict import _rel_name, get_image_list
+    from paddleseg_ext.core.predict import get_image_list, output_stem
     from paddleseg_ext.utils.visualize import get_color_map_list
     from paddleseg_ext.utils.visualize_outputs import picture_options, write_color_maps
 
@@ -359,7 +359,7 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
         predictor.warmup(images, args.batch_size)
     preds = predictor.predict(images, args.batch_size)
     cmap = get_color_map_list(256, args.custom_color)
-    write_color_maps(preds, args.save_dir, lambda path: _rel_name(path, base), cmap,
+    write_color_maps(preds, args.save_dir, lambda path: output_stem(path, base), cmap,
                      img_channels=cfg.transforms.img_channels, **picture_options(args, {"Deploy": cfg.dic}))
     tag = "[DEPLOY]" if backend == "paddle" else "[DEPLOY-ONNX]"
     skipped = f", {len(predictor.skipped)} skipped" if predictor.skipped else ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Dict, List, Optional
 
-from ..utils import checkpoint as ckpt
+from ..checkpoints import training as ckpt
 from .early_stop import EarlyStopHook, EarlyStopping
 from .hooks_base import Hook
 
