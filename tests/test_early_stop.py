@@ -12,7 +12,7 @@ import pytest
 from paddleseg_ext.core import val as val_module
 from paddleseg_ext.core.early_stop import EarlyStopping, early_stopping_from
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder
-from paddleseg_ext.utils import checkpoint as ckpt
+from paddleseg_ext.checkpoints import training as ckpt
 from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.utils.runtime import seed_everything
@@ -24,13 +24,30 @@ def test_the_rule():
     assert rule.improves(0.1, None) and rule.improves(0.52, 0.5) and not rule.improves(0.505, 0.5)
     loss_rule = EarlyStopping(patience=1, metric="loss")
     assert loss_rule.improves(0.9, 1.0) and not loss_rule.improves(1.1, 1.0)
-    for bad, match in [(dict(patience=0), "patience must be an integer >= 1"),
-                       (dict(patience=True), "patience must be an integer >= 1"),
-                       (dict(patience=2, metric="miou"), "metric must be one of mIoU, Acc"),
+    for bad, match in [(dict(patience=0), "EarlyStopping: patience must be a positive int, got 0"),
+                       (dict(patience=True), "patience must be a positive int, got True"),
+                       (dict(patience=2.0), "patience must be a positive int, got 2.0"),
+                       (dict(patience=2, metric="miou"), "metric must be one of 'mIoU', 'Acc'"),
                        (dict(patience=2, min_delta=-0.1), "min_delta must be a number >= 0"),
-                       (dict(patience=2, min_delta=float("nan")), "min_delta must be a number >= 0")]:
+                       (dict(patience=2, min_delta=float("nan")), "min_delta must be a number >= 0"),
+                       (dict(patience=2, min_delta=False), "min_delta must be a number >= 0")]:
         with pytest.raises(ValueError, match=match):
             EarlyStopping(**bad)
+    assert EarlyStopping(patience=2, min_delta=0).min_delta == 0.0 and isinstance(
+        EarlyStopping(patience=2, min_delta=1).min_delta, float)
+
+
+def test_train_settings_use_the_shared_rules():
+    from paddleseg_ext.core import TrainSettings
+
+    for bad, match in [(dict(iters=0, batch_size=2), "TrainSettings: iters must be a positive int, got 0"),
+                       (dict(iters=4, batch_size=True), "batch_size must be a positive int, got True"),
+                       (dict(iters=4, batch_size=2, num_workers=-1), "num_workers must be an int >= 0"),
+                       (dict(iters=4, batch_size=2, nan_policy="ignore"), "nan_policy must be one of 'stop'"),
+                       (dict(iters=4, batch_size=2, precision="fp64"), "precision must be one of 'fp32'"),
+                       (dict(iters=4, batch_size=2, amp_level="O3"), "amp_level must be one of 'O1'")]:
+        with pytest.raises(ValueError, match=match):
+            TrainSettings(**bad)
 
 
 def test_config_block_and_flags():

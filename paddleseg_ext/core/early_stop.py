@@ -20,12 +20,18 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from ..cvlibs.validators import POSITIVE_INT, Rule, one_of, validated
 from .hooks_base import Hook
 
 # Metrics an evaluation reports; "loss" (validation loss) is the one to minimise.
 EARLY_STOP_METRICS = ("mIoU", "Acc", "Kappa", "mDice", "loss")
 
+#: ``min_delta``: a finite number (not a bool) >= 0.
+NON_NEGATIVE_NUMBER = Rule("a number >= 0", lambda v: not isinstance(v, bool) and isinstance(v, (int, float))
+                           and math.isfinite(v) and v >= 0, float, kind="number")
 
+
+@validated(patience=POSITIVE_INT, metric=one_of(*EARLY_STOP_METRICS), min_delta=NON_NEGATIVE_NUMBER)
 @dataclass(frozen=True)
 class EarlyStopping:
     """When to stop.
@@ -37,23 +43,13 @@ class EarlyStopping:
         min_delta: an evaluation improves only when it beats the best by more than this (>= 0).
 
     Raises:
-        ValueError: a value outside those ranges.
+        ValueError: a value outside those ranges (the rules of
+            :mod:`paddleseg_ext.cvlibs.validators`, with their messages).
     """
 
     patience: int
     metric: str = "mIoU"
     min_delta: float = 0.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"early stopping patience must be an integer >= 1 (evaluations without "
-                             f"improvement), got {self.patience!r}")
-        if self.metric not in EARLY_STOP_METRICS:
-            raise ValueError(f"early stopping metric must be one of {', '.join(EARLY_STOP_METRICS)}, "
-                             f"got {self.metric!r}")
-        if (isinstance(self.min_delta, bool) or not isinstance(self.min_delta, (int, float))
-                or not math.isfinite(self.min_delta) or self.min_delta < 0):
-            raise ValueError(f"early stopping min_delta must be a number >= 0, got {self.min_delta!r}")
 
     @property
     def lower_is_better(self) -> bool:

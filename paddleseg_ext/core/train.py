@@ -17,6 +17,7 @@ import numpy as np
 import paddle
 
 from ..cvlibs.errors import clean_exception
+from ..cvlibs.validators import NON_NEGATIVE_INT, POSITIVE_INT, one_of, validated
 from ..checkpoints import training as ckpt
 from ..utils.logger import get_logger
 from .data import (ResumableBatchSampler, SeededDataset, check_batch, ignore_signals_in_worker,
@@ -53,6 +54,8 @@ def compute_losses(logits: Sequence[Any], label: paddle.Tensor, losses: Dict[str
     return terms
 
 
+@validated(iters=POSITIVE_INT, batch_size=POSITIVE_INT, num_workers=NON_NEGATIVE_INT,
+           nan_policy=one_of("stop", "skip"), precision=one_of("fp32", "fp16"), amp_level=one_of("O1", "O2"))
 @dataclass(frozen=True)
 class TrainSettings:
     """How the loop runs (what the hooks do is their own arguments, see :func:`default_hooks`).
@@ -68,7 +71,8 @@ class TrainSettings:
         amp_level: AMP level, ``'O1'`` or ``'O2'``.
 
     Raises:
-        ValueError: a value outside those choices.
+        ValueError: a value outside those choices (the rules of
+            :mod:`paddleseg_ext.cvlibs.validators`, with their messages).
     """
 
     iters: int
@@ -79,14 +83,6 @@ class TrainSettings:
     nan_policy: str = "stop"
     precision: str = "fp32"
     amp_level: str = "O1"
-
-    def __post_init__(self) -> None:
-        if self.nan_policy not in ("stop", "skip"):
-            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {self.nan_policy!r}")
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
-        if self.amp_level not in ("O1", "O2"):
-            raise ValueError(f"amp_level must be 'O1' or 'O2', got {self.amp_level!r}")
 
 
 class Trainer:
