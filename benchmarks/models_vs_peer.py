@@ -95,12 +95,12 @@ def our_train_step(model: Any, losses: Dict[str, List[Any]], workdir: Path
     """The trainer's own per-iteration step, bound to a fresh Momentum optimizer."""
     import paddle
 
-    from paddleseg_ext.core.train import Trainer
+    from paddleseg_ext.core.train import Trainer, TrainSettings
 
     opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, weight_decay=4.0e-5,
                                     parameters=model.parameters())
-    trainer = Trainer(model, opt, losses, train_dataset=None, iters=1, batch_size=1,
-                      save_dir=str(workdir / "unused"), handle_signals=False)
+    trainer = Trainer(model, opt, losses, None, TrainSettings(iters=1, batch_size=1, save_dir=str(workdir / "unused")),
+                      hooks=[])
     return trainer._step
 
 

@@ -131,7 +131,7 @@ def measure(model_name: str, impl: str, size: int, quick: bool, threads: int, wa
     import paddle
 
     import paddleseg_ext.models  # noqa: F401  (registers the models)
-    from paddleseg_ext.core.train import Trainer
+    from paddleseg_ext.core.train import Trainer, TrainSettings
     from paddleseg_ext.cvlibs import SegBuilder
 
     from paddleseg_ext.runtime import policy_from_environment, prepare
@@ -146,8 +146,8 @@ def measure(model_name: str, impl: str, size: int, quick: bool, threads: int, wa
         # Trainer.run_step is the training step tools/train.py runs; no data loader,
         # hooks or checkpoints are involved.
         trainer = Trainer(model, builder.optimizer, builder.loss, None,
-                          iters=max(cfg.iters, warmup + steps), batch_size=1, save_dir=tmp,
-                          handle_signals=False)
+                          TrainSettings(iters=max(cfg.iters, warmup + steps), batch_size=1, save_dir=tmp),
+                          hooks=[])
         rng = np.random.RandomState(0)
         img = paddle.to_tensor(rng.standard_normal((1, 3, size, size)).astype("float32"))
         label = paddle.to_tensor(rng.randint(0, builder.num_classes, (1, size, size)).astype("int64"))

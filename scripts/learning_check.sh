@@ -8,6 +8,10 @@
 #   OUT=output/learning_check; per scene $OUT/<scene>/table.md
 # With the default model set (or README=1) each scene's table also goes into README.md between
 # <!-- BEGIN learning_check_<scene> --> and <!-- END learning_check_<scene> --> (README=0: never).
+#   EARLY_STOP=N: evaluate every 100 iterations, stop after N evaluations without a better val mIoU
+#   and score best_model (a quick look: that model is chosen on the same validation half the table
+#   scores, so its numbers are optimistic; never written into README.md). Default: off, the full
+#   schedule and its last iteration, as the README tables report.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -18,6 +22,8 @@ read -r -a scenes <<< "${SCENES:-landcover6 roads}"
 models=("$@")
 readme="${README:-}"
 if [ ${#models[@]} -eq 0 ]; then models=(pspnet danet psanet pointrend); readme="${readme:-1}"; fi
+early=()
+if [ "${EARLY_STOP:-0}" != 0 ]; then early=(--do_eval --save_interval 100 --early_stop_patience "$EARLY_STOP"); readme=0; fi
 
 one_config() {   # the single ResNet config of model $1 in configs/$2/ (pretrained_check.sh runs the others)
   local found=(configs/"$2"/"$1"_resnet*.yml)
@@ -42,10 +48,12 @@ for scene in "${scenes[@]}"; do
     cfg="$(one_config "$m" "$scene")"
     echo "== $scene / $m: $cfg"
     start=$(date +%s)
-    python tools/train.py --config "$cfg" --save_dir "$dir/$m" --save_interval 100000 --log_iters 100 --seed 0
+    python tools/train.py --config "$cfg" --save_dir "$dir/$m" --save_interval 100000 --log_iters 100 --seed 0 \
+        "${early[@]}"
     echo "$(( $(date +%s) - start ))" > "$dir/$m/train_seconds"
     iters="$(config_value "$cfg" "d['iters']")"
-    python tools/val.py --config "$cfg" --model_path "$dir/$m/iter_$iters" --save_json "$dir/$m/val.json"
+    scored="$dir/$m/iter_$iters"; [ ${#early[@]} -eq 0 ] || scored="$dir/$m/best_model"
+    python tools/val.py --config "$cfg" --model_path "$scored" --save_json "$dir/$m/val.json"
   done
   for p in data uniform; do   # both: data priors score best on mIoU, uniform ones on rare classes
     python tools/pixel_baseline.py --config "$cfg" --priors "$p" --save_json "$dir/baseline_$p.json"

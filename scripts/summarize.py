@@ -13,6 +13,14 @@ def main(out, train_seconds, model="model"):
     plain, aug, base = load("val_plain.json"), load("val_aug.json"), load("baseline.json")
     names = plain.get("class_names") or [str(i) for i in range(len(plain["class_IoU"]))]
     print(f"Training time: {int(train_seconds) // 60} min {int(train_seconds) % 60} s")
+    best_state = os.path.join(out, "best_model", "state.json")
+    if os.path.isfile(best_state):
+        best = load(os.path.join("best_model", "state.json"))["best"]
+        last = max((int(n[5:]) for n in os.listdir(out) if n.startswith("iter_") and n[5:].isdigit()), default=0)
+        stopped = (((load(f"iter_{last}/state.json").get("hooks") or {}).get("early_stop") or {}).get("stopped")
+                   if last else None)
+        print(f"best_model: iter {best['iter']} (val mIoU {best['mIoU']:.4f}); "
+              + (f"stopped early at iter {last}: {stopped}" if stopped else f"trained to iter {last}"))
     print(f"{'class':<12} {'val pixels':>10} {model:>8} {'+aug':>8} {'pixel baseline':>15}")
     for i, n in enumerate(names):
         cells = [plain["class_IoU"][i], aug["class_IoU"][i], base["class_IoU"][i]]

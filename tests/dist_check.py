@@ -8,7 +8,7 @@ sys.path.insert(0, ROOT)
 
 import paddle  # noqa: E402
 
-from paddleseg_ext.core import Trainer  # noqa: E402
+from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E402
 from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
 
@@ -21,8 +21,10 @@ def main(cfg_path, out):
     b = SegBuilder(Config(cfg_path))
     os.makedirs(out, exist_ok=True)
     paddle.save(b.model.state_dict(), os.path.join(out, f"init{rank}.pdparams"))
-    t = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, b.config.iters, b.config.batch_size,
-                os.path.join(out, "ckpt"), save_interval=100, seed=0, handle_signals=False)
+    t = Trainer(b.model, b.optimizer, b.loss, b.train_dataset,
+                TrainSettings(iters=b.config.iters, batch_size=b.config.batch_size,
+                              save_dir=os.path.join(out, "ckpt"), seed=0),
+                default_hooks(save_interval=100, handle_signals=False))
     assert t.world == 2, t.world
     t.train()
     paddle.save(b.model.state_dict(), os.path.join(out, f"rank{rank}.pdparams"))

@@ -186,7 +186,7 @@ def test_infer_cli_folder_batch_benchmark(tiny):
     assert "Traceback" not in out
     assert "preprocess" in out and "inference" in out and "postprocess" in out and "images/s" in out
     assert "batch 2" in out
-    assert sorted(os.listdir(save)) == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(os.listdir(save)) == ["img0.png", "img1.png", "img2.png", "legend.png"]
     pred = cv2.imread(str(save / "img0.png"), cv2.IMREAD_UNCHANGED)
     assert pred.shape[:2] == (24, 40)
     stats = json.loads(log.read_text().splitlines()[-1])
@@ -206,7 +206,7 @@ def test_unreadable_images_in_a_list_are_skipped_and_fail_the_run(tiny, tmp_path
                           cwd=ROOT, env=dict(os.environ, OPENCV_LOG_LEVEL="ERROR"), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert len(os.listdir(save)) == 2  # both readable images were predicted
+    assert len([f for f in os.listdir(save) if f != "legend.png"]) == 2  # both readable images were predicted
     skips = [line for line in proc.stdout.splitlines() if "skipping" in line]  # the log goes to stdout
     assert len(skips) == 2 and any("missing.png" in s for s in skips) and any("empty.png" in s for s in skips)
     assert "Traceback" not in proc.stderr
@@ -296,7 +296,7 @@ def test_onnx_cli_matches_paddle_inference(tiny):
     assert len(onnx_preds) == len(pd_preds) == 3
     for (_, a), (_, b) in zip(onnx_preds, pd_preds):
         assert (a == b).mean() >= 0.999
-    assert sorted(os.listdir(tiny["tmp"] / "o1")) == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(os.listdir(tiny["tmp"] / "o1")) == ["img0.png", "img1.png", "img2.png", "legend.png"]
 
 
 def test_infer_onnx_without_onnx_model_says_how_to_export(tiny):

@@ -8,12 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from paddleseg_ext.core import Trainer
 from paddleseg_ext.core import data as data_mod
 from paddleseg_ext.core.data import SHM_ENV, SHM_MIN_FREE, shared_memory_choice
 from paddleseg_ext.cvlibs import Config, SegBuilder
 from paddleseg_ext.utils.logger import get_logger
-from tiny_config import write_tiny_config
+from tiny_config import tiny_trainer, write_tiny_config
 
 
 def fake_statvfs(free_bytes):
@@ -42,8 +41,7 @@ def test_choice_rules(monkeypatch, tmp_path):
 def first_batches(tmp_path, name, n=3):
     path, _ = write_tiny_config(tmp_path / name, iters=n)
     b = SegBuilder(Config(path))
-    trainer = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, n, 2, str(tmp_path / name / "out"),
-                      num_workers=2, seed=5, handle_signals=False, save_interval=100)
+    trainer = tiny_trainer(b, tmp_path / name / "out", n, 2, num_workers=2, seed=5, save_interval=100)
     loader = trainer.loader()
     out = [(img.numpy().copy(), lab.numpy().copy()) for img, lab in loader]
     return loader.use_shared_memory, out
@@ -88,8 +86,7 @@ def test_shared_memory_batches_equal_pipe_batches(tmp_path, monkeypatch, message
 def test_no_workers_no_message(tmp_path, messages):
     path, _ = write_tiny_config(tmp_path, iters=1)
     b = SegBuilder(Config(path))
-    trainer = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, 1, 2, str(tmp_path / "out"),
-                      num_workers=0, seed=0, handle_signals=False)
+    trainer = tiny_trainer(b, tmp_path / "out", 1, 2)
     loader = trainer.loader()
     assert not loader.use_shared_memory and not [m for m in messages if "shared memory" in m]
 

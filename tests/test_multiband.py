@@ -287,7 +287,7 @@ def test_predict_writes_overlays_on_chosen_bands(tmp_path):
     b = SegBuilder(Config(_config(tmp_path, root, 6)))
     transforms = Compose(b.val_transforms, img_channels=6)
     out = str(tmp_path / "pred")
-    written = predict(b.model, transforms, os.path.join(root, "images"), out, overlay_bands=[2, 1, 0])
+    written = predict(b.model, transforms, os.path.join(root, "images"), out, overlay_bands=[2, 1, 0], legend=False)
     assert len(written) == 2
     over = cv2.imread(os.path.join(out, "added_prediction", "0.jpg"))
     assert over is not None and over.shape == (24, 32, 3)

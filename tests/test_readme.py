@@ -25,7 +25,8 @@ import readme_table  # noqa: E402
 
 TOOLS = ["tools/train.py", "tools/val.py", "tools/predict.py", "tools/export.py", "tools/pixel_baseline.py",
          "tools/launch.py", "deploy/python/infer.py", "deploy/python/infer_onnx.py", "deploy/python/infer_openvino.py",
-         "deploy/python/serve.py", "deploy/python/quantize_onnx.py", "benchmarks/serve_load.py", "benchmarks/int8.py"]
+         "deploy/python/serve.py", "deploy/python/quantize_onnx.py", "benchmarks/serve_load.py", "benchmarks/int8.py",
+         "tools/view_graph.py"]
 #: Paths a runnable block may name before they exist: what the quick start and the blocks make.
 MADE_BY_RUNS = ("output/", "data/landcover", "test_tipc/data/", ".venv", ".venv-bench")
 

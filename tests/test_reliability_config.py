@@ -7,7 +7,6 @@ model constructor is booby-trapped for the config cases.
 """
 
 import functools
-import importlib.util
 import io
 import logging
 import os
@@ -21,19 +20,12 @@ from paddleseg_ext.cvlibs import ConfigError
 from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.models.pspnet import PSPNet
-from tiny_config import write_tiny_config
+from tiny_config import load_tool, write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Configure the toolkit log now (at collection), on a stream that lives for the whole session,
 # not on the stdout capture of whichever test would log first.
 get_logger()
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 train_tool = load_tool("train")

@@ -5,7 +5,6 @@ also run through ``tools/train.py`` / ``val.py`` / ``predict.py`` as commands
 (in-process ``run_cli``), checking the exit status and the ``error:`` line.
 """
 
-import importlib.util
 import io
 import logging
 import os
@@ -24,19 +23,12 @@ from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.datasets import Dataset
 from paddleseg_ext.checkpoints import training as ckpt
-from tiny_config import write_tiny_config
+from tiny_config import load_tool, write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Configure the toolkit log now (at collection), on a stream that lives for the whole session,
 # not on the stdout capture of whichever test would log first.
 get_logger()
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 train_tool, val_tool, pred_tool = load_tool("train"), load_tool("val"), load_tool("predict")
@@ -360,6 +352,7 @@ def test_awkward_paths_and_formats_train_val_predict_through_the_tools(tmp_path,
                        "--device", "cpu", "--num_threads", "1")
     assert code == 0, err
     written = sorted(os.listdir(out / "pred 预测" / "pseudo_color_prediction"))
+    written.remove("legend.png")  # which colour is which class, beside the colour maps
     assert len(written) == 8 and "train 2 é.png" in written  # 6 train (all formats) + 2 val
 
 
@@ -389,7 +382,7 @@ def test_predict_skips_non_images_and_broken_images(data, tmp_path, capsys):
     assert "skipped 2 file(s) that could not be read" in log
     got = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "pred" / "pseudo_color_prediction")
                  for d, _, fs in os.walk(tmp_path / "pred" / "pseudo_color_prediction") for f in fs)
-    assert got == ["good.png", os.path.join("sub", "good2.png")]
+    assert got == ["good.png", "legend.png", os.path.join("sub", "good2.png")]  # and the legend
     # nothing readable at all: an error, not an empty result
     only_bad = tmp_path / "bad"
     only_bad.mkdir()

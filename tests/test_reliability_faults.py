@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddleseg_ext.core import Trainer
+from paddleseg_ext.core import Trainer, TrainSettings
 from paddleseg_ext.core.hooks import NonFiniteLossError
 from paddleseg_ext.core.infer import is_out_of_memory
 from paddleseg_ext.core.val import evaluate
@@ -32,7 +32,7 @@ from paddleseg_ext.models.pspnet import PSPNet
 from paddleseg_ext.checkpoints import training as ckpt
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.utils.runtime import seed_everything
-from tiny_config import write_tiny_config
+from tiny_config import tiny_trainer, write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Configure the toolkit log now (at collection), on a stream that lives for the whole session,
@@ -131,7 +131,7 @@ def test_non_finite_weights_are_never_saved(tiny):
     cfg, _, out = tiny
     seed_everything(0)
     b = SegBuilder(Config(cfg))
-    t = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, 4, 2, out, save_interval=2, handle_signals=False)
+    t = tiny_trainer(b, out, 4, 2, save_interval=2)
 
     class Poison:
         def before_train(self, t):
@@ -247,8 +247,7 @@ def test_second_signal_stops_at_once(tiny):
     cfg, _, out = tiny
     seed_everything(0)
     b = SegBuilder(Config(cfg))
-    t = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, 6, 2, out, save_interval=100,
-                handle_signals=True)
+    t = tiny_trainer(b, out, 6, 2, save_interval=100, handle_signals=True)
 
     class Twice:
         def before_train(self, t):
@@ -273,8 +272,7 @@ def test_signal_during_evaluation_stops_the_eval_and_saves(tiny, monkeypatch):
     cfg, _, out = tiny
     seed_everything(0)
     b = SegBuilder(Config(cfg))
-    t = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, 6, 2, out, val_dataset=b.val_dataset,
-                save_interval=2, do_eval=True, handle_signals=True)
+    t = tiny_trainer(b, out, 6, 2, do_eval=True, save_interval=2, handle_signals=True)
     real = PSPNet.forward
 
     def forward(self, x):
@@ -410,7 +408,8 @@ def test_damaged_checkpoints_are_skipped_by_auto(tmp_path, capsys):
     size = os.path.getsize(p4)
     open(p4, "wb").write(b"\x00" * size)
     model, opt = _tiny_state(0)
-    t = Trainer(model, opt, {"types": [], "coef": []}, [], 10, 1, save_dir, handle_signals=False)
+    t = Trainer(model, opt, {"types": [], "coef": []}, [], TrainSettings(iters=10, batch_size=1, save_dir=save_dir),
+                hooks=[])
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)
     get_logger().addHandler(handler)

@@ -4,21 +4,20 @@ import numpy as np
 import paddle
 import pytest
 
-from paddleseg_ext.core import NonFiniteLossError, Trainer
+from paddleseg_ext.core import NonFiniteLossError
 from paddleseg_ext.core.data import ResumableBatchSampler
 from paddleseg_ext.cvlibs import Config, SegBuilder
 from paddleseg_ext.checkpoints import training as ckpt
 from paddleseg_ext.utils.runtime import seed_everything
-from tiny_config import write_tiny_config
+from tiny_config import tiny_trainer, write_tiny_config
 
 
 def make_trainer(path, save_dir, seed=0, **kw):
     seed_everything(seed)
     b = SegBuilder(Config(path))
-    opts = dict(save_interval=2, log_iters=1, num_workers=0, seed=seed, handle_signals=False)
+    opts = dict(save_interval=2, log_iters=1, seed=seed)
     opts.update(kw)
-    return Trainer(b.model, b.optimizer, b.loss, b.train_dataset, b.config.iters, b.config.batch_size,
-                   str(save_dir), val_dataset=b.val_dataset, **opts)
+    return tiny_trainer(b, save_dir, **opts)
 
 
 def weights(model):
@@ -48,7 +47,7 @@ def test_training_reduces_the_loss(tmp_path):
             pass
 
         def after_step(self, t):
-            losses.append(t.last["loss"])
+            losses.append(t.storage.scalars["loss"])
 
         def after_train(self, t):
             pass
@@ -148,7 +147,7 @@ def test_signal_saves_and_stops(tmp_path):
 
     t.hooks.insert(0, SendSigterm())
     out = t.train()
-    assert out["iter"] == 3 and t.stop_requested == "SIGTERM"
+    assert out["iter"] == 3 and out["stopped_by"] == t.storage.stop_signal == "SIGTERM"
     assert ckpt.latest_checkpoint(str(tmp_path / "out")).endswith("iter_3")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -161,3 +160,67 @@ def test_eval_hook_keeps_best_model_and_keep_max(tmp_path):
     names = sorted(os.listdir(tmp_path / "out"))
     assert names == ["best_model", "iter_4", "iter_6"], names
     assert ckpt.is_complete(str(tmp_path / "out" / "best_model"))
+
+
+def test_default_hooks_order_and_one_job_each(tmp_path):
+    from paddleseg_ext.core import default_hooks
+
+    names = [type(h).__name__ for h in default_hooks(val_dataset=[0], use_vdl=True, vdl_dir=str(tmp_path))]
+    assert names == ["NaNGuardHook", "LoggerHook", "CheckpointHook", "EvalHook", "BestTrackerHook",
+                     "BestModelSaverHook", "VisualDLHook", "SignalHook"]
+    names = [type(h).__name__ for h in default_hooks(handle_signals=False)]
+    assert names == ["NaNGuardHook", "LoggerHook", "CheckpointHook"]
+    with pytest.raises(ValueError, match="use_vdl needs vdl_dir"):
+        default_hooks(use_vdl=True)
+
+
+def test_a_checkpoint_written_before_hook_state_resumes(tmp_path):
+    """state.json of earlier versions holds iter, best, seed and lr_scheduler only."""
+    import json
+
+    path, _ = write_tiny_config(tmp_path, iters=4)
+    first = make_trainer(path, tmp_path / "out", do_eval=True)
+    first.iters = 2
+    first.train()
+    state_file = tmp_path / "out" / "iter_2" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert set(state) == {"iter", "best", "seed", "lr_scheduler", "hooks", "_files"}
+    del state["hooks"]
+    state_file.write_text(json.dumps(state))
+    resumed = make_trainer(path, tmp_path / "out", do_eval=True)
+    out = resumed.train(resume_model="auto")
+    assert out["iter"] == 4 and out["best"]["iter"] in (2, 4)
+    assert resumed.storage.best == out["best"]
+
+
+def test_evaluation_reports_the_validation_loss_or_says_why_not(tmp_path):
+    import io
+    import logging
+
+    from paddleseg_ext.utils.logger import get_logger
+
+    path, _ = write_tiny_config(tmp_path, iters=2)
+    t = make_trainer(path, tmp_path / "a", do_eval=True)
+    t.train()
+    ev = t.storage.latest_eval
+    assert ev["iter"] == 2 and np.isfinite(ev["loss"]) and ev["loss"] > 0
+    assert np.asarray(ev["confusion"]).sum() == sum(ev["class_pixels"])
+
+    t = make_trainer(path, tmp_path / "b", do_eval=True)
+    real = t.losses["types"][0]
+
+    def needs_training_fields(logit, label):
+        if logit.stop_gradient:  # evaluation runs without gradients
+            raise KeyError("edge")
+        return real(logit, label)
+
+    t.losses = {"types": [needs_training_fields, t.losses["types"][1]], "coef": t.losses["coef"]}
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    get_logger().addHandler(handler)
+    try:
+        t.train()
+    finally:
+        get_logger().removeHandler(handler)
+    assert "loss" not in t.storage.latest_eval and t.storage.latest_eval["iter"] == 2
+    assert "no validation loss: the main loss function fails on a validation image (KeyError" in buf.getvalue()

@@ -8,13 +8,12 @@ import numpy as np
 import paddle
 import pytest
 
-from paddleseg_ext.core import Trainer
 from paddleseg_ext.core.data import SeededDataset, train_collate, train_label
 from paddleseg_ext.cvlibs import Config, SegBuilder
 from paddleseg_ext.datasets import Dataset
 from paddleseg_ext.transforms import Normalize, RandomHorizontalFlip, RandomPaddingCrop
 from synthetic import make_filelist_dataset
-from tiny_config import write_tiny_config
+from tiny_config import tiny_trainer, write_tiny_config
 
 
 def train_set(root, num_classes=3, ignore_index=255, crop=(24, 16), **kw):
@@ -114,8 +113,7 @@ def test_invalid_labels_still_name_file_and_value(tmp_path):
 def test_the_trainer_steps_on_int64_labels(tmp_path, monkeypatch):
     path, _ = write_tiny_config(tmp_path, iters=2)
     b = SegBuilder(Config(path))
-    trainer = Trainer(b.model, b.optimizer, b.loss, b.train_dataset, 2, 2, str(tmp_path / "out"),
-                      num_workers=0, seed=0, handle_signals=False, save_interval=100)
+    trainer = tiny_trainer(b, tmp_path / "out", 2, 2, save_interval=100)
     seen, real_step = [], trainer.run_step
 
     def step(img, label):

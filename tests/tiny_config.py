@@ -50,3 +50,31 @@ def write_tiny_config(tmp_path, iters=4, batch_size=2, size=(32, 32), n_train=6,
     path = tmp_path / "tiny.yml"
     path.write_text(text)
     return str(path), root
+
+
+def tiny_trainer(builder, save_dir, iters=None, batch_size=None, *, do_eval=False, num_workers=0, seed=0,
+                 nan_policy="stop", handle_signals=False, **hook_kw):
+    """A Trainer over a built config, with the default hooks (signals off unless asked).
+
+    ``hook_kw`` goes to ``default_hooks`` (save_interval, log_iters, keep_checkpoint_max, use_vdl,
+    early_stop, ...); ``do_eval`` evaluates on the builder's val set.
+    """
+    from paddleseg_ext.core import Trainer, TrainSettings, default_hooks
+
+    settings = TrainSettings(iters=builder.config.iters if iters is None else iters,
+                             batch_size=builder.config.batch_size if batch_size is None else batch_size,
+                             save_dir=str(save_dir), num_workers=num_workers, seed=seed, nan_policy=nan_policy)
+    hooks = default_hooks(val_dataset=builder.val_dataset if do_eval else None,
+                          handle_signals=handle_signals, **hook_kw)
+    return Trainer(builder.model, builder.optimizer, builder.loss, builder.train_dataset, settings, hooks)
+
+
+def load_tool(name):
+    """A ``tools/<name>.py`` script as a module (its ``main`` / ``cli`` callable in-process)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(root, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

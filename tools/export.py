@@ -24,13 +24,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder, manager  # noqa: E402
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.core.export import (MissingDependencyError, check_onnx, export,  # noqa: E402
                                        export_onnx, require)
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
+from paddleseg_ext.utils.visualize_outputs import deploy_picture_keys  # noqa: E402
 
 
 def main(argv=None):
@@ -64,19 +65,16 @@ def main(argv=None):
     if args.model_path:
         load_model_weights(model, args.model_path)
     val_cfg = (cfg.dic.get("val_dataset") or {}).get("transforms", [])
-    # What a class map means, for readers of the export (the service's /metadata and legend).
-    classes = {"num_classes": builder.num_classes}
-    val_ds = cfg.dic.get("val_dataset") or {}
-    names = val_ds.get("class_names")
-    if not names and val_ds.get("type") in manager.DATASETS:  # a dataset class with fixed names (LandCover, ...)
-        names = getattr(manager.DATASETS.get(val_ds["type"]), "CLASS_NAMES", None)
-    if names and len(names) == builder.num_classes:
-        classes["class_names"] = list(names)
+    # What a class map means, for readers of the export (the service's /metadata, the deploy
+    # pictures' legends and no-data): names that do not match the classes are left out.
+    extra = {"num_classes": builder.num_classes, **deploy_picture_keys(cfg.dic)}
+    if len(extra.get("class_names") or []) not in (0, builder.num_classes):
+        del extra["class_names"]
     if args.format == "paddle":
         return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op,
-                      builder.img_channels, extra=classes, policy=policy)
+                      builder.img_channels, extra=extra, policy=policy)
     deploy = export_onnx(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
-                         opset=args.opset, extra=classes, policy=policy)
+                         opset=args.opset, extra=extra, policy=policy)
     if not args.no_check:
         shape = [s if s and s > 0 else d for s, d in zip(args.input_shape or [-1] * 4,
                                                           (1, builder.img_channels, 64, 64))]

@@ -17,6 +17,7 @@ from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.runtime import use_policy  # noqa: E402
 from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
+from paddleseg_ext.utils.visualize_outputs import add_picture_args, picture_options  # noqa: E402
 
 
 def main(argv=None):
@@ -29,6 +30,7 @@ def main(argv=None):
     p.add_argument("--overlay_bands", nargs="+", type=int,
                    help="bands under the overlay: 3 (as R G B) or 1 (grey), percentile-stretched; "
                         "default: the picture for 8-bit RGB, else bands 0 1 2")
+    add_picture_args(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--num_threads", type=int)
     p.add_argument("--opts", nargs="+", default=[])
@@ -48,8 +50,8 @@ def main(argv=None):
     kw["aug_pred"] = kw.pop("aug_eval", False)
     policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
     with use_policy(policy):
-        return predict(model, transforms, args.image_path, args.save_dir,
-                       custom_color=args.custom_color, overlay_bands=args.overlay_bands, **kw)
+        return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
+                       overlay_bands=args.overlay_bands, **picture_options(args, cfg.dic), **kw)
 
 
 if __name__ == "__main__":

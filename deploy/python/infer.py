@@ -30,6 +30,7 @@ from paddleseg_ext.cvlibs import ComponentBuilder  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
+from paddleseg_ext.utils.visualize_outputs import add_picture_args  # noqa: E402
 
 
 class CustomOpError(DeploymentError):
@@ -316,6 +317,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    help="print per-stage ms and images/s (a bare flag or True/False)")
     p.add_argument("--save_log_path", help="append the benchmark numbers as one JSON line to this file")
     p.add_argument("--custom_color", nargs="+", type=int, help="r g b triples for classes 0, 1, ...")
+    add_picture_args(p)
     return p
 
 
@@ -343,8 +345,9 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
     An unreadable image (missing, empty, not decodable) is skipped with one warning line
     naming it; the others still run. The result lists the skipped images.
     """
-    from paddleseg_ext.core.predict import output_stem, get_image_list
-    from paddleseg_ext.utils.visualize import get_color_map_list, get_pseudo_color_map
+    from paddleseg_ext.core.predict import get_image_list, output_stem
+    from paddleseg_ext.utils.visualize import get_color_map_list
+    from paddleseg_ext.utils.visualize_outputs import picture_options, write_color_maps
 
     args = build_parser(description).parse_args(argv)
     if args.batch_size < 1:
@@ -356,10 +359,8 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
         predictor.warmup(images, args.batch_size)
     preds = predictor.predict(images, args.batch_size)
     cmap = get_color_map_list(256, args.custom_color)
-    for path, pred in preds:
-        out = os.path.join(args.save_dir, output_stem(path, base) + ".png")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        get_pseudo_color_map(pred, cmap).save(out)
+    write_color_maps(preds, args.save_dir, lambda path: output_stem(path, base), cmap,
+                     img_channels=cfg.transforms.img_channels, **picture_options(args, {"Deploy": cfg.dic}))
     tag = "[DEPLOY]" if backend == "paddle" else "[DEPLOY-ONNX]"
     skipped = f", {len(predictor.skipped)} skipped" if predictor.skipped else ""
     print(f"{tag} {len(preds)} image(s) -> {args.save_dir}{skipped}")

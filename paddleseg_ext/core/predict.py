@@ -13,12 +13,12 @@ from tqdm import tqdm
 from ..runtime import ExecutionPolicy, current_policy, prepare
 from ..transforms.loading import read_image
 from ..utils.logger import get_logger
-from ..utils.visualize import get_color_map_list, get_pseudo_color_map, overlay
+from ..utils.visualize import STRETCH_PERCENTILES, get_color_map_list, stretch_bands
+from ..utils.visualize_outputs import apply_nodata, save_color_map, write_legend, write_overlay
 from .infer import is_out_of_memory
 from .val import out_of_memory_error, predict_logits
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
-STRETCH_PERCENTILES = (2.0, 98.0)
 
 
 def get_image_list(image_path: str, missing_ok: bool = False) -> Tuple[List[str], Optional[str]]:
@@ -113,30 +113,33 @@ def band_composite(img: np.ndarray, bands: Optional[Sequence[int]] = None,
         img = img[:, :, None]
     if bands is None:
         bands = [0, 1, 2] if img.shape[2] >= 3 else [0]
-    bands = check_overlay_bands(bands, img.shape[2])
-    out = np.empty(img.shape[:2] + (len(bands),), np.uint8)
-    for i, b in enumerate(bands):
-        band = img[:, :, b].astype(np.float64)
-        finite = band[np.isfinite(band)]
-        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
-        scaled = (np.nan_to_num(band, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
-        out[:, :, i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.repeat(out, 3, axis=2) if len(bands) == 1 else out
+    return stretch_bands(img, check_overlay_bands(bands, img.shape[2]), percentiles)
 
 
-def _overlay_base(path: str, transforms: Any, overlay_bands: Optional[Sequence[int]]) -> Optional[np.ndarray]:
-    """RGB uint8 picture under the overlay: the file's colours for 8-bit 3-channel
-    pictures, else a percentile-stretched composite of ``overlay_bands``."""
-    channels = getattr(transforms, "img_channels", 3)
-    if overlay_bands is None and channels == 3 and not path.lower().endswith((".tif", ".tiff", ".npy")):
-        raw = cv2.imread(path, cv2.IMREAD_COLOR)
-        if raw is not None and raw.dtype == np.uint8:
-            return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+def _num_classes(model: paddle.nn.Layer, class_names: Optional[Sequence[str]]) -> int:
+    return len(class_names) if class_names else int(getattr(model, "num_classes", 0) or 0)
+
+
+def _read_raw(path: str, transforms: Any) -> Optional[np.ndarray]:
     try:
-        img = read_image(path, to_rgb=getattr(transforms, "to_rgb", True), img_channels=channels)
+        return read_image(path, to_rgb=getattr(transforms, "to_rgb", True),
+                          img_channels=getattr(transforms, "img_channels", 3))
     except (ValueError, OSError):
         return None
-    return band_composite(img, overlay_bands)
+
+
+def _overlay_base(path: str, transforms: Any, overlay_bands: Optional[Sequence[int]],
+                  raw: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """RGB uint8 picture under the overlay: the file's colours for 8-bit 3-channel
+    pictures, else a percentile-stretched composite of ``overlay_bands`` of ``raw``
+    (the image as read; read here when None)."""
+    channels = getattr(transforms, "img_channels", 3)
+    if overlay_bands is None and channels == 3 and not path.lower().endswith((".tif", ".tiff", ".npy")):
+        pic = cv2.imread(path, cv2.IMREAD_COLOR)
+        if pic is not None and pic.dtype == np.uint8:
+            return cv2.cvtColor(pic, cv2.COLOR_BGR2RGB)
+    img = raw if raw is not None else _read_raw(path, transforms)
+    return None if img is None else band_composite(img, overlay_bands)
 
 
 def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: str = "output/result",
@@ -144,7 +147,8 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
             flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None, stride: Any = None,
             custom_color: Optional[Sequence[int]] = None, weight: float = 0.6,
             overlay_bands: Optional[Sequence[int]] = None, fold_bn: Optional[bool] = None,
-            policy: Optional[ExecutionPolicy] = None) -> List[str]:
+            policy: Optional[ExecutionPolicy] = None, class_names: Optional[Sequence[str]] = None,
+            legend: bool = True, nodata: Optional[float] = None) -> List[str]:
     """Predict every image under ``image_path``; write colour maps and overlays.
 
     Args:
@@ -161,6 +165,12 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
             ``model`` prepared for inference, :func:`paddleseg_ext.runtime.prepare`; same
             predictions within float rounding; ``model`` itself is not modified).
         policy: the execution policy (default: the current one).
+        class_names: names for the legends (default ``class i``).
+        legend: write ``pseudo_color_prediction/legend.png`` and draw a legend beside
+            each overlay (see :mod:`~paddleseg_ext.utils.visualize_outputs`).
+        nodata: pixels whose every band equals this value hold no data: they are left
+            uncoloured (transparent in the colour map, the image in the overlay) and
+            written as 255 in the colour map.
 
     Returns:
         Paths of the pseudo-colour PNGs written.
@@ -198,16 +208,21 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
                     raise
                 raise out_of_memory_error(e, "predicting", path, img.shape, is_slide, crop_size) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
+            raw = _read_raw(path, transforms) if nodata is not None else None
+            pred = apply_nodata(pred, raw, nodata)
             name = output_stem(path, base)
             color_path = os.path.join(save_dir, "pseudo_color_prediction", name + ".png")
             added_path = os.path.join(save_dir, "added_prediction", name + ".jpg")
             os.makedirs(os.path.dirname(color_path), exist_ok=True)
             os.makedirs(os.path.dirname(added_path), exist_ok=True)
-            get_pseudo_color_map(pred, cmap).save(color_path)
-            rgb = _overlay_base(path, transforms, overlay_bands)
+            save_color_map(pred, color_path, cmap)
+            rgb = _overlay_base(path, transforms, overlay_bands, raw)
             if rgb is not None and rgb.shape[:2] == pred.shape:
-                cv2.imwrite(added_path, cv2.cvtColor(overlay(rgb, pred, cmap, weight), cv2.COLOR_RGB2BGR))
+                write_overlay(added_path, rgb, pred, cmap, class_names, weight, legend)
             written.append(color_path)
+    if legend and written:
+        write_legend(os.path.join(save_dir, "pseudo_color_prediction"), _num_classes(model, class_names), cmap,
+                     class_names)
     if skipped:
         log.warning("[PREDICT] skipped %d file(s) that could not be read or transformed, e.g. %s",
                     len(skipped), skipped[0])

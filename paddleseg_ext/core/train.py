@@ -7,23 +7,26 @@ logging, VisualDL, checkpoints, evaluation, the NaN guard, signals.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import paddle
 
 from ..cvlibs.errors import clean_exception
+from ..cvlibs.validators import NON_NEGATIVE_INT, POSITIVE_INT, one_of, validated
 from ..checkpoints import training as ckpt
 from ..utils.logger import get_logger
 from .data import (ResumableBatchSampler, SeededDataset, check_batch, ignore_signals_in_worker,
                    shared_memory_choice, train_collate, train_label)
-from .hooks import (CheckpointHook, EvalHook, Hook, LoggerHook, NaNGuardHook, NonFiniteLossError,
-                    SignalHook, VisualDLHook)
+from .hooks import Hook, NonFiniteLossError, default_hooks
 from .infer import is_out_of_memory
+from .storage import TrainStorage
 
-__all__ = ["Trainer", "compute_losses", "NonFiniteLossError"]
+__all__ = ["Trainer", "TrainSettings", "default_hooks", "compute_losses", "NonFiniteLossError"]
 
 
 def _shutdown(batches: Any) -> None:
@@ -51,65 +54,75 @@ def compute_losses(logits: Sequence[Any], label: paddle.Tensor, losses: Dict[str
     return terms
 
 
+@validated(iters=POSITIVE_INT, batch_size=POSITIVE_INT, num_workers=NON_NEGATIVE_INT,
+           nan_policy=one_of("stop", "skip"), precision=one_of("fp32", "fp16"), amp_level=one_of("O1", "O2"))
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the loop runs (what the hooks do is their own arguments, see :func:`default_hooks`).
+
+    Args:
+        iters: total iterations.
+        batch_size: per-device batch size.
+        save_dir: output folder (checkpoints, ``best_model``, VisualDL logs).
+        num_workers: data-loader worker processes (0: load in the training process).
+        seed: seeds order and augmentation (see :mod:`.data`).
+        nan_policy: ``'stop'`` (raise, keeping the last checkpoint) or ``'skip'`` the step.
+        precision: ``'fp32'`` or ``'fp16'`` (AMP; GPU only).
+        amp_level: AMP level, ``'O1'`` or ``'O2'``.
+
+    Raises:
+        ValueError: a value outside those choices (the rules of
+            :mod:`paddleseg_ext.cvlibs.validators`, with their messages).
+    """
+
+    iters: int
+    batch_size: int
+    save_dir: str = "output"
+    num_workers: int = 0
+    seed: int = 0
+    nan_policy: str = "stop"
+    precision: str = "fp32"
+    amp_level: str = "O1"
+
+
 class Trainer:
     """Trains a segmentation model for a fixed number of iterations.
+
+    detectron2's shape: a small loop and a step; everything else (logging,
+    checkpoints, evaluation, best model, early stopping, VisualDL, the NaN
+    guard, signals) is a hook, and hooks share values through
+    ``self.storage`` (a :class:`~paddleseg_ext.core.storage.TrainStorage`).
 
     Args:
         model: the network; ``forward`` returns a list of logits in training.
         optimizer: a Paddle optimizer whose LR is an ``LRScheduler`` (stepped per iteration).
         losses: ``{'types': [...], 'coef': [...]}`` from the builder.
         train_dataset: yields dicts with ``img`` (CHW) and ``label`` (HW).
-        iters: total iterations.
-        batch_size: per-device batch size.
-        save_dir: output folder (checkpoints, ``best_model``, VisualDL logs).
-        val_dataset: evaluated every ``save_interval`` when ``do_eval``.
-        seed: seeds order and augmentation (see :mod:`.data`).
-        nan_policy: ``'stop'`` (raise, keeping the last checkpoint) or ``'skip'`` the step.
-        precision: ``'fp32'`` or ``'fp16'`` (AMP; GPU only).
-        eval_kwargs: passed to :func:`~paddleseg_ext.core.val.evaluate` (aug / slide settings).
+        settings: the loop's settings.
+        hooks: run around each step, in order; None: ``default_hooks()`` (checkpoints, logging,
+            NaN guard, signals; no evaluation).
     """
 
     def __init__(self, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-                 losses: Dict[str, List[Any]], train_dataset: Any, iters: int, batch_size: int,
-                 save_dir: str = "output", val_dataset: Any = None, save_interval: int = 1000,
-                 log_iters: int = 10, keep_checkpoint_max: int = 5, num_workers: int = 0,
-                 use_vdl: bool = False, do_eval: bool = False, seed: int = 0,
-                 nan_policy: str = "stop", precision: str = "fp32", amp_level: str = "O1",
-                 eval_kwargs: Optional[Dict[str, Any]] = None, handle_signals: bool = True,
-                 extra_hooks: Sequence[Hook] = ()) -> None:
-        if nan_policy not in ("stop", "skip"):
-            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+                 losses: Dict[str, List[Any]], train_dataset: Any, settings: TrainSettings,
+                 hooks: Optional[Sequence[Hook]] = None) -> None:
         self.log = get_logger()
         self.model, self.optimizer, self.losses = model, optimizer, losses
-        self.train_dataset, self.val_dataset = train_dataset, val_dataset
-        self.iters, self.batch_size, self.save_dir = iters, batch_size, save_dir
-        self.num_workers, self.seed, self.nan_policy = num_workers, seed, nan_policy
-        self.use_amp = precision == "fp16" and paddle.is_compiled_with_cuda()
-        if precision == "fp16" and not self.use_amp:
+        self.train_dataset = train_dataset
+        self.iters, self.batch_size, self.save_dir = settings.iters, settings.batch_size, settings.save_dir
+        self.num_workers, self.seed, self.nan_policy = settings.num_workers, settings.seed, settings.nan_policy
+        self.use_amp = settings.precision == "fp16" and paddle.is_compiled_with_cuda()
+        if settings.precision == "fp16" and not self.use_amp:
             self.log.warning("[TRAIN] fp16 needs a CUDA build of Paddle; training in fp32")
-        self.amp_level = amp_level
+        self.amp_level = settings.amp_level
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=1024) if self.use_amp else None
         self.rank = paddle.distributed.get_rank()
         self.world = paddle.distributed.get_world_size()
         self.iter = 0
-        self.best = {"mIoU": -1.0, "iter": -1}
-        self.stop_requested: Optional[str] = None
+        self.storage = TrainStorage()
         self.last_saved_iter = -1
         self.net = paddle.DataParallel(model) if self.world > 1 else model
-        # Order matters: the NaN guard first (a bad step is never saved); the checkpoint before
-        # the evaluation (a crash or kill during eval costs nothing); VisualDL after the
-        # evaluation (it logs its metrics); signals last.
-        self.hooks: List[Hook] = [NaNGuardHook(), LoggerHook(log_iters),
-                                  CheckpointHook(save_interval, keep_checkpoint_max)]
-        if do_eval and val_dataset is not None:
-            self.hooks.append(EvalHook(save_interval, eval_kwargs or {}))
-        if use_vdl and self.rank == 0:
-            self.hooks.append(VisualDLHook(os.path.join(save_dir, "vdl_log"), log_iters))
-        if handle_signals:
-            self.hooks.append(SignalHook())
-        self.hooks.extend(extra_hooks)
+        self.hooks: List[Hook] = list(default_hooks() if hooks is None else hooks)
 
     @property
     def lr_scheduler(self):
@@ -123,8 +136,9 @@ class Trainer:
     # -- state -------------------------------------------------------------
     def state(self) -> Dict[str, Any]:
         sched = self.lr_scheduler
-        return {"iter": self.iter, "best": self.best, "seed": self.seed,
-                "lr_scheduler": sched.state_dict() if sched is not None else None}
+        hooks = {h.name: h.state_dict() for h in self.hooks if hasattr(h, "state_dict")}
+        return {"iter": self.iter, "best": self.storage.best, "seed": self.seed,
+                "lr_scheduler": sched.state_dict() if sched is not None else None, "hooks": hooks}
 
     def save(self, name: Optional[str] = None) -> str:
         """Save ``iter_N`` (or ``name``); refuses to save non-finite weights."""
@@ -166,7 +180,12 @@ class Trainer:
             raise ValueError(f"Checkpoint {path} has no iteration in its state.json; it is not a "
                              "training checkpoint (resume from an iter_N folder)")
         self.iter = int(state["iter"])
-        self.best = state.get("best", self.best)
+        self.storage.best = state.get("best", self.storage.best)
+        self._adopt_saved_best()
+        # checkpoints written before hooks kept state have no "hooks": each hook starts afresh
+        for hook in self.hooks:
+            if hasattr(hook, "load_state_dict"):
+                hook.load_state_dict((state.get("hooks") or {}).get(hook.name))
         if state.get("seed") is not None and state["seed"] != self.seed:
             self.log.warning("[TRAIN] resuming a run seeded %s with --seed %s: data order follows the "
                              "checkpoint's seed", state["seed"], self.seed)
@@ -178,6 +197,20 @@ class Trainer:
         if self.iter >= self.iters:
             self.log.warning("[TRAIN] the checkpoint is at iter %d, already >= iters %d: nothing to train",
                              self.iter, self.iters)
+
+    def _adopt_saved_best(self) -> None:
+        """``iter_N`` is saved before the evaluation at N, so its state misses that evaluation's
+        best; ``best_model`` (saved after it) has it. Without this a resumed run would replace
+        a better ``best_model`` with the first model it evaluates."""
+        path = os.path.join(self.save_dir, "best_model", ckpt.COMPLETE_MARK)
+        try:
+            with open(path) as f:
+                saved = json.load(f).get("best") or {}
+        except (OSError, ValueError):
+            return
+        if (isinstance(saved.get("iter"), int) and saved["iter"] <= self.iter
+                and float(saved.get("mIoU", -1.0)) > float(self.storage.best.get("mIoU", -1.0))):
+            self.storage.best = {"mIoU": float(saved["mIoU"]), "iter": saved["iter"]}
 
     # -- loop ----------------------------------------------------------------
     def loader(self):
@@ -194,10 +227,11 @@ class Trainer:
                                                     if self.num_workers else None))
 
     def train(self, resume_model: Optional[str] = None) -> Dict[str, Any]:
-        """Run to ``iters``; returns ``{'iter', 'best', 'last_losses', 'stopped_by'}``.
+        """Run to ``iters``; returns ``{'iter', 'best', 'last_losses', 'stopped_by', 'early_stop'}``.
 
         ``stopped_by`` is the signal name when SIGINT/SIGTERM stopped the run
-        early (after saving), else None. An error while loading data saves the
+        (after saving), else None; ``early_stop`` the reason when early
+        stopping ended it, else None. An error while loading data saves the
         state reached so far before it is raised.
         """
         if self.rank == 0:
@@ -207,12 +241,12 @@ class Trainer:
             self.resume(resume_model)
         self.model.train()
         self.call("before_train")
-        self.last: Dict[str, float] = {}
+        s = self.storage
         batches = None
         try:
             batches = iter(self.loader())
             reader_start = time.time()
-            while self.iter < self.iters:
+            while self.iter < self.iters and not s.stopping:
                 try:
                     img, label = next(batches)
                     check_batch(img, label)
@@ -220,30 +254,42 @@ class Trainer:
                 except StopIteration:
                     break
                 except Exception as e:
-                    if self.stop_requested:  # e.g. SIGTERM to the process group killed the workers
+                    if s.stop_signal:  # e.g. SIGTERM to the process group killed the workers
                         self._save_on_stop()
                         break
                     raise self._data_error(e) from e
-                self.reader_cost = time.time() - reader_start
+                s.reader_cost = time.time() - reader_start
                 step_start = time.time()
                 self.iter += 1
-                self.last = self.run_step(img, label)
-                self.batch_cost = time.time() - step_start + self.reader_cost
+                s.scalars = self.run_step(img, label)
+                s.batch_cost = time.time() - step_start + s.reader_cost
                 self.call("after_step")
-                if self.stop_requested:
+                if s.stopping:
+                    self._save_on_stop()
                     break
                 reader_start = time.time()
         finally:
             _shutdown(batches)
             self.call("after_train")
-        return {"iter": self.iter, "best": self.best, "last_losses": self.last,
-                "stopped_by": self.stop_requested}
+        return {"iter": self.iter, "best": s.best, "last_losses": s.scalars,
+                "stopped_by": s.stop_signal, "early_stop": s.early_stop}
 
     def _save_on_stop(self) -> None:
-        if self.rank == 0 and self.iter > 0 and self.last_saved_iter != self.iter:
+        """The one place a stopping run saves: after a signal (unless this iteration is saved
+        already) and after early stopping (always: the checkpoint must record the stop, and this
+        iteration's was written before the evaluation that decided it)."""
+        s = self.storage
+        if self.iter == 0:
+            return
+        path = os.path.join(self.save_dir, f"iter_{self.iter}")
+        if self.rank == 0 and (self.last_saved_iter != self.iter or s.early_stop):
             path = self.save()
-            self.log.warning("[TRAIN] %s received at iter %d: saved %s; continue with --resume_model auto",
-                             self.stop_requested, self.iter, path)
+        if s.stop_signal:
+            self.log.warning("[TRAIN] %s received at iter %d: saved %s; continue with --resume_model %s "
+                             "(or --resume_model auto)", s.stop_signal, self.iter, path, path)
+        else:
+            self.log.info("[TRAIN] early stop at iter %d: %s. Saved %s; the model to use is %s",
+                          self.iter, s.early_stop, path, os.path.join(self.save_dir, "best_model"))
 
     def _data_error(self, e: Exception) -> Exception:
         """Save the state reached (the failed batch changed nothing) and return a clean error."""
@@ -283,7 +329,7 @@ class Trainer:
             terms = compute_losses(logits, label, self.losses, names)
         values = {k: float(v) for k, v in terms.items()}
         finite = all(np.isfinite(v) for v in values.values())
-        self.step_ok = finite
+        self.storage.step_ok = finite
         if finite:
             loss = terms["loss"]
             if self.scaler is not None:

@@ -55,8 +55,9 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
              flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None,
              stride: Any = None, num_workers: int = 0, print_detail: bool = True,
              progress: bool = True, should_stop: Optional[Callable[[], bool]] = None,
-             fold_bn: Optional[bool] = None,
-             policy: Optional[ExecutionPolicy] = None) -> Dict[str, Any]:
+             fold_bn: Optional[bool] = None, policy: Optional[ExecutionPolicy] = None,
+             loss_fn: Optional[Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor]] = None,
+             on_image: Optional[Callable[[int, Dict[str, Any], np.ndarray], None]] = None) -> Dict[str, Any]:
     """Evaluate ``model`` on ``eval_dataset`` (val mode: labels at original size).
 
     The images run through a copy of ``model`` prepared for inference by the execution
@@ -69,9 +70,17 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
     the evaluation raises :class:`EvalInterrupted` (used on SIGINT/SIGTERM
     during training).
 
+    ``loss_fn(logits [1, C, H, W], label [1, H, W] int64)`` (training's loss of the main
+    output) adds ``loss``: its mean over the images, at label resolution; not with
+    ``aug_eval``, whose output is averaged probabilities, not logits. ``on_image(index,
+    data, pred)`` sees every image's sample dict and ``H x W`` prediction (e.g. to draw
+    some of them).
+
     Returns:
         The metrics dict of :func:`~paddleseg_ext.utils.metrics.metrics_from_confusion`
-        plus ``images`` and ``seconds``.
+        plus ``images``, ``seconds``, ``confusion`` (the ``num_classes x num_classes``
+        matrix as nested lists, rows = label, columns = prediction) and ``loss`` when
+        ``loss_fn`` is given.
     """
     log = get_logger()
     if len(eval_dataset) == 0:
@@ -95,6 +104,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
             mode += f", rewrites {', '.join(net.applied_rewrites)}"
         log.info("[EVAL] %d images, %s inference", len(eval_dataset), mode)
     start = time.time()
+    loss_sum, loss_n = 0.0, 0
     it = iter(tqdm(loader, total=len(eval_dataset), disable=not progress or rank != 0,
                    desc="[EVAL]", unit="img", leave=False))
     with paddle.no_grad():
@@ -133,11 +143,24 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
                                  f"{data.get('img_path')}: the val transforms did not record how to "
                                  "undo them (trans_info)")
             cm.update(pred, label)
+            if loss_fn is not None and not aug_eval:
+                label_t = paddle.to_tensor(label.astype(np.int64)[None])
+                loss_sum += float(loss_fn(logit, label_t))
+                loss_n += 1
+            if on_image is not None:
+                on_image(i, data, pred)
     if nranks > 1:
         mat = paddle.to_tensor(cm.mat)
         paddle.distributed.all_reduce(mat)
         cm.mat = mat.numpy()
+        if loss_n:
+            sums = paddle.to_tensor([loss_sum, float(loss_n)], dtype="float64")
+            paddle.distributed.all_reduce(sums)
+            loss_sum, loss_n = (float(v) for v in sums.numpy())
     metrics = cm.compute()
+    metrics["confusion"] = cm.mat.tolist()
+    if loss_n:
+        metrics["loss"] = loss_sum / loss_n
     metrics["images"] = len(eval_dataset)
     metrics["seconds"] = time.time() - start
     if print_detail:

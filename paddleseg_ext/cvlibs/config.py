@@ -29,14 +29,14 @@ INHERIT_KEY = "_inherited_"
 TOP_LEVEL_KEYS = (
     "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset",
     "optimizer", "lr_scheduler", "loss", "model", "test_config",
-    "export", "distill_loss", "to_static_training", "num_classes",
+    "export", "distill_loss", "to_static_training", "num_classes", "early_stop",
 )
 # Top-level keys whose value must be a mapping (or null).
 MAPPING_KEYS = ("train_dataset", "val_dataset", "test_dataset", "optimizer", "lr_scheduler",
-                "loss", "model", "test_config", "export", "distill_loss")
+                "loss", "model", "test_config", "export", "distill_loss", "early_stop")
 # test_config keys the tools use, and PaddleSeg ones that are accepted but unused.
 TEST_CONFIG_KEYS = ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide",
-                    "crop_size", "stride")
+                    "crop_size", "stride", "nodata")
 TEST_CONFIG_IGNORED = ("auc_roc", "use_multilabel", "print_detail", "precision", "amp_level",
                        "num_workers")
 
@@ -345,6 +345,10 @@ class Config:
                         isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in pair)):
                     raise ConfigError(f"test_config.{key} in {where} must be a positive int or "
                                       f"[width, height], got {v!r}")
+        if "nodata" in tc and tc["nodata"] is not None and (
+                isinstance(tc["nodata"], bool) or not isinstance(tc["nodata"], numbers.Real)):
+            raise ConfigError(f"test_config.nodata in {where} must be a number (the value every band "
+                              f"holds where there is no data), got {tc['nodata']!r}")
         if tc.get("is_slide") and (tc.get("crop_size") is None or tc.get("stride") is None):
             raise ConfigError(f"test_config.is_slide is true in {where} but crop_size and stride "
                               "([width, height] each) are not both set")
