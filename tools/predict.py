@@ -1,6 +1,12 @@
 """Predict images and save colour maps and overlays.
 
     python tools/predict.py --config C --model_path P --image_path (file|dir|list.txt) --save_dir D
+
+With ``--scene`` every image is a scene (a GeoTIFF of any size): predicted
+window by window (``--crop_size``, ``--stride``, ``--batch_size``) and written
+as ``D/<name>.tif`` with the input's CRS, geotransform and no-data
+(docs/multiband.md). Under ``python -m paddle.distributed.launch`` each
+process takes its share of the scenes; complete outputs are skipped.
 """
 
 import argparse
@@ -16,6 +22,7 @@ from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+from paddleseg_ext.scene import add_scene_args  # noqa: E402
 from val import add_infer_args, infer_kwargs  # noqa: E402
 
 
@@ -33,6 +40,7 @@ def main(argv=None):
     p.add_argument("--num_threads", type=int)
     p.add_argument("--opts", nargs="+", default=[])
     add_infer_args(p)
+    add_scene_args(p)
     args = p.parse_args(argv)
     if not os.path.exists(args.image_path):
         raise FileNotFoundError(f"--image_path not found: {args.image_path}")
@@ -46,8 +54,29 @@ def main(argv=None):
     model = builder.model
     load_model_weights(model, args.model_path)
     kw["aug_pred"] = kw.pop("aug_eval", False)
+    if args.scene:
+        return predict_scene_files(args, model, transforms, kw)
     return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
                    overlay_bands=args.overlay_bands, fold_bn=args.fold_bn, **kw)
+
+
+def predict_scene_files(args, model, transforms, kw):
+    """``--scene``: every image as a windowed GeoTIFF scene; exit status 2 if any failed."""
+    from paddleseg_ext.core.predict import get_image_list
+    from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+    from paddleseg_ext.scene import dygraph_predict_fn, predict_scenes, scene_kwargs
+    from paddleseg_ext.utils.visualize import get_color_map_list
+
+    if kw.get("aug_pred"):
+        raise ConfigError("--scene predicts window by window; multi-scale / flip inference (--aug_pred or "
+                          "test_config aug_eval) is not available with it")
+    images, base = get_image_list(args.image_path)
+    model.eval()
+    fn = dygraph_predict_fn(fold_batch_norms(model) if args.fold_bn else model)
+    report = predict_scenes(images, base, args.save_dir, fn, transforms, "logits",
+                            cmap=get_color_map_list(256, args.custom_color),
+                            **scene_kwargs(args, kw.get("crop_size"), kw.get("stride")))
+    return report.exit_status()
 
 
 if __name__ == "__main__":

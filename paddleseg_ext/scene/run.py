@@ -1,0 +1,133 @@
+"""Many scenes: shard over processes, skip finished ones, report what failed.
+
+Run under Paddle's launcher (``python -m paddle.distributed.launch
+--nproc_per_node N tool.py ...``) each process takes a disjoint share of the
+sorted scene list (every N-th scene from its rank); without the launcher one
+process takes them all. A scene whose class GeoTIFF exists is complete (the
+writer renames it into place last) and is skipped, so an interrupted run
+re-run with the same arguments finishes only the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..utils.logger import get_logger
+from .blend import PredictFn, check_options, predict_scene
+from .raster import PROB_DTYPES
+
+DEFAULT_WINDOW = (512, 512)
+
+
+def add_scene_args(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
+    """The scene options of predict.py, infer.py and infer_onnx.py."""
+    g = p.add_argument_group("scenes (large / georeferenced rasters)")
+    g.add_argument("--scene", action="store_true",
+                   help="predict each image as a scene: read and predicted window by window (--crop_size, "
+                        "--stride), written as a class GeoTIFF <save_dir>/<name>.tif with the input's CRS, "
+                        "geotransform and no-data; memory set by the window and batch, not the scene")
+    g.add_argument("--scene_probs", choices=PROB_DTYPES,
+                   help="with --scene: also write <name>_prob.tif, one band per class")
+    g.add_argument("--scene_block", type=int, default=8,
+                   help="with --scene: grid cells per side of a blended block (memory vs. recomputed windows)")
+    if batch_size:
+        g.add_argument("--batch_size", type=int, default=1, help="with --scene: windows per batch")
+
+
+def shard(paths: Sequence[str], rank: Optional[int] = None, world: Optional[int] = None) -> List[str]:
+    """This process's share of ``paths``: every ``world``-th from ``rank`` (Paddle's launcher env)."""
+    if rank is None or world is None:
+        import paddle.distributed as dist
+
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return list(paths)[rank::max(world, 1)]
+
+
+@dataclass
+class SceneReport:
+    """What a run did: written, skipped (already complete) and failed ``(path, reason)``."""
+
+    written: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+
+    def exit_status(self) -> int:
+        """0, or 2 after a run in which scenes failed (named on stderr)."""
+        if not self.failed:
+            return 0
+        shown = ", ".join(p for p, _ in self.failed[:5]) + \
+            (f" and {len(self.failed) - 5} more" if len(self.failed) > 5 else "")
+        print(f"error: {len(self.failed)} scene(s) failed (reasons above): {shown}", file=sys.stderr)
+        return 2
+
+
+def scene_output(path: str, base: Optional[str], save_dir: str) -> str:
+    from ..core.predict import _rel_name
+
+    return os.path.join(save_dir, _rel_name(path, base) + ".tif")
+
+
+def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, predict_fn: PredictFn,
+                   transforms: Any, output: str = "logits", crop_size: Optional[Sequence[int]] = None,
+                   stride: Optional[Sequence[int]] = None, batch_size: int = 1, block_cells: int = 8,
+                   cmap: Optional[Sequence[int]] = None, probs: Optional[str] = None,
+                   tag: str = "[SCENE]", rank: Optional[int] = None, world: Optional[int] = None) -> SceneReport:
+    """Predict this process's share of ``paths`` into ``save_dir`` (see :func:`predict_scene`).
+
+    A scene that cannot be read (file, band count, window) is reported and
+    the run goes on; the report lists it.
+    """
+    log = get_logger()
+    window, stride = check_options(output, batch_size, block_cells, crop_size or DEFAULT_WINDOW, stride, probs)
+    mine = shard(sorted(paths), rank, world)
+    report = SceneReport()
+    log.info("%s %d scene(s) for this process (of %d) -> %s; window %s, stride %s, batch %d", tag, len(mine),
+             len(paths), save_dir, "x".join(map(str, window)),
+             "x".join(map(str, stride)), batch_size)
+    for path in mine:
+        out = scene_output(path, base, save_dir)
+        if os.path.isfile(out):
+            report.skipped.append(path)
+            log.info("%s skip %s: %s exists (complete)", tag, path, out)
+            continue
+        try:
+            predict_scene(path, out, predict_fn, transforms, output, window, stride, batch_size, block_cells,
+                          cmap, probs)
+        except (ValueError, OSError, MemoryError) as e:
+            report.failed.append((path, str(e)))
+            log.warning("%s failed %s: %s", tag, path, e)
+            continue
+        report.written.append(out)
+        log.info("%s wrote %s", tag, out)
+    log.info("%s done: %d written, %d skipped (complete), %d failed", tag, len(report.written),
+             len(report.skipped), len(report.failed))
+    return report
+
+
+def scene_kwargs(args: Any, crop_size: Any = None, stride: Any = None) -> Dict[str, Any]:
+    """predict_scenes keyword arguments from the parsed ``add_scene_args`` options."""
+    if getattr(args, "batch_size", 1) < 1 or args.scene_block < 1:
+        raise ValueError(f"--batch_size and --scene_block must be >= 1, got "
+                         f"{getattr(args, 'batch_size', 1)}, {args.scene_block}")
+    pair = lambda v: None if v is None else ((int(v), int(v)) if isinstance(v, int) else tuple(v))  # noqa: E731
+    return dict(crop_size=pair(crop_size), stride=pair(stride), batch_size=getattr(args, "batch_size", 1),
+                block_cells=args.scene_block, probs=args.scene_probs)
+
+
+def dygraph_predict_fn(model: Any) -> PredictFn:
+    """The predict function of an eval-mode Paddle model: ``[N, C, h, w]`` -> logits ``[N, K, h, w]``."""
+    import paddle
+
+    from ..core.infer import inference
+
+    model.eval()
+
+    def run(batch: Any) -> Any:
+        with paddle.no_grad():
+            return inference(model, paddle.to_tensor(batch)).numpy()
+
+    return run
