@@ -4,8 +4,12 @@ table), the three runners' ``--scene`` mode and the errors that name file and wi
 
 import importlib.util
 import os
+import re
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import paddle
@@ -301,3 +305,66 @@ def test_resizing_transforms_are_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="keep the image size"):
         predict_scene(tiny["scene"], str(tmp_path / "o.tif"), dygraph_predict_fn(tiny["model"]), resize,
                       window=WINDOW, progress=False)
+
+
+# ------------------------------------------------------------------ many scenes over processes
+
+
+def _launch(tiny, scenes, out, log_dir):
+    env = dict(os.environ, OPENCV_LOG_LEVEL="ERROR", CPU_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(log_dir),
+           os.path.join(ROOT, "tools", "predict.py"), "--config", tiny["cfg"], "--model_path", tiny["weights"],
+           "--image_path", str(scenes), "--save_dir", str(out), "--scene", "--crop_size", "32", "32",
+           "--stride", "32", "32", "--num_threads", "1", "--no_fold_bn"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _logs(log_dir):
+    return "".join(open(os.path.join(log_dir, f), errors="replace").read() for f in sorted(os.listdir(log_dir))
+                   if f.startswith("workerlog"))
+
+
+@pytest.mark.slow
+def test_scene_folder_over_two_processes_resumes_after_a_kill(tiny, tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    names = [f"s{i}" for i in range(4)]
+    for i, n in enumerate(names):
+        write_scene(str(scenes / f"{n}.tif"), h=224, w=256, seed=i)
+    out = tmp_path / "out"
+    finals = [out / f"{n}.tif" for n in names]
+    # First run: stopped (the launcher and its workers) as soon as one scene is complete.
+    proc = _launch(tiny, scenes, out, tmp_path / "log1")
+    deadline = time.time() + 300
+    while not any(f.exists() for f in finals) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {f: (os.stat(f).st_ino, os.stat(f).st_mtime_ns) for f in finals if f.exists()}
+    assert 1 <= len(done) < 4, f"the kill came too late to test resuming: {sorted(map(str, done))}"
+    # Second run: finishes the rest, leaves the complete ones alone, each scene written once overall.
+    proc = _launch(tiny, scenes, out, tmp_path / "log2")
+    text = proc.communicate(timeout=300)[0].decode(errors="replace")
+    logs = _logs(tmp_path / "log2")
+    assert proc.returncode == 0, text[-3000:] + logs[-3000:]
+    assert all(f.exists() for f in finals)
+    assert {f: (os.stat(f).st_ino, os.stat(f).st_mtime_ns) for f in done} == done
+    wrote = re.findall(r"wrote \S+/(s\d)\.tif", _logs(tmp_path / "log1") + logs)
+    assert sorted(wrote) == names, wrote
+    assert len(re.findall(r"skip \S+: \S+ exists", logs)) == len(done)
+    assert not [f for f in os.listdir(out) if f.endswith(".part")]
+    with rasterio.open(finals[0]) as ds:
+        assert ds.crs.to_string() == CRS and ds.shape == (224, 256)
+
+
+def test_failed_scenes_are_summarised_and_fail_the_run(tiny, tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_scene(str(scenes / "good.tif"), h=40, w=40)
+    (scenes / "bad.tif").write_bytes(b"II*\x00 not really a tiff")
+    status = _load_tool("predict").main([
+        "--config", tiny["cfg"], "--model_path", tiny["weights"], "--image_path", str(scenes),
+        "--save_dir", str(tmp_path / "out"), "--scene", "--crop_size", "32", "32"])
+    assert status == 2
+    assert os.listdir(tmp_path / "out") == ["good.tif"]

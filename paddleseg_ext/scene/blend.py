@@ -166,7 +166,7 @@ def iter_blocks(reader: SceneReader, plan: WindowPlan, predict_fn: PredictFn, tr
 
 def predict_scene(path: str, out_path: str, predict_fn: PredictFn, transforms: Any, output: str = "logits",
                   window: Sequence[int] = (512, 512), stride: Optional[Sequence[int]] = None,
-                  batch_size: int = 1, block_cells: int = 8, cmap: Optional[Sequence[int]] = None,
+                  batch_size: int = 1, block_cells: int = 4, cmap: Optional[Sequence[int]] = None,
                   probs: Optional[str] = None, progress: bool = True) -> str:
     """Predict the scene ``path`` and write ``out_path`` (class GeoTIFF; see :class:`SceneWriter`).
 

@@ -11,6 +11,8 @@ re-run with the same arguments finishes only the rest.
 from __future__ import annotations
 
 import argparse
+import glob
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..utils.logger import get_logger
 from .blend import PredictFn, check_options, predict_scene
-from .raster import PROB_DTYPES
+from .raster import PROB_DTYPES, prob_path
 
 DEFAULT_WINDOW = (512, 512)
 
@@ -32,19 +34,30 @@ def add_scene_args(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
                         "geotransform and no-data; memory set by the window and batch, not the scene")
     g.add_argument("--scene_probs", choices=PROB_DTYPES,
                    help="with --scene: also write <name>_prob.tif, one band per class")
-    g.add_argument("--scene_block", type=int, default=8,
+    g.add_argument("--scene_block", type=int, default=4,
                    help="with --scene: grid cells per side of a blended block (memory vs. recomputed windows)")
     if batch_size:
         g.add_argument("--batch_size", type=int, default=1, help="with --scene: windows per batch")
 
 
-def shard(paths: Sequence[str], rank: Optional[int] = None, world: Optional[int] = None) -> List[str]:
-    """This process's share of ``paths``: every ``world``-th from ``rank`` (Paddle's launcher env)."""
-    if rank is None or world is None:
-        import paddle.distributed as dist
+def rank_and_world() -> Tuple[int, int]:
+    """This process's rank and the number of processes (Paddle's launcher sets them; else 0, 1)."""
+    import paddle.distributed as dist
 
-        rank, world = dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), max(dist.get_world_size(), 1)
+
+
+def shard(paths: Sequence[str], rank: int, world: int) -> List[str]:
+    """This process's share of ``paths``: every ``world``-th from ``rank``."""
     return list(paths)[rank::max(world, 1)]
+
+
+def scene_logger() -> logging.Logger:
+    """The toolkit logger's child that every rank prints with: each process reports its own scenes."""
+    get_logger()  # its handler and format
+    log = logging.getLogger("paddleseg_ext.scene")
+    log.setLevel(logging.INFO)
+    return log
 
 
 @dataclass
@@ -73,7 +86,7 @@ def scene_output(path: str, base: Optional[str], save_dir: str) -> str:
 
 def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, predict_fn: PredictFn,
                    transforms: Any, output: str = "logits", crop_size: Optional[Sequence[int]] = None,
-                   stride: Optional[Sequence[int]] = None, batch_size: int = 1, block_cells: int = 8,
+                   stride: Optional[Sequence[int]] = None, batch_size: int = 1, block_cells: int = 4,
                    cmap: Optional[Sequence[int]] = None, probs: Optional[str] = None,
                    tag: str = "[SCENE]", rank: Optional[int] = None, world: Optional[int] = None) -> SceneReport:
     """Predict this process's share of ``paths`` into ``save_dir`` (see :func:`predict_scene`).
@@ -81,10 +94,13 @@ def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, pre
     A scene that cannot be read (file, band count, window) is reported and
     the run goes on; the report lists it.
     """
-    log = get_logger()
+    log = scene_logger()
     window, stride = check_options(output, batch_size, block_cells, crop_size or DEFAULT_WINDOW, stride, probs)
+    if rank is None or world is None:
+        rank, world = rank_and_world()
     mine = shard(sorted(paths), rank, world)
     report = SceneReport()
+    tag = f"{tag} rank {rank}/{world}" if world > 1 else tag
     log.info("%s %d scene(s) for this process (of %d) -> %s; window %s, stride %s, batch %d", tag, len(mine),
              len(paths), save_dir, "x".join(map(str, window)),
              "x".join(map(str, stride)), batch_size)
@@ -94,6 +110,9 @@ def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, pre
             report.skipped.append(path)
             log.info("%s skip %s: %s exists (complete)", tag, path, out)
             continue
+        # A killed run leaves its temporary files; this scene is this process's alone to write.
+        for stale in glob.glob(glob.escape(out) + ".*.part") + glob.glob(glob.escape(prob_path(out)) + ".*.part"):
+            os.remove(stale)
         try:
             predict_scene(path, out, predict_fn, transforms, output, window, stride, batch_size, block_cells,
                           cmap, probs)

@@ -107,7 +107,7 @@ class WindowPlan:
     """
 
     def __init__(self, height: int, width: int, window: Sequence[int], stride: Sequence[int],
-                 block_cells: int = 8) -> None:
+                 block_cells: int = 4) -> None:
         if len(window) != 2 or len(stride) != 2:
             raise ValueError(f"window and stride are (w, h) pairs, got {window!r}, {stride!r}")
         self.height, self.width = int(height), int(width)
