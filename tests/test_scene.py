@@ -165,17 +165,39 @@ def test_blocks_tile_the_scene_and_counts_match_slide_inference(h, w, crop, stri
 
 
 def test_blended_logits_equal_whole_image_sliding_window(tiny):
+    """Same windows, added in the same order into the same float32 sums, divided by the same
+    counts: the blended logits equal slide_inference's up to how the model itself rounds.
+
+    Tolerance: a batched (or differently aligned) GEMM may block its sums differently, moving
+    each logit by roundings of the largest reduction (3x3x512 = 4608 terms in the last stage)
+    relative to the logits' scale: with a sqrt(depth) random-walk bound, sqrt(4608) * 2^-24 *
+    scale ≈ 4e-6 * scale; allowed: 10x that. (At batch 1 the two are bit-identical here.)
+    """
     ref = slide_logits(tiny, tiny["scene"])
-    # Batch 1: every window is computed exactly as slide_inference computes it, and added in
-    # the same order into the same float32 sums: equal to the bit.
-    np.testing.assert_array_equal(scene_scores(tiny, tiny["scene"], batch_size=1), ref)
-    # Batch 3: the same windows batched; a batched GEMM may block its sums differently, so each
-    # logit may move by a few roundings of the largest reduction (3x3x512 = 4608 terms in the last
-    # stage) relative to the logits' scale; with a sqrt(depth) random-walk bound that is
-    # ~ sqrt(4608) * 2^-24 * scale ≈ 4e-6 * scale; allowed: 10x that.
-    got = scene_scores(tiny, tiny["scene"], batch_size=3)
-    scale = float(np.abs(ref).max())
-    assert np.abs(got - ref).max() <= 10 * np.sqrt(4608) * 2.0 ** -24 * scale
+    tol = 10 * np.sqrt(4608) * 2.0 ** -24 * float(np.abs(ref).max())
+    for batch_size in (1, 3):
+        got = scene_scores(tiny, tiny["scene"], batch_size=batch_size)
+        assert np.abs(got - ref).max() <= tol, batch_size
+
+
+def test_plain_tiff_without_georeferencing(tiny, tmp_path):
+    """A TIFF with no CRS is a scene too: the output is a plain TIFF, and nothing warns."""
+    import warnings
+
+    tifffile = pytest.importorskip("tifffile")
+    path = str(tmp_path / "plain.tif")
+    tifffile.imwrite(path, tiny["pixels"][:, :50, :60].transpose(1, 2, 0), photometric="minisblack",
+                     planarconfig="contig")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict_scene(path, str(tmp_path / "o.tif"), dygraph_predict_fn(tiny["model"]), tiny["transforms"],
+                      window=WINDOW, stride=STRIDE, progress=False)
+    ref = slide_logits(tiny, path).argmax(0)
+    with rasterio.open(str(tmp_path / "o.tif")) as ds:
+        assert ds.crs is None and ds.shape == (50, 60)
+        cls = ds.read(1)
+    valid = (tiny["pixels"][:, :50, :60] != NODATA).any(axis=0)
+    assert (cls[valid] == ref[valid]).mean() >= 0.999
 
 
 def test_predict_cli_writes_a_geotiff_on_the_map(tiny, tmp_path):
