@@ -322,6 +322,16 @@ def test_unreadable_window_names_file_and_window(tiny, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["broken.tif"]  # no output, no temporary file left
 
 
+@pytest.mark.parametrize("kw,message", [(dict(stride=(49, 10)), "larger than the window"),
+                                        (dict(batch_size=0), "must be >= 1"),
+                                        (dict(probs="float64"), "must be one of uint8, float16")])
+def test_bad_options_are_one_clear_error(tiny, tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        predict_scene(tiny["scene"], str(tmp_path / "o.tif"), dygraph_predict_fn(tiny["model"]),
+                      tiny["transforms"], **dict(dict(window=WINDOW, progress=False), **kw))
+    assert not os.path.exists(tmp_path / "o.tif")
+
+
 def test_resizing_transforms_are_refused(tiny, tmp_path):
     resize = Compose([Resize(target_size=(16, 16))] + list(tiny["transforms"].transforms), img_channels=BANDS)
     with pytest.raises(ValueError, match="keep the image size"):

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..transforms.loading import prepare_image
-from .raster import NODATA_CLASS, SceneReader, SceneWriter, box_text, gdal_env
+from .raster import NODATA_CLASS, PROB_DTYPES, SceneReader, SceneWriter, box_text, gdal_env
 from .windows import Box, WindowPlan
 
 OUTPUTS = ("logits", "probs", "classes")
@@ -128,6 +128,8 @@ def check_options(output: str, batch_size: int, block_cells: int, window: Sequen
     """Validated ``(window, stride)``; ``stride`` defaults to three quarters of the window."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if probs not in (None,) + PROB_DTYPES:
+        raise ValueError(f"probabilities must be one of {', '.join(PROB_DTYPES)}, got {probs!r}")
     if probs and output == "classes":
         raise ValueError("class probabilities need a model that outputs scores; this one outputs class ids "
                          "(export it with --output_op softmax or none)")
@@ -137,6 +139,9 @@ def check_options(output: str, batch_size: int, block_cells: int, window: Sequen
     step = (int(stride[0]), int(stride[1])) if stride else (max(win[0] * 3 // 4, 1), max(win[1] * 3 // 4, 1))
     if min(win + step) < 1:
         raise ValueError(f"window {win} and stride {step} must be positive")
+    if step[0] > win[0] or step[1] > win[1]:
+        raise ValueError(f"stride {step} is larger than the window {win} (w, h): pixels between windows "
+                         f"would get no prediction; use a stride <= the window")
     return win, step
 
 
