@@ -2,7 +2,7 @@
 
 Reading and writing go through rasterio (GDAL). It was chosen over
 tifffile + zarr by measurement (``benchmarks/scene_io.py``; docs/benchmarks.md):
-2-9x faster windowed reads of striped and tiled TIFFs, and it writes what
+1.5-9x faster windowed reads of striped and tiled TIFFs, and it writes what
 keeps an output on the map (CRS, geotransform, no-data, colour table) in one
 call each, for every format GDAL knows. GDAL's block cache is capped
 (:data:`GDAL_CACHE_BYTES`) so memory stays bounded however large the scene.
