@@ -226,6 +226,41 @@ def test_predict_cli_writes_a_geotiff_on_the_map(tiny, tmp_path):
     assert np.abs(prob[:, valid].astype(np.float64) - expect).max() <= 0.5 + 1e-3
 
 
+def test_overlay_on_the_map_stretched_alike_over_the_scene(tiny, tmp_path):
+    """--scene_overlay: RGB + alpha with the input's CRS and geotransform; every block is the
+    class colours (weight 0.6) over the chosen bands stretched between the 2nd and 98th
+    percentile of the whole scene's valid pixels; alpha 0 on no-data."""
+    from paddleseg_ext.transforms.loading import read_image
+
+    out_dir = tmp_path / "out"
+    bands = [3, 1, 0]
+    status = _load_tool("predict").main([
+        "--config", tiny["cfg"], "--model_path", tiny["weights"], "--image_path", tiny["scene"],
+        "--save_dir", str(out_dir), "--scene", "--crop_size", *map(str, WINDOW), "--stride", *map(str, STRIDE),
+        "--scene_block", "1", "--scene_overlay", "--overlay_bands", *map(str, bands), "--no_fold_bn"])
+    assert status == 0
+    valid = (tiny["pixels"] != NODATA).any(axis=0)
+    with rasterio.open(out_dir / "scene.tif") as ds:
+        cls = ds.read(1)
+        palette = np.array([ds.colormap(1)[c][:3] for c in range(256)], np.float64)
+    with rasterio.open(out_dir / "scene_overlay.tif") as ds:
+        assert ds.crs.to_string() == CRS and ds.transform == TRANSFORM and ds.shape == valid.shape
+        assert ds.count == 4 and set(ds.dtypes) == {"uint8"}
+        rgba = ds.read()
+        assert ((ds.dataset_mask() > 0) == valid).all()
+    assert (rgba[3][valid] == 255).all() and (rgba[3][~valid] == 0).all()
+    # The reference: the whole image as tools/predict.py reads it, stretched with percentiles
+    # of the valid pixels only (the border's zeros would pull the 2nd percentile to 0).
+    img = read_image(tiny["scene"], to_rgb=tiny["transforms"].to_rgb, img_channels=BANDS).astype(np.float64)
+    pic = np.empty(valid.shape + (3,))
+    for i, b in enumerate(bands):
+        lo, hi = np.percentile(img[:, :, b][valid], (2, 98))
+        pic[:, :, i] = np.clip(np.rint((img[:, :, b] - lo) * 255 / (hi - lo)), 0, 255)
+    expect = 0.4 * pic + 0.6 * palette[cls]
+    # Rounding: the composite's and the blend's, half a unit each.
+    assert np.abs(rgba[:3].transpose(1, 2, 0)[valid] - expect[valid]).max() <= 1.0
+
+
 def test_float16_probabilities_and_nan_no_data(tiny, tmp_path):
     out = str(tmp_path / "p.tif")
     predict_scene(tiny["scene"], out, dygraph_predict_fn(tiny["model"]), tiny["transforms"], window=WINDOW,
@@ -262,7 +297,7 @@ def test_deploy_scene_matches_sliding_window(tiny, tmp_path, backend):
     out_dir = tmp_path / "out"
     report = runner.main(["--config", str(folder), "--image_path", tiny["scene"], "--save_dir", str(out_dir),
                           "--scene", "--crop_size", *map(str, WINDOW), "--stride", *map(str, STRIDE),
-                          "--batch_size", "3", "--cpu_threads", "1"])
+                          "--batch_size", "3", "--cpu_threads", "1", "--scene_overlay"])
     assert runner.exit_status(report) == 0 and len(report.written) == 1
     ref = slide_logits(tiny, tiny["scene"]).argmax(0)
     valid = (tiny["pixels"] != NODATA).any(axis=0)
@@ -270,6 +305,8 @@ def test_deploy_scene_matches_sliding_window(tiny, tmp_path, backend):
         assert ds.crs.to_string() == CRS and ds.transform == TRANSFORM
         cls = ds.read(1)
     assert (cls[~valid] == NODATA_CLASS).all() and (cls[valid] == ref[valid]).mean() >= 0.999
+    with rasterio.open(out_dir / "scene_overlay.tif") as ds:
+        assert ds.count == 4 and ds.transform == TRANSFORM and ((ds.read(4) > 0) == valid).all()
 
 
 def test_class_id_exports_keep_centre_crops(tiny, tmp_path):

@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--num_threads", type=int)
     p.add_argument("--opts", nargs="+", default=[])
     add_infer_args(p)
-    add_scene_args(p)
+    add_scene_args(p, overlay_bands=False)
     args = p.parse_args(argv)
     if not os.path.exists(args.image_path):
         raise FileNotFoundError(f"--image_path not found: {args.image_path}")

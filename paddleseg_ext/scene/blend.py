@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ..transforms.loading import prepare_image
-from .raster import NODATA_CLASS, PROB_DTYPES, SceneReader, SceneWriter, box_text, gdal_env
+from .overlay import SceneOverlay
+from .raster import NODATA_CLASS, PROB_DTYPES, SceneReader, SceneWriter, box_text, gdal_env, model_pixels
 from .windows import Box, WindowPlan
 
 OUTPUTS = ("logits", "probs", "classes")
@@ -49,9 +49,7 @@ def window_input(reader: SceneReader, box: Box, transforms: Any) -> np.ndarray:
         ValueError: the transforms change the window's size (scene inference
             needs size-keeping val transforms, e.g. ``Normalize``).
     """
-    raw = reader.read(box)
-    img = prepare_image(raw, to_rgb=not getattr(transforms, "to_rgb", True),
-                        img_channels=getattr(transforms, "img_channels", raw.shape[2]), path=reader.path)
+    img = model_pixels(reader.read(box), transforms, reader.path)
     data = transforms({"img": img, "trans_info": [], "gt_fields": []})
     out = data["img"]
     if out.shape[1:] != (box[2], box[3]) or data.get("trans_info"):
@@ -172,7 +170,8 @@ def iter_blocks(reader: SceneReader, plan: WindowPlan, predict_fn: PredictFn, tr
 def predict_scene(path: str, out_path: str, predict_fn: PredictFn, transforms: Any, output: str = "logits",
                   window: Sequence[int] = (512, 512), stride: Optional[Sequence[int]] = None,
                   batch_size: int = 1, block_cells: int = 4, cmap: Optional[Sequence[int]] = None,
-                  probs: Optional[str] = None, progress: bool = True) -> str:
+                  probs: Optional[str] = None, progress: bool = True, overlay: bool = False,
+                  overlay_bands: Optional[Sequence[int]] = None) -> str:
     """Predict the scene ``path`` and write ``out_path`` (class GeoTIFF; see :class:`SceneWriter`).
 
     Args:
@@ -188,6 +187,9 @@ def predict_scene(path: str, out_path: str, predict_fn: PredictFn, transforms: A
         cmap: flat RGB palette of the colour table.
         probs: also write class probabilities, ``uint8`` or ``float16``.
         progress: show a progress bar (pixels written).
+        overlay: also write ``*_overlay.tif``, the class colours over
+            ``overlay_bands`` (see :class:`SceneOverlay`).
+        overlay_bands: 3 bands shown as RGB or 1 as grey; default 0, 1, 2 (0 with fewer bands).
 
     Returns:
         ``out_path``, written only when the whole scene is done.
@@ -199,8 +201,10 @@ def predict_scene(path: str, out_path: str, predict_fn: PredictFn, transforms: A
     from ..utils.visualize import get_color_map_list
 
     window, stride = check_options(output, batch_size, block_cells, window, stride, probs)
+    cmap = cmap or get_color_map_list(256)
     with gdal_env(), SceneReader(path, getattr(transforms, "img_channels", 3)) as reader:
         plan = WindowPlan(reader.height, reader.width, window, stride, block_cells)
+        look = SceneOverlay.of(reader, transforms, overlay_bands, cmap) if overlay else None
         writer: Optional[SceneWriter] = None
         bar = tqdm(total=reader.height * reader.width, unit="px", unit_scale=True, disable=not progress,
                    desc=f"[SCENE] {os.path.basename(path)}", dynamic_ncols=True, mininterval=1.0)
@@ -211,11 +215,13 @@ def predict_scene(path: str, out_path: str, predict_fn: PredictFn, transforms: A
                     if k > NODATA_CLASS:
                         raise ValueError(f"the model has {k} classes; a uint8 class map holds at most "
                                          f"{NODATA_CLASS} (0..{NODATA_CLASS - 1}; {NODATA_CLASS} is no-data)")
-                    writer = SceneWriter(out_path, reader.profile, cmap or get_color_map_list(256), probs, k)
+                    writer = SceneWriter(out_path, reader.profile, cmap, probs, k, overlay)
                 prob = None
                 if probs:
                     prob = softmax(scores) if output == "logits" else scores
-                writer.write(block, classes, reader.valid(block), prob)
+                rgb = None if look is None else look.render(model_pixels(reader.read(block), transforms, path),
+                                                            classes)
+                writer.write(block, classes, reader.valid(block), prob, rgb)
                 bar.update(block[2] * block[3])
             writer.commit()
         except BaseException:

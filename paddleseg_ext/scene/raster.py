@@ -10,8 +10,8 @@ call each, for every format GDAL knows. GDAL's block cache is capped
 No-data: a pixel is no-data where GDAL's dataset mask is 0 (the file's
 no-data value in every band, an internal mask or an alpha band), and where a
 floating-point band is NaN or infinite. Outputs mark those pixels with
-:data:`NODATA_CLASS` (class map, uint8 probabilities) or NaN (float16
-probabilities).
+:data:`NODATA_CLASS` (class map, uint8 probabilities), NaN (float16
+probabilities) or alpha 0 (overlay).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..transforms.loading import IMAGE_DTYPES, prepare_image_lazy
+from ..transforms.loading import IMAGE_DTYPES, prepare_image, prepare_image_lazy
 
 Box = Tuple[int, int, int, int]  # row_off, col_off, height, width
 
@@ -126,14 +126,29 @@ class SceneReader:
             img = np.where(np.isfinite(img), img, 0).astype(img.dtype)
         return img
 
-    def valid(self, box: Box) -> np.ndarray:
-        """``HxW`` bool: False on no-data pixels of ``box`` (see the module docstring)."""
-        h, w = box[2], box[3]
-        ok = self._read(box, lambda win: self.ds.dataset_mask(window=win)) > 0 if self._masked \
-            else np.ones((h, w), bool)
+    def valid(self, box: Box, out_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        """``HxW`` bool: False on no-data pixels of ``box`` (see the module docstring);
+        ``out_shape``: of ``box`` decimated to that size (nearest pixel)."""
+        shape = out_shape or (box[2], box[3])
+        ok = self._read(box, lambda win: self.ds.dataset_mask(window=win, out_shape=shape)) > 0 \
+            if self._masked else np.ones(shape, bool)
         if self.dtype.kind == "f":
-            ok &= np.isfinite(self._read(box, lambda win: self.ds.read(window=win))).all(axis=0)
+            ok &= np.isfinite(self._read(box, lambda win: self.ds.read(
+                window=win, out_shape=(self.count,) + tuple(shape)))).all(axis=0)
         return ok
+
+    def sample(self, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The whole scene decimated (nearest pixel) to at most ``max_side`` pixels a side:
+        pixels ``HxWxC`` as :meth:`read` gives them, and :meth:`valid` of the same pixels.
+        GDAL reads block by block, so memory is that of the sample, not of the scene."""
+        step = max(1, -(-max(self.height, self.width) // max_side))
+        shape = (-(-self.height // step), -(-self.width // step))
+        full = (0, 0, self.height, self.width)
+        img = self._read(full, lambda win: self.ds.read(window=win, out_shape=(self.count,) + shape))
+        img = img.transpose(1, 2, 0)
+        if img.dtype.kind == "f":
+            img = np.where(np.isfinite(img), img, 0).astype(img.dtype)
+        return img, self.valid(full, shape)
 
     def _read(self, box: Box, how: Any) -> np.ndarray:
         rio = _rasterio()
@@ -152,6 +167,13 @@ class SceneReader:
         self.close()
 
 
+def model_pixels(raw: np.ndarray, transforms: Any, path: str) -> np.ndarray:
+    """Pixels as read (``HxWxC``, stored band order) converted exactly as :func:`read_image`
+    converts a TIFF for the model (uint16 scaled to 0..255, bands for ``img_channels``)."""
+    return prepare_image(raw, to_rgb=not getattr(transforms, "to_rgb", True),
+                         img_channels=getattr(transforms, "img_channels", raw.shape[2]), path=path)
+
+
 def colour_table(cmap: Sequence[int]) -> Dict[int, Tuple[int, int, int, int]]:
     """GDAL colour table from a flat ``[r, g, b, ...]`` palette; no-data transparent black."""
     table = {i: (int(cmap[3 * i]), int(cmap[3 * i + 1]), int(cmap[3 * i + 2]), 255)
@@ -160,7 +182,7 @@ def colour_table(cmap: Sequence[int]) -> Dict[int, Tuple[int, int, int, int]]:
     return table
 
 
-def _create(path: str, profile: Dict[str, Any], count: int, dtype: str, nodata: float,
+def _create(path: str, profile: Dict[str, Any], count: int, dtype: str, nodata: Optional[float],
             extra: Optional[Dict[str, Any]] = None) -> Any:
     h, w = profile["height"], profile["width"]
     opts: Dict[str, Any] = dict(driver="GTiff", height=h, width=w, count=count, dtype=dtype, nodata=nodata,
@@ -179,8 +201,9 @@ class SceneWriter:
     geotransform, a colour table, no-data :data:`NODATA_CLASS`.
     ``<out>_prob.tif`` (``probs`` given): one band per class, ``uint8``
     (``round(p * 254)``, no-data 255) or ``float16`` (no-data NaN).
-    :meth:`commit` renames the probabilities first and the class map last,
-    so an existing class map means a complete scene.
+    ``<out>_overlay.tif`` (``overlay``): RGB uint8 and an alpha band that is 0
+    on no-data. :meth:`commit` renames the others first and the class map
+    last, so an existing class map means a complete scene.
 
     Args:
         out_path: the class GeoTIFF's final path.
@@ -188,16 +211,18 @@ class SceneWriter:
         cmap: flat RGB palette for the colour table.
         probs: None, ``"uint8"`` or ``"float16"``.
         num_classes: bands of the probability raster.
+        overlay: also write the overlay.
     """
 
     def __init__(self, out_path: str, profile: Dict[str, Any], cmap: Sequence[int],
-                 probs: Optional[str] = None, num_classes: int = 0) -> None:
+                 probs: Optional[str] = None, num_classes: int = 0, overlay: bool = False) -> None:
         if probs not in (None,) + PROB_DTYPES:
             raise ValueError(f"probabilities must be one of {', '.join(PROB_DTYPES)}, got {probs!r}")
         self.out_path = out_path
         self.prob_path = prob_path(out_path) if probs else None
+        self.overlay_path = overlay_path(out_path) if overlay else None
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-        self._tmp = {p: tmp_path(p) for p in (self.prob_path, out_path) if p}
+        self._tmp = {p: tmp_path(p) for p in (self.prob_path, self.overlay_path, out_path) if p}
         self.cls = _create(self._tmp[out_path], profile, 1, "uint8", NODATA_CLASS)
         self.cls.write_colormap(1, colour_table(cmap))
         self.probs, self.prob = probs, None
@@ -206,14 +231,25 @@ class SceneWriter:
             dtype, nodata, extra = ("uint8", 255, None) if probs == "uint8" else ("float32", float("nan"),
                                                                                    {"NBITS": 16})
             self.prob = _create(self._tmp[self.prob_path], profile, num_classes, dtype, nodata, extra)
+        self.overlay = None
+        if overlay:
+            self.overlay = _create(self._tmp[self.overlay_path], profile, 4, "uint8", None,
+                                   {"photometric": "RGB", "ALPHA": "YES"})
 
-    def write(self, box: Box, classes: np.ndarray, valid: np.ndarray, prob: Optional[np.ndarray] = None) -> None:
-        """Write one block: ``classes [h, w]``, ``valid [h, w]`` bool, ``prob [K, h, w]`` float."""
+    def write(self, box: Box, classes: np.ndarray, valid: np.ndarray, prob: Optional[np.ndarray] = None,
+              rgb: Optional[np.ndarray] = None) -> None:
+        """Write one block: ``classes [h, w]``, ``valid [h, w]`` bool, ``prob [K, h, w]`` float,
+        ``rgb [h, w, 3]`` uint8 (the overlay)."""
         from rasterio.windows import Window
 
         y, x, h, w = box
         win = Window(x, y, w, h)
         self.cls.write(np.where(valid, classes, NODATA_CLASS).astype(np.uint8)[None], window=win)
+        if self.overlay is not None:
+            if rgb is None:
+                raise ValueError("this writer stores an overlay; pass rgb")
+            alpha = np.where(valid, 255, 0).astype(np.uint8)
+            self.overlay.write(np.concatenate([rgb.transpose(2, 0, 1), alpha[None]]), window=win)
         if self.prob is not None:
             if prob is None:
                 raise ValueError("this writer stores probabilities; pass prob")
@@ -230,7 +266,7 @@ class SceneWriter:
             os.replace(tmp, final)
 
     def close(self) -> None:
-        for ds in (self.prob, self.cls):
+        for ds in (self.prob, self.overlay, self.cls):
             if ds is not None and not ds.closed:
                 ds.close()
 
@@ -245,6 +281,11 @@ class SceneWriter:
 def prob_path(out_path: str) -> str:
     root, ext = os.path.splitext(out_path)
     return f"{root}_prob{ext}"
+
+
+def overlay_path(out_path: str) -> str:
+    root, ext = os.path.splitext(out_path)
+    return f"{root}_overlay{ext}"
 
 
 def tmp_path(path: str) -> str:

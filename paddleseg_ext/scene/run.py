@@ -18,15 +18,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..core.predict import check_overlay_bands
 from ..utils.logger import get_logger
 from .blend import PredictFn, check_options, predict_scene
-from .raster import PROB_DTYPES, prob_path
+from .raster import PROB_DTYPES, overlay_path, prob_path
 
 DEFAULT_WINDOW = (512, 512)
 
 
-def add_scene_args(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
-    """The scene options of predict.py, infer.py and infer_onnx.py."""
+def add_scene_args(p: argparse.ArgumentParser, batch_size: bool = True, overlay_bands: bool = True) -> None:
+    """The scene options of predict.py, infer.py and infer_onnx.py (``batch_size``,
+    ``overlay_bands``: add those options too; False where the tool has its own)."""
     g = p.add_argument_group("scenes (large / georeferenced rasters)")
     g.add_argument("--scene", action="store_true",
                    help="predict each image as a scene: read and predicted window by window (--crop_size, "
@@ -36,8 +38,14 @@ def add_scene_args(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
                    help="with --scene: also write <name>_prob.tif, one band per class")
     g.add_argument("--scene_block", type=int, default=4,
                    help="with --scene: grid cells per side of a blended block (memory vs. recomputed windows)")
+    g.add_argument("--scene_overlay", action="store_true",
+                   help="with --scene: also write <name>_overlay.tif, the class colours over --overlay_bands "
+                        "(stretched alike over the whole scene), alpha 0 on no-data")
     if batch_size:
         g.add_argument("--batch_size", type=int, default=1, help="with --scene: windows per batch")
+    if overlay_bands:
+        g.add_argument("--overlay_bands", nargs="+", type=int,
+                       help="with --scene_overlay: 3 bands shown as R G B, or 1 as grey; default 0 1 2")
 
 
 def rank_and_world() -> Tuple[int, int]:
@@ -88,7 +96,8 @@ def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, pre
                    transforms: Any, output: str = "logits", crop_size: Optional[Sequence[int]] = None,
                    stride: Optional[Sequence[int]] = None, batch_size: int = 1, block_cells: int = 4,
                    cmap: Optional[Sequence[int]] = None, probs: Optional[str] = None,
-                   tag: str = "[SCENE]", rank: Optional[int] = None, world: Optional[int] = None) -> SceneReport:
+                   tag: str = "[SCENE]", rank: Optional[int] = None, world: Optional[int] = None,
+                   overlay: bool = False, overlay_bands: Optional[Sequence[int]] = None) -> SceneReport:
     """Predict this process's share of ``paths`` into ``save_dir`` (see :func:`predict_scene`).
 
     A scene that cannot be read (file, band count, window) is reported and
@@ -96,6 +105,8 @@ def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, pre
     """
     log = scene_logger()
     window, stride = check_options(output, batch_size, block_cells, crop_size or DEFAULT_WINDOW, stride, probs)
+    if overlay:
+        check_overlay_bands(overlay_bands, getattr(transforms, "img_channels", 3))
     if rank is None or world is None:
         rank, world = rank_and_world()
     mine = shard(sorted(paths), rank, world)
@@ -111,11 +122,12 @@ def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, pre
             log.info("%s skip %s: %s exists (complete)", tag, path, out)
             continue
         # A killed run leaves its temporary files; this scene is this process's alone to write.
-        for stale in glob.glob(glob.escape(out) + ".*.part") + glob.glob(glob.escape(prob_path(out)) + ".*.part"):
-            os.remove(stale)
+        for final in (out, prob_path(out), overlay_path(out)):
+            for stale in glob.glob(glob.escape(final) + ".*.part"):
+                os.remove(stale)
         try:
             predict_scene(path, out, predict_fn, transforms, output, window, stride, batch_size, block_cells,
-                          cmap, probs)
+                          cmap, probs, overlay=overlay, overlay_bands=overlay_bands)
         except (ValueError, OSError, MemoryError) as e:
             report.failed.append((path, str(e)))
             log.warning("%s failed %s: %s", tag, path, e)
@@ -134,7 +146,8 @@ def scene_kwargs(args: Any, crop_size: Any = None, stride: Any = None) -> Dict[s
                          f"{getattr(args, 'batch_size', 1)}, {args.scene_block}")
     pair = lambda v: None if v is None else ((int(v), int(v)) if isinstance(v, int) else tuple(v))  # noqa: E731
     return dict(crop_size=pair(crop_size), stride=pair(stride), batch_size=getattr(args, "batch_size", 1),
-                block_cells=args.scene_block, probs=args.scene_probs)
+                block_cells=args.scene_block, probs=args.scene_probs, overlay=args.scene_overlay,
+                overlay_bands=getattr(args, "overlay_bands", None))
 
 
 def dygraph_predict_fn(model: Any) -> PredictFn:
