@@ -3,6 +3,7 @@
 - :mod:`.windows`: the sliding-window grid and its output blocks;
 - :mod:`.raster`: windowed raster reading / GeoTIFF writing (rasterio);
 - :mod:`.blend`: one scene, window by window, through a predict function;
+- :mod:`.overlay`: the class colours over a band composite, stretched alike over the scene;
 - :mod:`.run`: many scenes, sharded over processes, resumable; the CLI options.
 """
 
