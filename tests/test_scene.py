@@ -261,6 +261,19 @@ def test_overlay_on_the_map_stretched_alike_over_the_scene(tiny, tmp_path):
     assert np.abs(rgba[:3].transpose(1, 2, 0)[valid] - expect[valid]).max() <= 1.0
 
 
+def test_decimated_sample_keeps_pixels_and_their_validity(tiny):
+    """SceneReader.sample (the overlay's percentiles): at most max_side a side, every pixel
+    one of the scene's own (nearest, not interpolated) and valid exactly where it is not no-data."""
+    with gdal_env(), SceneReader(tiny["scene"], BANDS) as reader:
+        img, valid = reader.sample(40)
+    assert max(img.shape[:2]) <= 40 and img.shape[:2] == valid.shape and img.shape[2] == BANDS
+    assert img.dtype == tiny["pixels"].dtype
+    scene = {tuple(p) for p in tiny["pixels"].reshape(BANDS, -1).T}
+    assert all(tuple(p) in scene for p in img.reshape(-1, BANDS))
+    np.testing.assert_array_equal(valid, (img != NODATA).any(axis=2))
+    assert valid.any() and not valid.all()
+
+
 def test_float16_probabilities_and_nan_no_data(tiny, tmp_path):
     out = str(tmp_path / "p.tif")
     predict_scene(tiny["scene"], out, dygraph_predict_fn(tiny["model"]), tiny["transforms"], window=WINDOW,
