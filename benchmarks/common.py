@@ -196,7 +196,7 @@ def peak_rss_mb() -> float:
 def set_threads(threads: int) -> None:
     """Threads for Paddle, OpenCV and the PSA op; call before heavy work."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["PSA_MASK_NUM_THREADS"] = str(threads)
+    os.environ["PADDLESEG_EXT_OP_THREADS"] = str(threads)
     import paddle
 
     paddle.set_device("cpu")

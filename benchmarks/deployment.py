@@ -127,7 +127,7 @@ def _quiet() -> Any:
         yield
 
 
-def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
+def _export(name: str, model: Any, cfg: Any, workdir: Path, policy: Any) -> Dict[str, Any]:
     """Export once: ONNX (with its Paddle model), plus a plain Paddle model when they differ.
 
     Returns ``{"paddle": dir, "onnx": dir or None, "onnx_note": str, "rewrites": [...]}``.
@@ -139,7 +139,7 @@ def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
     onnx_dir = workdir / f"{name}_onnx"
     try:
         with _quiet():
-            deploy = export_onnx(model, str(onnx_dir), transforms, output_op="none")
+            deploy = export_onnx(model, str(onnx_dir), transforms, output_op="none", policy=policy)
         out["onnx"] = str(onnx_dir)
         out["rewrites"] = list(deploy["Deploy"]["onnx"].get("rewrites") or [])
         out["onnx_note"] = f"opset {deploy['Deploy']['onnx']['opset']}"
@@ -150,7 +150,7 @@ def _export(name: str, model: Any, cfg: Any, workdir: Path) -> Dict[str, Any]:
     else:
         paddle_dir = workdir / f"{name}_paddle"
         with _quiet():
-            export(model, str(paddle_dir), transforms, output_op="none")
+            export(model, str(paddle_dir), transforms, output_op="none", policy=policy)
         out["paddle"] = str(paddle_dir)
     return out
 
@@ -199,6 +199,7 @@ def run(ctx: Context) -> Section:
 
     import paddleseg_ext.models  # noqa: F401  (registers the models)
     from paddleseg_ext.cvlibs import SegBuilder
+    from paddleseg_ext.runtime import policy_from_environment, prepare
 
     infer, infer_onnx = _deploy_modules()
     shape = QUICK_SHAPE if ctx.quick else FULL_SHAPE
@@ -221,10 +222,13 @@ def run(ctx: Context) -> Section:
             paddle.seed(0)
             opts = [f"model.psa_impl={impl}"] if name == "psanet" else []
             cfg = load_recipe(name, ctx.quick, opts)
-            model = SegBuilder(cfg).model
+            builder = SegBuilder(cfg)
+            model = builder.model
             model.eval()
+            policy = policy_from_environment(target="infer", **builder.policy_overrides)
             t0 = time.perf_counter()
-            dirs = _export(name, model, cfg, ctx.workdir)
+            dirs = _export(name, model, cfg, ctx.workdir, policy)
+            model = prepare(model, policy)  # dygraph as tools/val.py runs it
             onnx_notes.append(f"{name}: exported in {time.perf_counter() - t0:.0f} s; ONNX "
                               f"{dirs['onnx_note']}"
                               + (f" ({'; '.join(dirs['rewrites'])})" if dirs["rewrites"] else ""))
@@ -232,7 +236,7 @@ def run(ctx: Context) -> Section:
             # mask, PSPNet's the matmul adaptive pool.
             plain = f"psa {impl}" if name == "psanet" else ""
             onnx_variant = ", ".join(
-                "psa paddle" if "psa_impl" in r else "matmul pool" if "AdaptiveAvgPool2D" in r else r
+                "psa paddle" if r.startswith("psa:") else "matmul pool" if r.startswith("onnx_pool:") else r
                 for r in dirs["rewrites"])
             pcfg = infer.DeployConfig(dirs["paddle"])
             ocfg = infer.DeployConfig(dirs["onnx"], "onnx") if dirs["onnx"] else None

@@ -76,7 +76,18 @@ def build_ours(arch: str, backbone: str, opts: Optional[List[str]] = None
     if backbone in ("ResNet18_vd", "ResNet34_vd"):  # 2-block last stage: the recipes' 3-entry multi_grid does not apply
         opts.append("model.backbone.multi_grid=[1,1]")
     builder = SegBuilder(Config(str(ROOT / RECIPES[arch]), opts=opts))
-    return builder.model, builder.loss
+    model = builder.model
+    model.config_policy = builder.policy_overrides  # the recipe's execution choices (psa_impl)
+    return model, builder.loss
+
+
+def prepared(model: Any, target: str, **policy: Any) -> Any:
+    """Our model as the tools run it: prepared for ``target`` by the execution policy
+    (the environment's, the recipe's choices, then ``policy``); ``train`` in place."""
+    from paddleseg_ext.runtime import policy_from_environment, prepare
+
+    choices = dict(getattr(model, "config_policy", {}), **policy)
+    return prepare(model, policy_from_environment(target=target, **choices))
 
 
 def our_train_step(model: Any, losses: Dict[str, List[Any]], workdir: Path
@@ -122,14 +133,6 @@ def _inputs(shape: Tuple[int, int, int, int], num_classes: int) -> Tuple[Any, An
     return img, label
 
 
-def fold_batch_norms(model: Any) -> Any:
-    """Our inference copy with batch norms folded (imported late: a child process of the
-    PaddleSeg side must not import paddleseg_ext)."""
-    from paddleseg_ext.models.layers.fold_bn import fold_batch_norms as fold
-
-    return fold(model)
-
-
 def _eval_fn(model: Any, img: Any) -> Callable[[], Any]:
     import paddle
 
@@ -171,8 +174,10 @@ def child_main(argv: Optional[Sequence[str]] = None) -> int:
         model, peer_losses, coefs = paddleseg_peer.build_model(args.arch, args.backbone)
     if args.pass_ == "eval":
         model.eval()
-        fn = _eval_fn(model, img)
+        fn = _eval_fn(prepared(model, "infer") if args.side == "ours" else model, img)
     else:
+        if args.side == "ours":
+            model = prepared(model, "train")
         model.train()
         step = (our_train_step(model, losses, Path(args.workdir)) if args.side == "ours"
                 else peer_train_step(model, peer_losses, coefs))
@@ -237,8 +242,9 @@ def run(ctx: Context) -> Section:
         "weights; 19 classes; labels uniform in [0, 19).",
         "train step = forward + the recipe's losses on every output + backward + Momentum "
         "step + clear grads; ours is Trainer._step.",
-        "eval, BN folded: ours with every batch norm folded into its conv "
-        "(paddleseg_ext.models.layers.fold_bn.fold_batch_norms, what tools/val.py and "
+        "ours = the model prepared by the execution policy as the tools run it "
+        "(paddleseg_ext.runtime.prepare: target infer for eval, train for the train step). "
+        "eval: without BN folding; eval, BN folded: with it (what tools/val.py and "
         "tools/predict.py run by default), timed in the same interleaved rounds as the "
         "'eval' row (same PaddleSeg times).",
         "DANet recipes differ in one head: ours has an FCN aux head on stage 3 "
@@ -258,11 +264,10 @@ def run(ctx: Context) -> Section:
 
         if "eval" in ctx.passes:
             ctx.log(f"[models] {arch} eval {eval_shape}")
-            ours.eval()
             # tools/val.py and tools/predict.py run the BN-folded copy by default; the
-            # model as trained is timed in the same rounds (the "before").
-            folded = fold_batch_norms(ours)
-            fns = {"ours": _eval_fn(ours, eval_img), "folded": _eval_fn(folded, eval_img)}
+            # model without folding is timed in the same rounds (the "before").
+            unfolded, folded = prepared(ours, "infer", fold_bn=False), prepared(ours, "infer")
+            fns = {"ours": _eval_fn(unfolded, eval_img), "folded": _eval_fn(folded, eval_img)}
             if peer is not None:
                 peer.eval()
                 fns["peer"] = _eval_fn(peer, eval_img)
@@ -270,19 +275,19 @@ def run(ctx: Context) -> Section:
             add(arch, "eval", eval_shape, ms, "PaddleSeg", n_ours, n_peer)
             add(arch, "eval, BN folded", eval_shape, dict(ms, ours=ms["folded"]), "PaddleSeg",
                 n_ours, n_peer)
-            del folded, fns
+            del folded, unfolded, fns
         if "train" not in ctx.passes:
             del ours, peer
             continue
         ctx.log(f"[models] {arch} train {train_shape}")
-        ours.train()
+        ours = prepared(ours, "train")
         step = our_train_step(ours, losses, ctx.workdir)
         fns = {"ours": lambda step=step: step(train_img, train_label)}
         same = None
         if arch in SAME_ARCHITECTURE:  # PaddleSeg's network built by our code, same rounds
             paddle.seed(0)
             same, same_losses = build_ours(arch, backbone, SAME_ARCHITECTURE[arch])
-            same.train()
+            same = prepared(same, "train")
             same_step = our_train_step(same, same_losses, ctx.workdir)
             fns["same"] = lambda same_step=same_step: same_step(train_img, train_label)
         if peer is not None:
@@ -335,10 +340,9 @@ def run(ctx: Context) -> Section:
         fns = {}
         for name, (net, losses) in nets.items():
             if pass_ == "eval":
-                net.eval()
-                fns[name] = _eval_fn(net, img)
+                fns[name] = _eval_fn(prepared(net, "infer"), img)
             else:
-                net.train()
+                net = prepared(net, "train")
                 fns[name] = (lambda s=our_train_step(net, losses, ctx.workdir): s(img, train_label))
         ms = interleaved_medians(fns, 1, ctx.repeats)
         psanet_params = count_params(nets["PSANet"][0])

@@ -95,7 +95,7 @@ def compare(name: str, backbone: str, workdir: Path, seed: int = 0) -> List[Tupl
     import numpy as np
     import paddle
 
-    from paddleseg_ext.utils.checkpoint import load_model_weights
+    from paddleseg_ext.checkpoints.weights import load_model_weights
 
     peer = peer_model(name, backbone)
     randomize(peer, seed)

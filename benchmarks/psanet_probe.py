@@ -10,7 +10,7 @@ unified hierarchy has the memory controller, else cgroup v1
 ``memory.limit_in_bytes``, else ``prlimit --as``. A probe passes when the
 forward returns; the report gives the peak RSS (``VmHWM``), the time, and
 how many convolutions ran in strips under the inference conv budget
-(:mod:`paddleseg_ext.models.layers.strip_conv`; ``$PADDLESEG_EXT_CONV_BUDGET_MB``
+(:mod:`paddleseg_ext.runtime.forms.conv`; ``$PADDLESEG_EXT_CONV_BUDGET_MB``
 is passed to the child, ``0`` reproduces whole convolutions).
 
 Usage (as root, late, when the machine is quiet)::
@@ -49,9 +49,11 @@ def child(impl: str, side: int, threads: int) -> dict:
     from deployment import load_recipe
     from paddleseg_ext.cvlibs import SegBuilder
 
-    cfg = load_recipe("psanet", quick=False, opts=[f"model.psa_impl={impl}"])
-    model = SegBuilder(cfg).model
-    model.eval()
+    from paddleseg_ext.runtime import policy_from_environment, prepare
+
+    cfg = load_recipe("psanet", quick=False)
+    policy = policy_from_environment(target="infer", psa_impl=impl)
+    model = prepare(SegBuilder(cfg).model, policy)  # the inference forms tools/val.py runs
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((1, 3, side, side))
                          .astype("float32"))
     t0 = time.perf_counter()
@@ -62,11 +64,12 @@ def child(impl: str, side: int, threads: int) -> dict:
     seconds = time.perf_counter() - t0
     with open("/proc/self/status") as f:
         hwm = next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM:"))
-    from paddleseg_ext.models.layers.strip_conv import conv_memory_budget, strip_stats
+    from paddleseg_ext.runtime.forms.conv import strip_stats
 
-    return {"impl": impl, "ran": model.psa.resolve_impl(), "side": side, "seconds": seconds,
+    ran = type(model.psa).__name__ + (f" {model.psa.custom_ops}" if model.psa.custom_ops else "")
+    return {"impl": impl, "ran": ran, "side": side, "seconds": seconds,
             "peak_rss_mb": hwm, "out_shape": shape, "finite": finite,
-            "conv_budget_mb": conv_memory_budget() / 2 ** 20, **strip_stats}
+            "conv_budget_mb": policy.conv_budget_bytes / 2 ** 20, **strip_stats}
 
 
 def _cgroup(limit_bytes: int, name: str) -> Optional[Path]:

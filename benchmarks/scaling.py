@@ -134,12 +134,14 @@ def measure(model_name: str, impl: str, size: int, quick: bool, threads: int, wa
     from paddleseg_ext.core.train import Trainer
     from paddleseg_ext.cvlibs import SegBuilder
 
-    opts = [f"model.psa_impl={impl}"] if model_name == "psanet" else []
-    cfg = load_recipe(model_name, quick, opts)
+    from paddleseg_ext.runtime import policy_from_environment, prepare
+
+    cfg = load_recipe(model_name, quick)
     builder = SegBuilder(cfg)
     paddle.seed(0)
     model = builder.model
-    model.train()
+    model = prepare(model, policy_from_environment(target="train",
+                                                   psa_impl="auto" if impl == "-" else impl))
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
         # Trainer.run_step is the training step tools/train.py runs; no data loader,
         # hooks or checkpoints are involved.
@@ -164,7 +166,7 @@ def measure(model_name: str, impl: str, size: int, quick: bool, threads: int, wa
     return {"step_s": statistics.median(times[warmup:]), "first_step_s": times[0],
             "warmup": warmup, "steps": steps, "rss_before_mb": before, "peak_rss_mb": peak,
             "step_mem_mb": (step_peak if reset else peak) - before, "param_mb": param_mb,
-            "impl": psa.resolve_impl() if psa is not None else "-"}
+            "impl": (",".join(psa.custom_ops) or "paddle") if psa is not None else "-"}
 
 
 def child_main(argv: Optional[Sequence[str]] = None) -> int:

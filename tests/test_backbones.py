@@ -47,7 +47,7 @@ def test_bad_output_stride_message():
 @pytest.mark.parametrize("kwargs, match", [
     ({"in_channels": 0}, "in_channels must be a positive int, got 0"),
     ({"multi_grid": (1, 2, 4)}, "multi_grid must have 2 entries"),
-    ({"multi_grid": (1, 0)}, "multi_grid must be a list of positive ints"),
+    ({"multi_grid": (1, 0)}, "multi_grid must be a non-empty list of positive ints"),
 ])
 def test_bad_args(kwargs, match):
     with pytest.raises(ValueError, match=match):

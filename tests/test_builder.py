@@ -1,8 +1,13 @@
+import glob
+import os
+
 import paddle
 import pytest
 
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder
 from tiny_config import NUM_CLASSES, write_tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_builds_every_part(tmp_path):
@@ -69,8 +74,14 @@ def test_unknown_type_and_argument_messages(tmp_path):
 
 def test_constructor_errors_keep_their_type_and_say_where(tmp_path):
     path, _ = write_tiny_config(tmp_path)
-    with pytest.raises(ValueError, match=r"ResNet18_vd \(at model.backbone in .*tiny.yml\): .*output_stride"):
+    # A rule the backbone declares is checked before building, at the key that set it.
+    with pytest.raises(ConfigError, match=r"ResNet18_vd \(at model.backbone.output_stride in --opts\): "
+                                          r"ResNet_vd: output_stride must be one of 8, 16, 32, got 4"):
         SegBuilder(Config(path, opts=["model.backbone.output_stride=4"])).model
+    # A check only the constructor can make (multi_grid against the depth's block count).
+    with pytest.raises(ValueError, match=r"ResNet18_vd \(at model.backbone in .*tiny.yml\): "
+                                         r"multi_grid must have 2 entries"):
+        SegBuilder(Config(path, opts=["model.backbone.multi_grid=[1, 2, 4]"])).model
 
 
 def test_missing_dataset_file_names_path(tmp_path):
@@ -148,3 +159,11 @@ def test_warmup_schedule(tmp_path):
         s.step()
     assert lrs[0] == pytest.approx(0.001) and lrs[10] == pytest.approx(0.01)
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
+
+
+@pytest.mark.parametrize("path", sorted(
+    p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursive=True)
+    if os.sep + "_base_" + os.sep not in p))
+def test_every_shipped_config_validates(path):
+    """Names, argument names and argument rules of every recipe, without building anything."""
+    SegBuilder(Config(path)).validate()

@@ -26,8 +26,9 @@ from paddleseg_ext.checkpoints.adapters import base, fold_bias_into_bn, to_nativ
 from paddleseg_ext.checkpoints.adapters.paddleseg import _reverse_branch_order
 from paddleseg_ext.cvlibs import Config, SegBuilder
 from paddleseg_ext.models.layers import PPModule
-from paddleseg_ext.utils.checkpoint import load_model_weights
+from paddleseg_ext.checkpoints.weights import load_model_weights
 from paddleseg_ext.utils.pretrained import load_pretrained
+import tolerance as tol
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "paddleseg"
@@ -143,7 +144,9 @@ def test_fold_bias_into_bn_is_exact():
     bn2.set_state_dict({k[3:]: v for k, v in state.items()})
     bn.eval(), bn2.eval()
     x = paddle.randn([2, 4, 9, 7])
-    np.testing.assert_allclose(bn2(conv(x)).numpy(), bn(conv_b(x)).numpy(), rtol=1e-5, atol=1e-5)
+    want = bn(conv_b(x)).numpy()
+    tol.assert_close(bn2(conv(x)).numpy(), want, tol.bound(max(1.0, np.abs(want).max()), 4 * 9, depth=2),
+                     "bias folded into the BN mean")
     with pytest.raises(ValueError, match="cannot fold c.bias"):
         fold_bias_into_bn({"c.bias": np.zeros(3), "bn._mean": np.zeros(4)}, "c.bias", "bn")
 
@@ -163,7 +166,9 @@ def test_ppm_branch_order_permutation_is_paddleseg_s():
     np.testing.assert_array_equal(_reverse_branch_order(peer_w, 8, 4), w)
     peer_conv = paddle.nn.functional.conv2d(peer_cat, paddle.to_tensor(peer_w), padding=1)
     ours = ppm.bottleneck._conv(paddle.concat([x] + branches, axis=1))
-    np.testing.assert_allclose(peer_conv.numpy(), ours.numpy(), rtol=1e-5, atol=1e-5)
+    # The same 3x3 conv over permuted input channels: another summation order.
+    tol.assert_close(peer_conv.numpy(), ours.numpy(),
+                     tol.bound(max(1.0, float(paddle.abs(ours).max())), 40 * 9), "branch order")
 
 
 def test_wrong_num_classes_is_one_clear_error():

@@ -14,6 +14,7 @@ from paddleseg_ext.models.backbones import ResNet18_vd
 from paddleseg_ext.models.danet import DAHead, DANet
 from paddleseg_ext.models.layers.attention import CAM, PAM
 from paddleseg_ext.models.losses import CrossEntropyLoss
+import tolerance as tol
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "danet"
@@ -57,7 +58,11 @@ def test_pam_matches_numpy_reference():
     q, k, v = conv(pam.query_conv), conv(pam.key_conv), conv(pam.value_conv)
     attn = softmax(np.einsum("ncj,nci->nji", q, k))  # [N, out j, in i], rows sum to 1
     ref = 0.7 * np.einsum("nci,nji->ncj", v, attn) + xn
-    np.testing.assert_allclose(pam(x).numpy().reshape(2, 16, -1), ref, rtol=1e-4, atol=1e-4)
+    # The softmax turns the energies' absolute rounding into relative weight errors.
+    e_scale = max(1.0, float(np.abs(np.einsum("ncj,nci->nji", q, k)).max()))
+    tol.assert_close(pam(x).numpy().reshape(2, 16, -1), ref,
+                     tol.bound(e_scale * max(1.0, np.abs(ref).max()), 16, depth=3, implementations=1),
+                     "PAM vs float64 numpy")
 
 
 def test_cam_max_minus_energy_stabilisation():
@@ -68,7 +73,10 @@ def test_cam_max_minus_energy_stabilisation():
     energy = xn @ xn.transpose(0, 2, 1)
     attn = softmax(energy.max(-1, keepdims=True) - energy)  # the paper's energy_new
     ref = attn @ xn + xn
-    np.testing.assert_allclose(cam(x).numpy().reshape(2, 6, -1), ref, rtol=1e-4, atol=1e-4)
+    e_scale = max(1.0, float(np.abs(energy).max()))
+    tol.assert_close(cam(x).numpy().reshape(2, 6, -1), ref,
+                     tol.bound(e_scale * max(1.0, np.abs(ref).max()), 12, depth=2, implementations=1),
+                     "CAM vs float64 numpy")
     # Energies ~1e6 stay finite (max - energy >= 0 keeps exp bounded) ...
     big = cam(x * 1000.0).numpy()
     assert np.isfinite(big).all()
@@ -177,14 +185,17 @@ def test_to_static_dynamic_shape_matches_dygraph(tmp_path):
         x = paddle.randn(shape)
         got = loaded(x)
         got = got[0] if isinstance(got, (list, tuple)) else got
-        np.testing.assert_allclose(got.numpy(), net(x)[0].numpy(), rtol=1e-5, atol=1e-5)
+        want = net(x)[0].numpy()
+        att = ((shape[2] + 7) // 8) * ((shape[3] + 7) // 8)
+        tol.assert_close(got.numpy(), want, tol.network_bound(net, want, attention_fan_in=att),
+                         f"traced vs dygraph {shape}")
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_classes": 0}, "num_classes must be a positive int, got 0"),
     ({"backbone_indices": (2, 4)}, r"backbone_indices must be two ints in \[0, 4\)"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
-    ({"inter_channels": 0}, "inter_channels must be a positive int, got 0"),
+    ({"inter_channels": 0}, "inter_channels must be a positive int or None, got 0"),
 ])
 def test_bad_args(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -284,13 +295,14 @@ def test_align_mode_is_the_final_resize_and_changes_the_function():
         ya, yb = a(x)[0], b(x)[0]
     want = paddle.nn.functional.interpolate(head, size=[40, 56], mode="bilinear", align_corners=False,
                                             align_mode=1)
-    np.testing.assert_allclose(ya.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    tol.assert_close(ya.numpy(), want.numpy(), tol.bound(max(1.0, float(paddle.abs(want).max())), 4),
+                     "final resize")
     assert np.abs(ya.numpy() - yb.numpy()).max() > 1e-3
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"aux_head": "mlp"}, r"aux_head must be one of \['linear', 'fcn'\], got 'mlp'"),
-    ({"align_mode": 2}, "align_mode must be 0 or 1, got 2"),
+    ({"aux_head": "mlp"}, r"aux_head must be one of 'linear', 'fcn', got 'mlp'"),
+    ({"align_mode": 2}, "align_mode must be one of 0, 1, got 2"),
 ])
 def test_bad_variant_args(kwargs, match):
     with pytest.raises(ValueError, match=match):

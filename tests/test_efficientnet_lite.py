@@ -27,6 +27,7 @@ from paddleseg_ext.models.backbones import efficientnet_lite as effl
 from paddleseg_ext.models.backbones.efficientnet_lite import (EfficientNet_Lite0,
                                                               EfficientNetLite0Classifier)
 from test_export_parity import CONFIGS, ROOT, _op_available, dygraph, paddle_inference
+import tolerance as tol
 
 CLASSIFIER_PARAMS = 4694024  # Paddle counts BN mean/variance as parameters: 4,652,008 trainable
 HEAD_PARAMS = 1280 * 1000 + 1000
@@ -168,9 +169,9 @@ def test_rgb_bands_put_the_imagenet_stem_on_chosen_bands(weights_cache):
         got = six(paddle.to_tensor(x6))[-1].numpy()
         want_grey = ref(paddle.to_tensor(np.repeat(g, 3, axis=1)))[-1].numpy()
         got_grey = grey(paddle.to_tensor(g))[-1].numpy()
-    scale = float(np.abs(want).max())
-    assert float(np.abs(got - want).max()) <= 1e-5 * scale
-    assert float(np.abs(got_grey - want_grey).max()) <= 1e-5 * scale
+    # The adapted stem sums other (zero-weighted or averaged) terms: the backbone's budget.
+    tol.assert_close(got, want, tol.network_bound(ref, want), "six bands vs RGB")
+    tol.assert_close(got_grey, want_grey, tol.network_bound(ref, want_grey), "grey vs RGB")
 
 
 def test_rgb_bands_checked():
@@ -226,8 +227,9 @@ def test_model_trains_exports_and_deploys(tmp_path, name):
     got = paddle_inference(save_dir, xs)
     for g, r, x in zip(got, ref, xs):
         assert g.shape == r.shape == (x.shape[0], 7, x.shape[2], x.shape[3])
-        assert float((g.argmax(1) == r.argmax(1)).mean()) == 1.0, name
-        assert float(np.abs(g - r).max()) <= 1e-4, name
+        bound = tol.network_bound(model, r, attention_fan_in=((x.shape[2] + 7) // 8) * ((x.shape[3] + 7) // 8))
+        tol.assert_close(g, r, bound, f"{name}: Paddle Inference vs dygraph")
+        tol.assert_argmax_agrees(g, r, bound, what=name)
 
 
 def test_quick_start_config_builds_with_pretrained_backbone(weights_cache):

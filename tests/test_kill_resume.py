@@ -14,7 +14,7 @@ import time
 import paddle
 import pytest
 
-from paddleseg_ext.utils import checkpoint as ckpt
+from paddleseg_ext.checkpoints import training as ckpt
 from tiny_config import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

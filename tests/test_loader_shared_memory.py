@@ -35,7 +35,8 @@ def test_choice_rules(monkeypatch, tmp_path):
     assert not use and "absent is not available" in why
     for off in ("0", "off", "False"):
         monkeypatch.setenv(SHM_ENV, off)
-        assert shared_memory_choice(2) == (False, f"{SHM_ENV}={off}")
+        assert shared_memory_choice(2) == (False, f"{SHM_ENV} is off (the execution policy's "
+                                              "shared_memory)")
 
 
 def first_batches(tmp_path, name, n=3):
@@ -74,7 +75,8 @@ def test_shared_memory_batches_equal_pipe_batches(tmp_path, monkeypatch, message
     monkeypatch.setenv(SHM_ENV, "0")
     used, pipe = first_batches(tmp_path, "pipe")
     assert not used
-    assert [m for m in messages if m.endswith(f"not shared memory: {SHM_ENV}=0")], messages
+    assert [m for m in messages if m.endswith(f"not shared memory: {SHM_ENV} is off (the "
+                                              "execution policy's shared_memory)")], messages
     assert len(shm) == len(pipe) == 3
     for (img_a, lab_a), (img_b, lab_b) in zip(shm, pipe):
         assert img_a.dtype == img_b.dtype == np.float32

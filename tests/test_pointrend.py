@@ -17,6 +17,7 @@ from paddleseg_ext.models.layers.fpn import FPN, SemanticFPNHead
 from paddleseg_ext.models.losses import CrossEntropyLoss
 from paddleseg_ext.models.losses.point_cross_entropy_loss import PointCrossEntropyLoss
 from paddleseg_ext.models.pointrend import PointRend
+import tolerance as tol
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "pointrend"
@@ -101,8 +102,9 @@ def test_subdivision_changes_only_the_chosen_points():
     centres = np.stack([(cols + 0.5) / 48, (rows + 0.5) / 32], -1).astype("float32")
     with paddle.no_grad():
         direct = net.point_head(fine, coarse, paddle.to_tensor(centres)).numpy()
-    np.testing.assert_allclose(np.take_along_axis(b, idx.numpy()[:, None, :].repeat(3, 1), 2),
-                               direct, rtol=1e-5, atol=1e-5)
+    # The same point head, its features sampled by another call (another batching of the MLP).
+    tol.assert_close(np.take_along_axis(b, idx.numpy()[:, None, :].repeat(3, 1), 2), direct,
+                     tol.network_bound(net.point_head, direct, winograd=False), "refined cells")
 
     # Whole eval forward with one step == plain 2x bilinear upsampling of the coarse
     # logits except at <= subdivision_num_points cells per image.
@@ -150,7 +152,8 @@ def test_to_static_save_load_matches_dygraph(tmp_path, decoder):
         with paddle.no_grad():
             ref = net(x)[0]
         assert got.shape == ref.shape
-        np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+        tol.assert_close(got.numpy(), ref.numpy(), tol.network_bound(net, ref.numpy()),
+                         f"traced vs dygraph {shape}")
 
 
 # -- loss ----------------------------------------------------------------------
@@ -326,7 +329,7 @@ def test_paddleseg_decoder_backward_reaches_every_parameter():
 
 
 def test_bad_decoder():
-    with pytest.raises(ValueError, match=r"decoder must be one of \['paddleseg', 'semantic_fpn'\], got 'fpn'"):
+    with pytest.raises(ValueError, match=r"decoder must be one of 'paddleseg', 'semantic_fpn', got 'fpn'"):
         small(decoder="fpn")
 
 

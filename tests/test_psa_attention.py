@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("PSA_MASK_NUM_THREADS", "2")
+os.environ.setdefault("PADDLESEG_EXT_OP_THREADS", "2")
 
 import paddle  # noqa: E402
 
@@ -37,9 +36,9 @@ from paddleseg_ext.ops import (  # noqa: E402
     psa_attention_reference,
     psa_mask,
 )
+import tolerance as tol  # noqa: E402
 
 attn_module = importlib.import_module("paddleseg_ext.ops.psa_attention")
-SRC_DIR = ROOT / "custom_ops" / "psa_attention"
 RTOL = 1e-10
 
 # ----------------------------------------------------------------------------
@@ -190,7 +189,11 @@ def test_float32_close_to_float64(attention_op):
     got = _run(fn, x.astype("float32"), a.astype("float32"), d.astype("float32"))
     for g_, w_ in zip(got, want):
         assert g_.dtype == np.float32
-        np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=1e-5 * np.abs(w_).max())
+        # One float32 evaluation against float64: the window's 25 logits and the 42 positions.
+        # The softmax turns the logits' absolute rounding into relative weight errors.
+        e_scale = max(1.0, float(np.abs(a).max()))
+        tol.assert_close(g_, w_, tol.bound(e_scale * np.abs(w_).max(), 42, depth=2,
+                                           implementations=1), "float32 vs float64")
 
 
 def test_equals_unfused_paddle_composition(attention_op):
@@ -336,14 +339,7 @@ def test_build_cli_builds_every_op(attention_op):
         assert f"built op '{name}'" in proc.stdout
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
-def test_cuda_source_compiles(tmp_path):
-    proc = subprocess.run(
-        ["nvcc", "-c", str(SRC_DIR / "psa_attention.cu"), "-o", str(tmp_path / "pa.o"),
-         "-I", str(SRC_DIR), "-I", str(ROOT / "custom_ops" / "psa_mask"), "-Xcompiler", "-Wall"],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "pa.o").stat().st_size > 0
+# nvcc compiling the CUDA sources (every dtype): test_cuda_emulation.py.
 
 
 # ----------------------------------------------------------------------------
@@ -351,26 +347,28 @@ def test_cuda_source_compiles(tmp_path):
 # ----------------------------------------------------------------------------
 
 
-def _psa_pair(monkeypatch, psa_type, mask):
+def _psa_pair(psa_type, mask, target="train", min_positions=0):
+    """A PSA module in its fused form (fused at every size unless told) and its paper form."""
     from paddleseg_ext.models.layers import psa_block
+    from paddleseg_ext.runtime import ExecutionPolicy, prepare
 
-    monkeypatch.setattr(psa_block, "FUSED_MIN_POSITIONS", 0)  # fused at every size
     paddle.seed(3)
-    fused = psa_block.PSAModule(6, 4, psa_type, mask, shrink_factor=2, impl="fused")
-    ref = psa_block.PSAModule(6, 4, psa_type, mask, shrink_factor=2, impl="paddle")
-    ref.set_state_dict(fused.state_dict())
-    for m in (fused, ref):
-        m.eval()
-    return psa_block, fused, ref
+    ref = psa_block.PSAModule(6, 4, psa_type, mask, shrink_factor=2)
+    ref.eval()
+    fused = prepare(ref, ExecutionPolicy(target=target, psa_impl="fused",
+                                         fused_min_positions=min_positions), copy_model=True)
+    fused.eval()
+    return fused, ref
 
 
 @pytest.mark.parametrize("psa_type,mask", [("bi-direction", (7, 9)), ("distribute", (4, 6))])
 def test_psa_module_fused_equals_unfused(attention_op, monkeypatch, psa_type, mask):
-    psa_block, fused, ref = _psa_pair(monkeypatch, psa_type, mask)
+    from paddleseg_ext.runtime.forms import psa as psa_forms
+
+    fused, ref = _psa_pair(psa_type, mask)
     calls = []
-    real = psa_block.psa_attention
-    monkeypatch.setattr(psa_block, "psa_attention",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = psa_forms.psa_attention
+    monkeypatch.setattr(psa_forms, "psa_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     x_np = _rand((2, 6, 9, 11), 30).astype("float32")
     outs, grads = [], []
     for m in (fused, ref):
@@ -380,24 +378,28 @@ def test_psa_module_fused_equals_unfused(attention_op, monkeypatch, psa_type, ma
         outs.append(y.numpy())
         grads.append(g.numpy())
     assert calls, "the fused op was not called"
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
-    assert fused.custom_ops == ("psa_attention",) and ref.custom_ops == ()
+    # Fused vs [HW, HW] attention: the softmax and the sums over the 5x6 shrunk map run in
+    # another order; both sides share the convs around them.
+    tol.assert_close(outs[0], outs[1], tol.network_bound(ref, outs[1], winograd=False,
+                                                         attention_fan_in=5 * 6), "output")
+    tol.assert_close(grads[0], grads[1],
+                     tol.network_gradient_bound(ref, grads[1], 2 * 9 * 11, attention_fan_in=5 * 6),
+                     "input gradient")
+    assert fused.custom_ops == ("psa_attention",)
 
 
 def test_fused_runs_unfused_on_small_maps(attention_op, monkeypatch):
-    from paddleseg_ext.models.layers import psa_block
+    from paddleseg_ext.runtime.forms import psa as psa_forms
 
     called = []
-    monkeypatch.setattr(psa_block, "psa_attention", lambda *a, **k: called.append(1))
-    m = psa_block.PSAModule(6, 4, "collect", (5, 5), shrink_factor=1, impl="fused")
-    m.eval()
-    m(paddle.rand([1, 6, 8, 8]))  # 64 positions <= FUSED_MIN_POSITIONS
+    monkeypatch.setattr(psa_forms, "psa_attention", lambda *a, **k: called.append(1))
+    fused, _ = _psa_pair("collect", (5, 5), min_positions=16384)
+    fused(paddle.rand([1, 6, 8, 8]))  # 16 positions after the shrink <= fused_min_positions
     assert not called
 
 
-def test_psa_module_fused_traces_the_fused_op(attention_op, monkeypatch, tmp_path):
-    _, fused, ref = _psa_pair(monkeypatch, "bi-direction", (5, 7))
+def test_psa_module_fused_traces_the_fused_op(attention_op, tmp_path):
+    fused, ref = _psa_pair("bi-direction", (5, 7), target="export")
     inputs = [_rand((1, 6, 9, 7), 31).astype("float32"), _rand((2, 6, 5, 11), 32).astype("float32")]
     spec = [paddle.static.InputSpec([None, 6, None, None], "float32", "x")]
     static = paddle.jit.to_static(fused, input_spec=spec, full_graph=True)
@@ -408,7 +410,10 @@ def test_psa_module_fused_traces_the_fused_op(attention_op, monkeypatch, tmp_pat
     loaded = paddle.jit.load(prefix)
     for v in inputs:
         want = ref(paddle.to_tensor(v)).numpy()
-        np.testing.assert_allclose(loaded(paddle.to_tensor(v)).numpy(), want, rtol=1e-5, atol=1e-5)
+        att = ((v.shape[2] + 1) // 2) * ((v.shape[3] + 1) // 2)
+        tol.assert_close(loaded(paddle.to_tensor(v)).numpy(), want,
+                         tol.network_bound(ref, want, winograd=False, attention_fan_in=att),
+                         "traced fused vs dygraph unfused")
 
 
 @pytest.mark.slow
@@ -460,13 +465,15 @@ def test_psanet_fused_export_deploys_with_infer(attention_op, tmp_path):
 
 
 def test_env_fused_selects_fused_for_psanet_and_auto_for_the_ops(attention_op, monkeypatch):
-    from paddleseg_ext.models.layers import psa_block
+    from paddleseg_ext.runtime import policy_from_environment, use_policy
 
     monkeypatch.setenv("PADDLESEG_EXT_PSA_IMPL", "fused")
-    assert psa_block.resolve_psa_impl("auto") == "fused"
+    policy = policy_from_environment()
+    assert policy.psa_impl == "fused"
     x = paddle.to_tensor(_rand((1, 9, 3, 4), 40))
-    np.testing.assert_array_equal(psa_mask(x, 0, (3, 3)).numpy(),
-                                  psa_mask(x, 0, (3, 3), impl="paddle").numpy())
     f = paddle.to_tensor(_rand((1, 2, 3, 4), 41))
-    _assert_close(psa_attention(f, x, 0).numpy(), psa_attention(f, x, 0, impl="paddle").numpy(),
-                  "env fused")
+    with use_policy(policy):  # the ops themselves take 'fused' as auto
+        np.testing.assert_array_equal(psa_mask(x, 0, (3, 3)).numpy(),
+                                      psa_mask(x, 0, (3, 3), impl="paddle").numpy())
+        _assert_close(psa_attention(f, x, 0).numpy(),
+                      psa_attention(f, x, 0, impl="paddle").numpy(), "env fused")

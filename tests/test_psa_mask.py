@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Keep the op modest on a shared machine (read per call by the kernels).
-os.environ.setdefault("PSA_MASK_NUM_THREADS", "2")
+os.environ.setdefault("PADDLESEG_EXT_OP_THREADS", "2")
 
 import paddle  # noqa: E402
 
@@ -39,9 +38,9 @@ from paddleseg_ext.ops import (  # noqa: E402
     psa_mask,
     psa_mask_reference,
 )
+import tolerance as tol  # noqa: E402
 
 psa_module = importlib.import_module("paddleseg_ext.ops.psa_mask")
-SRC_DIR = ROOT / "custom_ops" / "psa_mask"
 
 COLLECT, DISTRIBUTE = 0, 1
 
@@ -253,7 +252,7 @@ def test_concurrent_callers(op_module, monkeypatch):
     # results (one of them runs on its own thread while the pool is busy).
     import threading
 
-    monkeypatch.setenv("PSA_MASK_NUM_THREADS", "2")
+    monkeypatch.setenv("PADDLESEG_EXT_OP_THREADS", "2")
     # x has > 2^16 elements, so each call uses the helper pool.
     x = paddle.to_tensor(_rand((1, 256, 20, 20), seed=12))
     expected = np_psa_mask(x.numpy(), DISTRIBUTE, 16, 16)
@@ -278,7 +277,7 @@ def test_thread_count_does_not_change_result(op_module, monkeypatch):
     x = paddle.to_tensor(_rand((n, mh * mw, h, w), seed=3))
     results = []
     for threads in ("1", "2"):
-        monkeypatch.setenv("PSA_MASK_NUM_THREADS", threads)
+        monkeypatch.setenv("PADDLESEG_EXT_OP_THREADS", threads)
         results.append(psa_mask(x, "collect", (mh, mw), impl="op").numpy())
     np.testing.assert_array_equal(results[0], results[1])
 
@@ -448,7 +447,7 @@ _RELOAD_SCRIPT = textwrap.dedent(
         # still compute (on a fresh pool) instead of waiting for them.
         import os
         x = paddle.rand([1, 256, 20, 20])  # big enough to use the helper pool
-        os.environ["PSA_MASK_NUM_THREADS"] = "2"
+        os.environ["PADDLESEG_EXT_OP_THREADS"] = "2"
         ref = sys.modules["paddleseg_ext.ops.psa_mask"].psa_mask_reference(x, 0, (16, 16)).numpy()
         from paddleseg_ext.ops import psa_mask
         assert (psa_mask(x, 0, (16, 16), impl="op").numpy() == ref).all()
@@ -474,23 +473,27 @@ def test_jit_save_and_reload_in_fresh_process(op_module, impl, tmp_path):
 
     spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "x")]
     static_net = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
+    # TinyPSA: a 1x1 conv (3 terms) and the attention's sum over at most 18 positions.
+    def budget(e):
+        return tol.bound(max(1.0, float(np.abs(e).max())), 18, depth=3)
+
     for v, e in zip(inputs, eager):
-        np.testing.assert_allclose(static_net(paddle.to_tensor(v)).numpy(), e, rtol=1e-5, atol=1e-6)
+        tol.assert_close(static_net(paddle.to_tensor(v)).numpy(), e, budget(e), "traced vs eager")
     prefix = str(tmp_path / "tiny_psa")
     paddle.jit.save(static_net, prefix)
     for k, v in enumerate(inputs):
         np.save(f"{prefix}_in{k}.npy", v)
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PSA_MASK_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PADDLESEG_EXT_OP_THREADS="1")
     env.setdefault("PADDLESEG_EXT_OP_CACHE", str(psa_module.op_cache_dir()))
     script = _RELOAD_SCRIPT.format(root=str(ROOT), impl=impl, prefix=prefix)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     for k, e in enumerate(eager):
-        np.testing.assert_allclose(np.load(f"{prefix}_jit{k}.npy"), e, rtol=1e-5, atol=1e-6)
+        tol.assert_close(np.load(f"{prefix}_jit{k}.npy"), e, budget(e), "reloaded vs eager")
         if impl == "op":
-            np.testing.assert_allclose(np.load(f"{prefix}_infer{k}.npy"), e, rtol=1e-5, atol=1e-6)
+            tol.assert_close(np.load(f"{prefix}_infer{k}.npy"), e, budget(e), "Paddle Inference vs eager")
 
 
 # ----------------------------------------------------------------------------
@@ -498,15 +501,7 @@ def test_jit_save_and_reload_in_fresh_process(op_module, impl, tmp_path):
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
-def test_cuda_source_compiles(tmp_path):
-    proc = subprocess.run(
-        ["nvcc", "-c", str(SRC_DIR / "psa_mask.cu"), "-o", str(tmp_path / "psa_mask.o"),
-         "-Xcompiler", "-Wall"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "psa_mask.o").stat().st_size > 0
+# nvcc compiling the CUDA sources (every dtype): test_cuda_emulation.py.
 
 
 # ----------------------------------------------------------------------------

@@ -154,9 +154,12 @@ def test_opts_errors(tiny, capsys, no_model):
     ("batch_size: 0\n", ["'batch_size'", "must be a positive integer, got 0"]),
     ("batch_size: 2.5\n", ["must be a positive integer, got 2.5"]),
     ("train_dataset: just_a_string\n", ["'train_dataset'", "must be a mapping"]),
-    ("model: {pp_out_channels: abc}\n", ["PSPNet", "'pp_out_channels' must be an integer, got 'abc'"]),
-    ("model: {enable_auxiliary_loss: 'false'}\n", ["'enable_auxiliary_loss' must be true or false"]),
-    ("model: {bin_sizes: abc}\n", ["'bin_sizes' must be a list of integers"]),
+    ("model: {pp_out_channels: abc}\n", ["model.pp_out_channels",
+                                         "PSPNet: pp_out_channels must be a positive int, got 'abc'"]),
+    ("model: {pp_out_channels: 1e3}\n", ["must be a positive int, got '1e3'", "write 1.0e-4"]),
+    ("model: {enable_auxiliary_loss: 'false'}\n", ["enable_auxiliary_loss must be True or False"]),
+    ("model: {enable_auxiliary_loss: 1}\n", ["enable_auxiliary_loss must be True or False, got 1"]),
+    ("model: {bin_sizes: abc}\n", ["bin_sizes must be a non-empty list of positive ints"]),
     ("lr_scheduler: {learning_rate: 1e-3}\n", ["'learning_rate' must be a finite number, got '1e-3'",
                                                "write 1.0e-4"]),
     ("lr_scheduler: {learning_rate: -0.1}\n", ["PolynomialDecay", "learning_rate must be > 0"]),
@@ -196,7 +199,7 @@ def test_wrong_type_from_opts_names_opts(tiny, capsys, no_model):
     code, err, _ = cli(capsys, "--config", path, "--opts", "iters=abc")
     assert_user_error(code, err, "'iters' in --opts must be a positive integer, got 'abc'")
     code, err, _ = cli(capsys, "--config", path, "--opts", "model.dropout=[1]")
-    assert_user_error(code, err, "model.dropout in --opts", "'dropout' must be a finite number")
+    assert_user_error(code, err, "model.dropout in --opts", "dropout must be in [0, 1), got [1]")
 
 
 # --------------------------------------------------------------------------- #

@@ -23,7 +23,7 @@ from paddleseg_ext.core.data import ResumableBatchSampler
 from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.datasets import Dataset
-from paddleseg_ext.utils import checkpoint as ckpt
+from paddleseg_ext.checkpoints import training as ckpt
 from tiny_config import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

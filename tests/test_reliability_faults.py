@@ -29,7 +29,7 @@ from paddleseg_ext.cvlibs import Config, SegBuilder, manager
 from paddleseg_ext.utils.cli import run_cli
 from paddleseg_ext.models.losses.cross_entropy_loss import CrossEntropyLoss
 from paddleseg_ext.models.pspnet import PSPNet
-from paddleseg_ext.utils import checkpoint as ckpt
+from paddleseg_ext.checkpoints import training as ckpt
 from paddleseg_ext.utils.logger import get_logger
 from paddleseg_ext.utils.runtime import seed_everything
 from tiny_config import write_tiny_config

@@ -20,7 +20,8 @@ import pytest
 from paddleseg_ext.checkpoints.restricted_pickle import UnsafeWeightsError, WeightsFileError
 from paddleseg_ext.checkpoints.safe_load import (load_optimizer_file, load_paddle_file,
                                                  load_rng_file, load_weights_file)
-from paddleseg_ext.utils.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from paddleseg_ext.checkpoints.training import load_checkpoint, save_checkpoint
+from paddleseg_ext.checkpoints.weights import load_model_weights
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 

@@ -1,9 +1,9 @@
-"""Memory-bounded inference convolution (StripConv2D) and the PSANet head's split concat.
+"""Memory-bounded inference convolution (row strips), in-place inference and PSANet's
+split concat: the ``conv``, ``inplace`` and ``psanet_inference`` forms.
 
-The oracle is Paddle's own whole convolution (``F.conv2d`` / ``nn.Conv2D``):
-strips must equal it per pixel (float64 1e-12, float32 1e-5 relative), must
-really engage (strip counts), and must leave training, gradients and exported
-programs as they were.
+The oracle is Paddle's own whole convolution (``F.conv2d`` / ``nn.Conv2D``): strips must
+equal it per pixel within the rounding budget (tests/tolerance.py), must really engage
+(strip counts), and must never reach training or exported programs.
 """
 
 import math
@@ -18,13 +18,13 @@ import pytest
 
 import paddleseg_ext.models  # noqa: F401  (registers backbones)
 from paddleseg_ext.models.backbones import ResNet18_vd
-from paddleseg_ext.models.layers import ConvBN, ConvBNReLU, conv_memory_budget
-from paddleseg_ext.models.layers import strip_conv
-from paddleseg_ext.models.layers.norm import batch_norm_eval_
-from paddleseg_ext.models.layers.strip_conv import (StripConv2D, conv2d_over_concat,
-                                                    set_conv_memory_budget, strip_conv2d,
-                                                    strip_stats)
+from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
 from paddleseg_ext.models.psanet import PSANet
+from paddleseg_ext.runtime import ExecutionPolicy, policy_from_environment, prepare
+from paddleseg_ext.runtime.forms.conv import (FastConv2D, conv2d_over_concat, strip_conv2d,
+                                              strip_stats)
+from paddleseg_ext.runtime.forms.inplace import InPlaceConvBNReLU, batch_norm_eval_
+import tolerance as tol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +62,10 @@ def _case_tensors(case, dtype, seed=0):
     return [paddle.to_tensor(v) for v in (x, wt, b)]
 
 
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("rows", [1, 2, 5])
-def test_strips_equal_the_whole_convolution(case, dtype, tol, rows):
+def test_strips_equal_the_whole_convolution(case, dtype, rows):
     k, s, d, pad, g, h, w = case
     x, wt, b = _case_tensors(case, dtype)
     want = F.conv2d(x, wt, b, stride=s, padding=list(pad), dilation=d, groups=g)
@@ -75,7 +75,7 @@ def test_strips_equal_the_whole_convolution(case, dtype, tol, rows):
     with paddle.no_grad():
         got = strip_conv2d(x, wt, b, [s, s], pad, [d, d], g, budget_bytes=rows * row_bytes)
     assert got.shape == want.shape
-    assert rel_err(got.numpy(), want.numpy()) <= tol
+    assert rel_err(got.numpy(), want.numpy()) <= tol.bound(1, (8 // g) * k * k, dtype=dtype)
     strips = math.ceil(h_out / rows)
     assert strip_stats["strips"] == (strips if strips > 1 else 0)
 
@@ -92,96 +92,77 @@ def test_no_strips_when_the_buffer_fits_or_the_budget_is_off():
     assert strip_stats["strips"] == 0
 
 
-def test_layer_keeps_conv2d_parameters_and_state_dict():
+def infer(budget, **policy):
+    """An inference policy with the strip budget (bytes), BN folding and Winograd off."""
+    policy.setdefault("fold_bn", False)
+    policy.setdefault("winograd", False)
+    return ExecutionPolicy(target="infer", conv_budget_bytes=budget, **policy)
+
+
+def test_the_form_keeps_conv2d_parameters_and_state_dict():
     paddle.seed(3)
-    plain = nn.Conv2D(6, 5, 3, stride=2, padding=1, dilation=1, groups=1)
-    strip = StripConv2D(6, 5, 3, stride=2, padding=1, dilation=1, groups=1)
-    assert isinstance(strip, nn.Conv2D)
-    assert sorted(plain.state_dict()) == sorted(strip.state_dict()) == ["bias", "weight"]
-    strip.set_state_dict(plain.state_dict())
     block = ConvBNReLU(6, 5, 3)
-    assert isinstance(block._conv, StripConv2D)
-    assert sorted(block.state_dict()) == ["_batch_norm._mean", "_batch_norm._variance",
-                                          "_batch_norm.bias", "_batch_norm.weight",
-                                          "_conv.weight"]
+    keys = sorted(block.state_dict())
+    fast = prepare(block, infer(1))
+    assert isinstance(fast._conv, FastConv2D) and isinstance(fast._conv, nn.Conv2D)
+    assert sorted(fast.state_dict()) == keys == ["_batch_norm._mean", "_batch_norm._variance",
+                                                 "_batch_norm.bias", "_batch_norm.weight",
+                                                 "_conv.weight"]
+    assert type(block._conv) is nn.Conv2D  # the model itself is untouched
 
 
 @pytest.mark.parametrize("padding", [1, [2, 0], [2, 1, 0, 3]])
-def test_layer_engages_under_no_grad_only(padding):
+def test_strips_engage_in_inference_and_never_in_training(padding):
     paddle.seed(4)
     plain = nn.Conv2D(6, 5, 3, stride=1, padding=padding, dilation=2)
-    strip = StripConv2D(6, 5, 3, stride=1, padding=padding, dilation=2)
-    strip.set_state_dict(plain.state_dict())
     x = paddle.randn([1, 6, 19, 12])
-    with set_conv_memory_budget(1):
-        reset()
-        with paddle.no_grad():
-            got = strip(x)
-            want = plain(x)
-        assert strip_stats["strips"] == want.shape[2] > 1
-        assert rel_err(got.numpy(), want.numpy()) <= 1e-5
-
-        # With autograd on: the plain conv, bit-identical values and gradients.
-        reset()
-        xg = x.clone()
-        xg.stop_gradient = False
-        xp = x.clone()
-        xp.stop_gradient = False
-        ys, yp = strip(xg), plain(xp)
-        assert strip_stats["strips"] == 0
-        np.testing.assert_array_equal(ys.numpy(), yp.numpy())
-        (ys * ys).sum().backward()
-        (yp * yp).sum().backward()
-        np.testing.assert_array_equal(xg.grad.numpy(), xp.grad.numpy())
-        np.testing.assert_array_equal(strip.weight.grad.numpy(), plain.weight.grad.numpy())
-        np.testing.assert_array_equal(strip.bias.grad.numpy(), plain.bias.grad.numpy())
+    strip = prepare(plain, infer(1))
+    reset()
+    with paddle.no_grad():
+        got = strip(x)
+        want = plain(x)
+    assert strip_stats["strips"] == want.shape[2] > 1
+    assert rel_err(got.numpy(), want.numpy()) <= tol.bound(1, 6 * 9)
+    # Training: no strips (budget 0 whatever the policy says), bit-identical values and grads.
+    trained = prepare(plain, ExecutionPolicy(conv_budget_bytes=1, winograd=False), copy_model=True)
+    assert type(trained) is nn.Conv2D  # nothing to do: no Winograd, no strips
+    reset()
+    xg = x.clone()
+    xg.stop_gradient = False
+    ys = trained(xg)
+    assert strip_stats["strips"] == 0
+    np.testing.assert_array_equal(ys.numpy(), plain(x).numpy())
 
 
-def test_non_zero_padding_modes_fall_back_to_the_plain_conv():
-    strip = StripConv2D(3, 4, 3, padding=1, padding_mode="reflect")
-    x = paddle.randn([1, 3, 11, 9])
-    with set_conv_memory_budget(1), paddle.no_grad():
-        reset()
-        y = strip(x)
-    assert strip_stats["strips"] == 0 and y.shape == [1, 4, 11, 9]
+def test_non_zero_padding_modes_keep_the_plain_conv():
+    conv = nn.Conv2D(3, 4, 3, padding=1, padding_mode="reflect")
+    assert type(prepare(conv, infer(1))) is nn.Conv2D
 
 
-def test_budget_setting_context_and_environment(monkeypatch):
-    before = conv_memory_budget()
-    with set_conv_memory_budget(123):
-        assert conv_memory_budget() == 123
-    assert conv_memory_budget() == before
-    with pytest.raises(ValueError):
-        set_conv_memory_budget(-1)
-    monkeypatch.setattr(strip_conv, "_budget_bytes", None)
+def test_budget_comes_from_the_policy_and_the_environment(monkeypatch):
     monkeypatch.setenv("PADDLESEG_EXT_CONV_BUDGET_MB", "2")
-    assert conv_memory_budget() == 2 * 2 ** 20
-    monkeypatch.setattr(strip_conv, "_budget_bytes", None)
+    assert policy_from_environment().conv_budget_bytes == 2 * 2 ** 20
     monkeypatch.setenv("PADDLESEG_EXT_CONV_BUDGET_MB", "lots")
-    with pytest.raises(ValueError, match="MiB"):
-        conv_memory_budget()
-    monkeypatch.setattr(strip_conv, "_budget_bytes", None)
+    with pytest.raises(ValueError, match="PADDLESEG_EXT_CONV_BUDGET_MB must be a number of MiB"):
+        policy_from_environment()
     monkeypatch.delenv("PADDLESEG_EXT_CONV_BUDGET_MB")
-    assert conv_memory_budget() == 512 * 2 ** 20
+    assert policy_from_environment().conv_budget_bytes == 512 * 2 ** 20
+    with pytest.raises(ValueError, match="conv_budget_bytes must be an int >= 0"):
+        ExecutionPolicy(conv_budget_bytes=-1)
 
 
-@pytest.mark.parametrize("cls", [ConvBN, ConvBNReLU])
-def test_conv_over_concat_equals_conv_of_concat(cls):
+def test_conv_over_concat_equals_conv_of_concat():
     paddle.seed(5)
-    block = cls(10, 4, 3, dilation=2, bias=True)
-    block.eval()
+    conv = nn.Conv2D(10, 4, 3, padding=2, dilation=2)
     parts = [paddle.randn([2, 3, 13, 11]), paddle.randn([2, 7, 13, 11])]
-    with set_conv_memory_budget(1), paddle.no_grad():
-        want = block(paddle.concat(parts, axis=1))
+    with paddle.no_grad():
+        want = conv(paddle.concat(parts, axis=1))
         reset()
-        got = block.forward_concat(parts)
+        got = conv2d_over_concat(conv, parts, budget_bytes=1)
         assert strip_stats["tiled_calls"] == 2  # one per part, each in strips
-    assert rel_err(got.numpy(), want.numpy()) <= 1e-5
+    assert rel_err(got.numpy(), want.numpy()) <= tol.bound(1, 10 * 9)
     with pytest.raises(ValueError, match="channels"), paddle.no_grad():
-        conv2d_over_concat(block._conv, parts[:1] + parts[:1])
-    # With autograd on it is the concat itself (same values, same graph).
-    np.testing.assert_array_equal(block.forward_concat(parts).numpy(),
-                                  block(paddle.concat(parts, axis=1)).numpy())
+        conv2d_over_concat(conv, parts[:1] + parts[:1])
 
 
 def _trained_looking_bn(c, seed):
@@ -202,12 +183,8 @@ def test_batch_norm_in_place_equals_the_layer():
     with paddle.no_grad():
         got = batch_norm_eval_(y, bn)
     assert got is y  # written in place
-    assert rel_err(got.numpy(), want) <= 1e-6
-    # Autograd on, or training-mode BN: the layer itself, input untouched.
-    z = x.clone()
-    np.testing.assert_array_equal(batch_norm_eval_(z, bn).numpy(), want)
-    np.testing.assert_array_equal(z.numpy(), x.numpy())
-    bn.train()  # (this updates the running statistics, so it comes last)
+    assert rel_err(got.numpy(), want) <= tol.bound(1, 1)
+    bn.train()  # training-mode BN: the layer itself, input untouched
     with paddle.no_grad():
         z = x.clone()
         out = batch_norm_eval_(z, bn)
@@ -215,37 +192,41 @@ def test_batch_norm_in_place_equals_the_layer():
     np.testing.assert_array_equal(z.numpy(), x.numpy())
 
 
-@pytest.mark.parametrize("cls", [ConvBN, ConvBNReLU])
-def test_conv_bn_no_grad_equals_autograd_forward(cls):
+def test_in_place_conv_bn_relu_equals_the_layer():
     paddle.seed(9)
-    block = cls(5, 6, 3, stride=2)
+    block = ConvBNReLU(5, 6, 3, stride=2)
     block._batch_norm = _trained_looking_bn(6, 9)
+    block.eval()
     x = paddle.randn([2, 5, 21, 18])
     want = block(x).numpy()
+    fast = prepare(block, infer(0))
+    assert isinstance(fast, InPlaceConvBNReLU)
     with paddle.no_grad():
-        got = block(x).numpy()
-    assert rel_err(got, want) <= 1e-6
+        got = fast(x).numpy()
+    assert rel_err(got, want) <= tol.bound(1, 5 * 9, depth=2)
 
 
-def test_backbone_inference_path_matches_and_keep_frees_stages():
+def test_backbone_inference_form_matches_and_keep_frees_stages():
     paddle.seed(6)
     bb = ResNet18_vd(output_stride=8)
     bb.eval()
     x = paddle.randn([1, 3, 45, 37])
-    with_grad = [f.numpy() for f in bb(x)]
     with paddle.no_grad():
-        without = [f.numpy() for f in bb(x)]
-        kept = bb(x, keep=(3,))
-    for a, b in zip(with_grad, without):
-        assert rel_err(b, a) <= 1e-5
+        plain = [f.numpy() for f in bb(x)]
+        fast = prepare(bb, infer(0))
+        without = [f.numpy() for f in fast(x)]
+        kept = fast(x, keep=(3,))
+    depth, fan_in = tol.network_shape(bb)
+    for a, b in zip(plain, without):
+        assert rel_err(b, a) <= tol.bound(1, fan_in, depth)
     assert kept[:3] == [None, None, None]
     np.testing.assert_array_equal(kept[3].numpy(), without[3])
 
 
-def _small_psanet(impl="paddle"):
+def _small_psanet():
     paddle.seed(7)
     return PSANet(num_classes=5, backbone=ResNet18_vd(output_stride=8), mask_h=9, mask_w=11,
-                  shrink_factor=2, psa_impl=impl)
+                  shrink_factor=2)
 
 
 def test_psanet_eval_tiles_and_matches():
@@ -253,39 +234,15 @@ def test_psanet_eval_tiles_and_matches():
     net.eval()
     x = paddle.randn([1, 3, 97, 81])
     with paddle.no_grad():
-        with set_conv_memory_budget(0):
-            reset()
-            want = net(x)[0].numpy()
-            assert strip_stats["strips"] == 0
-        with set_conv_memory_budget(4096):
-            got = net(x)[0].numpy()
+        reset()
+        want = prepare(net, infer(0, psa_impl="paddle"))(x)[0].numpy()
+        assert strip_stats["strips"] == 0
+        got = prepare(net, infer(4096, psa_impl="paddle"))(x)[0].numpy()
     # Every 3x3 conv (stem, blocks, head split over [x, ctx]) ran in strips.
     assert strip_stats["tiled_calls"] >= 20 and strip_stats["strips"] > 100
-    assert rel_err(got, want) <= 1e-5
-    assert (got.argmax(1) == want.argmax(1)).all()
-
-
-def test_psanet_training_step_untouched():
-    def step(budget):
-        net = _small_psanet()
-        net.train()
-        x = paddle.to_tensor(np.random.default_rng(1).standard_normal((2, 3, 49, 41))
-                             .astype("float32"))
-        with set_conv_memory_budget(budget):
-            reset()
-            out = net(x)
-            assert len(out) == 2  # main + aux
-            sum(o.mean() for o in out).backward()
-            assert strip_stats["strips"] == 0
-        return [o.numpy() for o in out], {n: p.grad.numpy() for n, p in net.named_parameters()
-                                          if p.grad is not None}
-
-    (out0, g0), (out1, g1) = step(0), step(1)
-    for a, b in zip(out0, out1):
-        np.testing.assert_array_equal(a, b)
-    assert g0.keys() == g1.keys() and len(g0) > 50
-    for name in g0:
-        np.testing.assert_array_equal(g0[name], g1[name], err_msg=name)
+    bound = tol.network_bound(net, want, attention_fan_in=13 * 11)
+    tol.assert_close(got, want, bound, "strips vs whole convs")
+    tol.assert_argmax_agrees(got, want, bound)
 
 
 def test_export_keeps_plain_convs_and_matches_tiled_dygraph(tmp_path):
@@ -294,19 +251,22 @@ def test_export_keeps_plain_convs_and_matches_tiled_dygraph(tmp_path):
     net = _small_psanet()
     net.eval()
     xs = [paddle.randn([1, 3, 77, 65]), paddle.randn([2, 3, 40, 56])]
-    with set_conv_memory_budget(4096):
-        reset()
-        with paddle.no_grad():
-            want = [net(x)[0].numpy() for x in xs]
-        assert strip_stats["strips"] > 0
-        reset()
-        export(net, str(tmp_path / "exp"), [], output_op="none")
-        assert strip_stats["strips"] == 0  # tracing is not eager: one conv op per layer
+    tiled = prepare(net, infer(4096, psa_impl="paddle"))
+    reset()
+    with paddle.no_grad():
+        want = [tiled(x)[0].numpy() for x in xs]
+    assert strip_stats["strips"] > 0
+    reset()
+    deploy = export(net, str(tmp_path / "exp"), [], output_op="none",
+                    policy=ExecutionPolicy(psa_impl="paddle", conv_budget_bytes=4096))
+    assert strip_stats["strips"] == 0  # the export target has no strips: one conv op per layer
+    assert not any(r.startswith(("conv", "inplace")) for r in deploy["Deploy"]["rewrites"])
     loaded = paddle.jit.load(str(tmp_path / "exp" / "model"))
     for x, ref in zip(xs, want):
         got = loaded(x)
         got = got[0] if isinstance(got, (list, tuple)) else got
-        assert rel_err(got.numpy(), ref) <= 1e-5
+        tol.assert_close(got.numpy(), ref, tol.network_bound(net, ref, attention_fan_in=10 * 9),
+                         "traced vs dygraph")
     sys.path.insert(0, os.path.join(ROOT, "deploy", "python"))
     from infer import DeployConfig, Predictor
 
@@ -314,5 +274,6 @@ def test_export_keeps_plain_convs_and_matches_tiled_dygraph(tmp_path):
     for x, ref in zip(xs, want):
         got = pred.run(x.numpy())
         assert got.shape == ref.shape
-        assert rel_err(got, ref) <= 1e-4
-        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.999
+        bound = tol.network_bound(net, ref, attention_fan_in=10 * 9)
+        tol.assert_close(got, ref, bound, "Paddle Inference vs dygraph")
+        tol.assert_argmax_agrees(got, ref, bound)

@@ -7,7 +7,7 @@ import pytest
 from paddleseg_ext.core import NonFiniteLossError, Trainer
 from paddleseg_ext.core.data import ResumableBatchSampler
 from paddleseg_ext.cvlibs import Config, SegBuilder
-from paddleseg_ext.utils import checkpoint as ckpt
+from paddleseg_ext.checkpoints import training as ckpt
 from paddleseg_ext.utils.runtime import seed_everything
 from tiny_config import write_tiny_config
 

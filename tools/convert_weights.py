@@ -22,7 +22,7 @@ import paddle  # noqa: E402
 
 from paddleseg_ext.checkpoints.adapters import as_numpy, detect_adapter, to_native  # noqa: E402
 from paddleseg_ext.cvlibs import Config, SegBuilder, run_cli  # noqa: E402
-from paddleseg_ext.utils.checkpoint import read_model_weights  # noqa: E402
+from paddleseg_ext.checkpoints.weights import read_model_weights  # noqa: E402
 
 
 def convert(src: str, model=None):

@@ -12,35 +12,25 @@ deploy/python/infer_onnx.py). The input is ``[None, C, None, None]`` unless
 PSANet: ``--psa_impl op`` traces the compiled ``psa_mask`` custom op (deploy.yaml
 records it; infer.py registers it), ``--psa_impl fused`` the compiled fused
 ``psa_attention`` op (no [hw, hw] map at any input size; recorded the same way),
-``--psa_impl paddle`` the pure-Paddle
-PSA mask (needs nothing but Paddle). ONNX always uses the pure-Paddle path,
-since paddle2onnx cannot convert a custom op.
+``--psa_impl paddle`` the pure-Paddle PSA mask (needs nothing but Paddle); default: the
+config's ``model.psa_impl``, else ``$PADDLESEG_EXT_PSA_IMPL``, else ``op`` where it is built.
+ONNX always uses the pure-Paddle path, since paddle2onnx cannot convert a custom op. Other
+models ignore it.
 """
 
 import argparse
-import inspect
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder, manager  # noqa: E402
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.core.export import (MissingDependencyError, check_onnx, export,  # noqa: E402
                                        export_onnx, require)
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
-from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
+from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
-from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
-
-
-def _accepts_psa_impl(cfg: Config) -> bool:
-    model_type = (cfg.dic.get("model") or {}).get("type")
-    if model_type not in manager.MODELS:
-        return False  # the builder reports the unknown type
-    try:
-        return "psa_impl" in inspect.signature(manager.MODELS.get(model_type)).parameters
-    except (TypeError, ValueError):
-        return False
+from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 
 
 def main(argv=None):
@@ -66,27 +56,19 @@ def main(argv=None):
                     "a compiled custom op; ONNX export uses the pure-Paddle PSA mask (--psa_impl paddle)")
         require("paddle2onnx", "ONNX export (--format onnx)")  # fail before anything heavy
     setup_device("cpu")
-    opts = list(args.opts)
-    cfg = Config(args.config, opts=opts)
-    psa_impl = args.psa_impl
-    if psa_impl is None and args.format == "onnx" and _accepts_psa_impl(cfg):
-        psa_impl = "paddle"
-        log.info("[EXPORT] ONNX: using the pure-Paddle PSA mask (model.psa_impl=paddle); paddle2onnx "
-                 "cannot convert the compiled psa_mask custom op")
-    if psa_impl is not None:
-        if not _accepts_psa_impl(cfg):
-            p.error(f"--psa_impl applies to models with a psa_impl argument (PSANet); "
-                    f"{(cfg.dic.get('model') or {}).get('type')} has none")
-        cfg = Config(args.config, opts=opts + [f"model.psa_impl={psa_impl}"])
+    cfg = Config(args.config, opts=list(args.opts))
     builder = SegBuilder(cfg)
+    policy = tool_policy("onnx" if args.format == "onnx" else "export", builder,
+                         psa_impl=args.psa_impl)
     model = builder.model
     if args.model_path:
         load_model_weights(model, args.model_path)
     val_cfg = (cfg.dic.get("val_dataset") or {}).get("transforms", [])
     if args.format == "paddle":
-        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels)
+        return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op,
+                      builder.img_channels, policy=policy)
     deploy = export_onnx(model, args.save_dir, val_cfg, args.input_shape, args.output_op, builder.img_channels,
-                         opset=args.opset)
+                         opset=args.opset, policy=policy)
     if not args.no_check:
         shape = [s if s and s > 0 else d for s, d in zip(args.input_shape or [-1] * 4,
                                                           (1, builder.img_channels, 64, 64))]

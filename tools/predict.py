@@ -14,16 +14,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
-from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
-from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
+from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
+from paddleseg_ext.runtime import use_policy  # noqa: E402
 from paddleseg_ext.scene import add_scene_args  # noqa: E402
-from val import add_infer_args, infer_kwargs  # noqa: E402
+from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
+from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 
 
 def main(argv=None):
@@ -54,16 +54,20 @@ def main(argv=None):
     model = builder.model
     load_model_weights(model, args.model_path)
     kw["aug_pred"] = kw.pop("aug_eval", False)
-    if args.scene:
-        return predict_scene_files(args, model, transforms, kw)
-    return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
-                   overlay_bands=args.overlay_bands, fold_bn=args.fold_bn, **kw)
+    policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
+    with use_policy(policy):
+        if args.scene:
+            return predict_scene_files(args, model, transforms, kw)
+        return predict(model, transforms, args.image_path, args.save_dir,
+                       custom_color=args.custom_color, overlay_bands=args.overlay_bands, **kw)
 
 
 def predict_scene_files(args, model, transforms, kw):
-    """``--scene``: every image as a windowed GeoTIFF scene; exit status 2 if any failed."""
+    """``--scene``: every image as a windowed GeoTIFF scene, through the inference copy of
+    ``model`` that the current execution policy prepares (as for images); exit status 2 if
+    any failed."""
     from paddleseg_ext.core.predict import get_image_list
-    from paddleseg_ext.models.layers.fold_bn import fold_batch_norms
+    from paddleseg_ext.runtime import current_policy, prepare
     from paddleseg_ext.scene import dygraph_predict_fn, predict_scenes, scene_kwargs
     from paddleseg_ext.utils.visualize import get_color_map_list
 
@@ -71,8 +75,7 @@ def predict_scene_files(args, model, transforms, kw):
         raise ConfigError("--scene predicts window by window; multi-scale / flip inference (--aug_pred or "
                           "test_config aug_eval) is not available with it")
     images, base = get_image_list(args.image_path)
-    model.eval()
-    fn = dygraph_predict_fn(fold_batch_norms(model) if args.fold_bn else model)
+    fn = dygraph_predict_fn(prepare(model, current_policy().replace(target="infer")))
     report = predict_scenes(images, base, args.save_dir, fn, transforms, "logits",
                             cmap=get_color_map_list(256, args.custom_color),
                             **scene_kwargs(args, kw.get("crop_size"), kw.get("stride")))

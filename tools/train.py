@@ -22,7 +22,8 @@ from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import Trainer  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
-from paddleseg_ext.utils.runtime import seed_everything, setup_device  # noqa: E402
+from paddleseg_ext.runtime import prepare, use_policy  # noqa: E402
+from paddleseg_ext.utils.runtime import seed_everything, setup_device, tool_policy  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -80,7 +81,8 @@ def main(argv=None):
     cfg.iters  # noqa: B018  (required)
     train_ds = builder.train_dataset  # data errors (missing files, empty lists) before the model
     val_ds = builder.val_dataset if args.do_eval else None
-    model = builder.model
+    policy = tool_policy("train", builder)
+    model = prepare(builder.model, policy)  # in place: the forms share the model's parameters
     builder.check_outputs_match_losses(model)
     test_cfg = cfg.test_config
     eval_kwargs = {k: test_cfg[k] for k in ("aug_eval", "scales", "flip_horizontal", "flip_vertical",
@@ -91,7 +93,8 @@ def main(argv=None):
                       args.save_dir, val_ds, args.save_interval, args.log_iters, args.keep_checkpoint_max,
                       args.num_workers, args.use_vdl, args.do_eval, args.seed, args.nan_policy,
                       args.precision, args.amp_level, eval_kwargs)
-    result = trainer.train(args.resume_model)
+    with use_policy(policy):
+        result = trainer.train(args.resume_model)
     if result.get("stopped_by"):
         log.warning("[TRAIN] stopped by %s at iter %d/%d", result["stopped_by"], result["iter"], cfg.iters)
         return result

@@ -17,50 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import evaluate  # noqa: E402
-from paddleseg_ext.utils.checkpoint import load_model_weights  # noqa: E402
-from paddleseg_ext.utils.runtime import setup_device  # noqa: E402
-
-
-def add_infer_args(p):
-    p.add_argument("--aug_eval", "--aug_pred", dest="aug", action="store_true", default=None,
-                   help="multi-scale and flip inference")
-    p.add_argument("--scales", nargs="+", type=float, help="scales for aug inference")
-    p.add_argument("--flip_horizontal", action="store_true", default=None)
-    p.add_argument("--flip_vertical", action="store_true", default=None)
-    p.add_argument("--is_slide", action="store_true", default=None, help="sliding-window inference")
-    p.add_argument("--crop_size", nargs=2, type=int, help="slide window (w h)")
-    p.add_argument("--stride", nargs=2, type=int, help="slide stride (w h)")
-    fold = p.add_mutually_exclusive_group()
-    fold.add_argument("--fold_bn", dest="fold_bn", action="store_true", default=True,
-                      help="run a copy of the model with each batch norm folded into its conv "
-                           "(default: same logits within float rounding, one pass less per batch norm)")
-    fold.add_argument("--no_fold_bn", dest="fold_bn", action="store_false",
-                      help="run the model as trained, batch norms separate")
-
-
-def infer_kwargs(args, test_config):
-    """Command line first, then test_config, then defaults."""
-    pick = {"aug_eval": args.aug, "scales": args.scales, "flip_horizontal": args.flip_horizontal,
-            "flip_vertical": args.flip_vertical, "is_slide": args.is_slide, "crop_size": args.crop_size,
-            "stride": args.stride}
-    out = {}
-    for k, v in pick.items():
-        if v is not None:
-            out[k] = v
-        elif k in test_config:
-            out[k] = test_config[k]
-    if out.get("is_slide") and (out.get("crop_size") is None or out.get("stride") is None):
-        raise ConfigError("sliding-window inference (--is_slide or test_config is_slide) needs "
-                          "--crop_size W H and --stride W H (or test_config crop_size / stride)")
-    if out.get("stride") is not None and min(out["stride"] if isinstance(out["stride"], (list, tuple))
-                                             else [out["stride"]]) <= 0:
-        raise ConfigError(f"--stride must be positive, got {out['stride']}")
-    if out.get("crop_size") is not None and min(out["crop_size"] if isinstance(out["crop_size"], (list, tuple))
-                                                else [out["crop_size"]]) <= 0:
-        raise ConfigError(f"--crop_size must be positive, got {out['crop_size']}")
-    if args.scales is not None and any(x <= 0 for x in args.scales):
-        raise ConfigError(f"--scales must be positive, got {args.scales}")
-    return out
+from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
+from paddleseg_ext.runtime import use_policy  # noqa: E402
+from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
+from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 
 
 def main(argv=None):
@@ -85,7 +45,9 @@ def main(argv=None):
     ds = builder.val_dataset
     model = builder.model
     load_model_weights(model, args.model_path)
-    metrics = evaluate(model, ds, num_workers=args.num_workers, fold_bn=args.fold_bn, **kwargs)
+    policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
+    with use_policy(policy):
+        metrics = evaluate(model, ds, num_workers=args.num_workers, **kwargs)
     if args.save_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_json)), exist_ok=True)
         with open(args.save_json, "w") as f:

@@ -2,7 +2,8 @@
 // a persistent helper pool and ParallelFor over disjoint tasks, plus a
 // per-thread scratch buffer. Header-only, standard C++ only.
 //
-// Threads: PSA_MASK_NUM_THREADS, else OMP_NUM_THREADS, else the hardware's.
+// Threads: PADDLESEG_EXT_OP_THREADS (PSA_MASK_NUM_THREADS, its older name), else
+// OMP_NUM_THREADS, else the hardware's.
 #ifndef PADDLESEG_EXT_CPU_PARALLEL_H_
 #define PADDLESEG_EXT_CPU_PARALLEL_H_
 
@@ -28,11 +29,13 @@ inline int PositiveEnv(const char* name) {
   return env != nullptr ? std::max(std::atoi(env), 0) : 0;
 }
 
-// Threads for `work` elements: PSA_MASK_NUM_THREADS, else OMP_NUM_THREADS
-// (the usual knob on shared machines), else the hardware's.
+// Threads for `work` elements: PADDLESEG_EXT_OP_THREADS (the execution policy
+// sets it for a tool's run), PSA_MASK_NUM_THREADS (its older name), else
+// OMP_NUM_THREADS (the usual knob on shared machines), else the hardware's.
 inline int NumThreads(int64_t work) {
   if (work < kMinParallelWork) return 1;
-  int threads = PositiveEnv("PSA_MASK_NUM_THREADS");
+  int threads = PositiveEnv("PADDLESEG_EXT_OP_THREADS");
+  if (threads == 0) threads = PositiveEnv("PSA_MASK_NUM_THREADS");
   if (threads == 0) threads = PositiveEnv("OMP_NUM_THREADS");
   if (threads == 0) {
     threads = static_cast<int>(std::thread::hardware_concurrency());

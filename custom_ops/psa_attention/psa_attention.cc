@@ -11,7 +11,8 @@
 //   w_rq = exp(l_rq - lse_q), b_q = exp(-lse_q) if win(q) misses a position
 //   (else 0), S = sum_r x_r.
 // Outputs: Out [N, C, H, W] (not divided by the normalization factor; the
-// Python face does that) and Lse [N, H, W] (lse_q, 0 with softmax off), kept
+// Python face does that) and Lse [N, H, W] (lse_q, 0 with softmax off; float32
+// for float16 / bfloat16 inputs, which the GPU kernels compute in), kept
 // for the backward. Nothing of size (H*W)^2 is ever allocated.
 //
 // Inputs X [N, C, H, W] and Mask [N, mh*mw, H, W]; attributes psa_type
@@ -33,6 +34,7 @@
 #include "paddle/common/layout.h"
 #include "paddle/fluid/platform/init_phi.h"
 #include "paddle/phi/api/all.h"
+#include "op_dtypes.h"
 #include "psa_attention_common.h"
 #include "psa_attention_cpu.h"
 #include "psa_mask_common.h"
@@ -40,22 +42,9 @@
 static paddle::InitPhi g_psa_attention_init_phi;
 
 #ifdef PADDLE_WITH_CUDA
-#include <cuda_runtime.h>
-
 // Launchers defined in psa_attention.cu (raw pointers, no Paddle headers).
-#define PSA_ATTENTION_CUDA_DECL(T)                                            \
-  cudaError_t PsaAttentionForwardCuda(                                        \
-      const T* x, const T* a, T* out, T* lse, T* col_sum, T* zero_w,          \
-      int64_t n, int64_t c, int64_t h, int64_t w, int64_t mh, int64_t mw,     \
-      int psa_type, bool softmax, cudaStream_t stream);                       \
-  cudaError_t PsaAttentionBackwardCuda(                                       \
-      const T* x, const T* a, const T* out, const T* lse, const T* dout,      \
-      T* dx, T* da, T* zero_w, T* col_dot, T* base, int64_t n, int64_t c,     \
-      int64_t h, int64_t w, int64_t mh, int64_t mw, int psa_type,             \
-      bool softmax, cudaStream_t stream);
-PSA_ATTENTION_CUDA_DECL(float)
-PSA_ATTENTION_CUDA_DECL(double)
-#undef PSA_ATTENTION_CUDA_DECL
+#include "cuda_dtype_dispatch.h"
+#include "psa_attention_cuda.h"
 #endif
 
 namespace {
@@ -121,10 +110,12 @@ std::vector<paddle::Tensor> PsaAttentionForward(const paddle::Tensor& x_in,
   const Geometry g = psa_mask::make_geometry(s[0], s[2], s[3], mask_h, mask_w);
   const int64_t c = s[1];
   paddle::Tensor out = paddle::empty({g.n, c, g.h, g.w}, x.dtype(), x.place());
-  paddle::Tensor lse = paddle::empty({g.n, g.h, g.w}, x.dtype(), x.place());
+  paddle::Tensor lse = paddle::empty(
+      {g.n, g.h, g.w}, paddleseg_ext_dtypes::AccDtype(x.dtype()), x.place());
   if (g.n * g.h * g.w == 0) return {out, lse};
 
   if (x.is_cpu()) {
+    paddleseg_ext_dtypes::CheckCpuDtype(x.dtype(), "psa_attention");
     PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_attention_forward_cpu", ([&] {
       ForwardCpu<data_t>(x.data<data_t>(), a.data<data_t>(),
                          out.data<data_t>(), lse.data<data_t>(), g, c,
@@ -132,16 +123,19 @@ std::vector<paddle::Tensor> PsaAttentionForward(const paddle::Tensor& x_in,
     }));
 #ifdef PADDLE_WITH_CUDA
   } else if (x.is_gpu()) {
-    paddle::Tensor col_sum = paddle::empty({g.n, c}, x.dtype(), x.place());
-    paddle::Tensor zero_w = paddle::empty({g.n, g.h * g.w}, x.dtype(), x.place());
-    PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_attention_forward_cuda", ([&] {
+    const paddle::DataType acc = paddleseg_ext_dtypes::AccDtype(x.dtype());
+    paddle::Tensor col_sum = paddle::empty({g.n, c}, acc, x.place());
+    paddle::Tensor zero_w = paddle::empty({g.n, g.h * g.w}, acc, x.place());
+    paddleseg_ext_cuda::DispatchCudaTypes(x.dtype(), "psa_attention", [&](auto types) {
+      typedef decltype(types) Ty;
+      typedef typename Ty::acc_t A;
       const cudaError_t err = PsaAttentionForwardCuda(
-          x.data<data_t>(), a.data<data_t>(), out.data<data_t>(),
-          lse.data<data_t>(), col_sum.data<data_t>(), zero_w.data<data_t>(),
-          g.n, c, g.h, g.w, g.mh, g.mw, psa_type, softmax, x.stream());
+          paddleseg_ext_cuda::CudaData<Ty>(x), paddleseg_ext_cuda::CudaData<Ty>(a),
+          paddleseg_ext_cuda::CudaData<Ty>(out), lse.data<A>(), col_sum.data<A>(),
+          zero_w.data<A>(), g.n, c, g.h, g.w, g.mh, g.mw, psa_type, softmax, x.stream());
       PD_CHECK(err == cudaSuccess, "psa_attention forward CUDA launch failed: ",
                cudaGetErrorString(err));
-    }));
+    });
 #endif
   } else {
     PD_THROW("psa_attention: unsupported place (CPU, or GPU when built with CUDA).");
@@ -171,6 +165,7 @@ std::vector<paddle::Tensor> PsaAttentionBackward(
   if (g.n * g.h * g.w == 0) return {dx, da};
 
   if (x.is_cpu()) {
+    paddleseg_ext_dtypes::CheckCpuDtype(x.dtype(), "psa_attention_grad");
     PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_attention_backward_cpu", ([&] {
       BackwardCpu<data_t>(x.data<data_t>(), a.data<data_t>(),
                           out.data<data_t>(), lse.data<data_t>(),
@@ -180,19 +175,22 @@ std::vector<paddle::Tensor> PsaAttentionBackward(
 #ifdef PADDLE_WITH_CUDA
   } else if (x.is_gpu()) {
     const int64_t plane = g.h * g.w;
-    paddle::Tensor zero_w = paddle::empty({g.n, plane}, x.dtype(), x.place());
-    paddle::Tensor col_dot = paddle::empty({g.n, plane}, x.dtype(), x.place());
-    paddle::Tensor base = paddle::empty({g.n, c}, x.dtype(), x.place());
-    PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_attention_backward_cuda", ([&] {
+    const paddle::DataType acc = paddleseg_ext_dtypes::AccDtype(x.dtype());
+    paddle::Tensor zero_w = paddle::empty({g.n, plane}, acc, x.place());
+    paddle::Tensor col_dot = paddle::empty({g.n, plane}, acc, x.place());
+    paddle::Tensor base = paddle::empty({g.n, c}, acc, x.place());
+    paddleseg_ext_cuda::DispatchCudaTypes(x.dtype(), "psa_attention_grad", [&](auto types) {
+      typedef decltype(types) Ty;
+      typedef typename Ty::acc_t A;
       const cudaError_t err = PsaAttentionBackwardCuda(
-          x.data<data_t>(), a.data<data_t>(), out.data<data_t>(),
-          lse.data<data_t>(), dout.data<data_t>(), dx.data<data_t>(),
-          da.data<data_t>(), zero_w.data<data_t>(), col_dot.data<data_t>(),
-          base.data<data_t>(), g.n, c, g.h, g.w, g.mh, g.mw, psa_type,
-          softmax, x.stream());
+          paddleseg_ext_cuda::CudaData<Ty>(x), paddleseg_ext_cuda::CudaData<Ty>(a),
+          paddleseg_ext_cuda::CudaData<Ty>(out), lse.data<A>(),
+          paddleseg_ext_cuda::CudaData<Ty>(dout), paddleseg_ext_cuda::CudaData<Ty>(dx),
+          paddleseg_ext_cuda::CudaData<Ty>(da), zero_w.data<A>(), col_dot.data<A>(),
+          base.data<A>(), g.n, c, g.h, g.w, g.mh, g.mw, psa_type, softmax, x.stream());
       PD_CHECK(err == cudaSuccess, "psa_attention backward CUDA launch failed: ",
                cudaGetErrorString(err));
-    }));
+    });
 #endif
   } else {
     PD_THROW("psa_attention_grad: unsupported place (CPU, or GPU when built with CUDA).");
@@ -210,7 +208,7 @@ std::vector<std::vector<int64_t>> PsaAttentionInferShape(
 
 std::vector<paddle::DataType> PsaAttentionInferDtype(
     const paddle::DataType& x_dtype, const paddle::DataType& a_dtype) {
-  return {x_dtype, x_dtype};
+  return {x_dtype, paddleseg_ext_dtypes::AccDtype(x_dtype)};
 }
 
 std::vector<std::vector<int64_t>> PsaAttentionGradInferShape(

@@ -29,28 +29,17 @@
 #include "paddle/fluid/platform/init_phi.h"
 #include "paddle/phi/api/all.h"
 #include "cpu_parallel.h"
+#include "op_dtypes.h"
 #include "psa_mask_common.h"
 
 // As in paddle/extension.h: initialise phi once when the library loads.
 static paddle::InitPhi g_psa_mask_init_phi;
 
 #ifdef PADDLE_WITH_CUDA
-#include <cuda_runtime.h>
-
 // Launchers defined in psa_mask.cu (plain C++ over raw pointers, so the .cu
-// compiles with nvcc without Paddle headers). They return the CUDA status.
-cudaError_t PsaMaskForwardCuda(const float* x, float* y, int64_t n, int64_t h,
-                               int64_t w, int64_t mh, int64_t mw, int psa_type,
-                               cudaStream_t stream);
-cudaError_t PsaMaskForwardCuda(const double* x, double* y, int64_t n,
-                               int64_t h, int64_t w, int64_t mh, int64_t mw,
-                               int psa_type, cudaStream_t stream);
-cudaError_t PsaMaskBackwardCuda(const float* dy, float* dx, int64_t n,
-                                int64_t h, int64_t w, int64_t mh, int64_t mw,
-                                int psa_type, cudaStream_t stream);
-cudaError_t PsaMaskBackwardCuda(const double* dy, double* dx, int64_t n,
-                                int64_t h, int64_t w, int64_t mh, int64_t mw,
-                                int psa_type, cudaStream_t stream);
+// compiles with nvcc without Paddle headers).
+#include "cuda_dtype_dispatch.h"
+#include "psa_mask_cuda.h"
 #endif
 
 namespace {
@@ -289,6 +278,7 @@ std::vector<paddle::Tensor> PsaMaskForward(const paddle::Tensor& x_in,
   if (psa_mask::y_numel(g) == 0) return {y};
 
   if (x.is_cpu()) {
+    paddleseg_ext_dtypes::CheckCpuDtype(x.dtype(), "psa_mask");
     PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_mask_forward_cpu", ([&] {
       data_t* out = y.data<data_t>();
       if (UseElementwiseKernels()) {
@@ -302,13 +292,14 @@ std::vector<paddle::Tensor> PsaMaskForward(const paddle::Tensor& x_in,
     }));
 #ifdef PADDLE_WITH_CUDA
   } else if (x.is_gpu()) {
-    PD_DISPATCH_FLOATING_TYPES(x.dtype(), "psa_mask_forward_cuda", ([&] {
+    paddleseg_ext_cuda::DispatchCudaTypes(x.dtype(), "psa_mask", [&](auto types) {
+      typedef decltype(types) Ty;
       const cudaError_t err = PsaMaskForwardCuda(
-          x.data<data_t>(), y.data<data_t>(), g.n, g.h, g.w, g.mh, g.mw,
-          psa_type, x.stream());
+          paddleseg_ext_cuda::CudaData<Ty>(x), paddleseg_ext_cuda::CudaData<Ty>(y),
+          g.n, g.h, g.w, g.mh, g.mw, psa_type, x.stream());
       PD_CHECK(err == cudaSuccess, "psa_mask forward CUDA launch failed: ",
                cudaGetErrorString(err));
-    }));
+    });
 #endif
   } else {
     PD_THROW("psa_mask: unsupported place (CPU, or GPU when built with CUDA).");
@@ -333,6 +324,7 @@ std::vector<paddle::Tensor> PsaMaskBackward(const paddle::Tensor& dy_in,
   if (psa_mask::x_numel(g) == 0) return {dx};
 
   if (dy.is_cpu()) {
+    paddleseg_ext_dtypes::CheckCpuDtype(dy.dtype(), "psa_mask_grad");
     PD_DISPATCH_FLOATING_TYPES(dy.dtype(), "psa_mask_backward_cpu", ([&] {
       data_t* out = dx.data<data_t>();
       if (UseElementwiseKernels()) {
@@ -346,13 +338,14 @@ std::vector<paddle::Tensor> PsaMaskBackward(const paddle::Tensor& dy_in,
     }));
 #ifdef PADDLE_WITH_CUDA
   } else if (dy.is_gpu()) {
-    PD_DISPATCH_FLOATING_TYPES(dy.dtype(), "psa_mask_backward_cuda", ([&] {
+    paddleseg_ext_cuda::DispatchCudaTypes(dy.dtype(), "psa_mask_grad", [&](auto types) {
+      typedef decltype(types) Ty;
       const cudaError_t err = PsaMaskBackwardCuda(
-          dy.data<data_t>(), dx.data<data_t>(), g.n, g.h, g.w, g.mh, g.mw,
-          psa_type, dy.stream());
+          paddleseg_ext_cuda::CudaData<Ty>(dy), paddleseg_ext_cuda::CudaData<Ty>(dx),
+          g.n, g.h, g.w, g.mh, g.mw, psa_type, dy.stream());
       PD_CHECK(err == cudaSuccess, "psa_mask backward CUDA launch failed: ",
                cudaGetErrorString(err));
-    }));
+    });
 #endif
   } else {
     PD_THROW(

@@ -356,7 +356,7 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
     An unreadable image (missing, empty, not decodable) is skipped with one warning line
     naming it; the others still run. The result lists the skipped images.
     """
-    from paddleseg_ext.core.predict import _rel_name, get_image_list
+    from paddleseg_ext.core.predict import output_stem, get_image_list
     from paddleseg_ext.utils.visualize import get_color_map_list, get_pseudo_color_map
 
     args = build_parser(description).parse_args(argv)
@@ -372,7 +372,7 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
     preds = predictor.predict(images, args.batch_size)
     cmap = get_color_map_list(256, args.custom_color)
     for path, pred in preds:
-        out = os.path.join(args.save_dir, _rel_name(path, base) + ".png")
+        out = os.path.join(args.save_dir, output_stem(path, base) + ".png")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         get_pseudo_color_map(pred, cmap).save(out)
     tag = "[DEPLOY]" if backend == "paddle" else "[DEPLOY-ONNX]"

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import signal
-import sys
 import time
 import traceback
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -253,8 +252,10 @@ def shared_memory_choice(num_workers: int, shm_dir: str = SHM_DIR,
     """
     if num_workers <= 0:
         return False, "no workers"
-    if os.environ.get(SHM_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False, f"{SHM_ENV}={os.environ[SHM_ENV]}"
+    from ..runtime.policy import current_policy
+
+    if not current_policy().shared_memory:
+        return False, f"{SHM_ENV} is off (the execution policy's shared_memory)"
     try:
         st = os.statvfs(shm_dir)
     except (OSError, AttributeError):  # no /dev/shm, or no statvfs (Windows)

@@ -1,13 +1,14 @@
 """Export to a static Paddle Inference model plus ``deploy.yaml``, and to ONNX.
 
-* :func:`export` traces the eval-mode model with ``paddle.jit.to_static``
+* :func:`export` prepares a copy of the model for the ``export`` target
+  (:func:`paddleseg_ext.runtime.prepare`), traces it with ``paddle.jit.to_static``
   (default input ``[None, C, None, None]``: batch and spatial size dynamic)
   and writes ``model.json`` (PIR) + ``model.pdiparams`` + ``deploy.yaml``.
-  Compiled custom ops the model calls (PSANet's ``psa_mask`` when built with
+  Compiled custom ops the program calls (PSANet's ``psa_mask`` with
   ``psa_impl: op``) are listed in deploy.yaml, and their shared library is
   copied next to the model (``custom_ops/``) so a deployment can register it.
-* :func:`export_onnx` does the same with an ONNX-compatible variant of the
-  model (see :func:`onnx_compatible`), then converts the saved Paddle model
+* :func:`export_onnx` does the same for the ``onnx`` target (forms paddle2onnx
+  converts: pure-Paddle PSA mask, matmul adaptive pooling), then converts the saved Paddle model
   with paddle2onnx (in a child process: paddle2onnx aborts the process on
   an op it cannot convert) into ``model.onnx`` and records it in deploy.yaml.
   Needs the optional dependencies: ``pip install -e .[onnx]``.
@@ -15,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib
 import os
@@ -23,12 +23,14 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import paddle
 import yaml
 
 from ..cvlibs.errors import DeploymentError, MissingDependencyError  # noqa: F401 - raised and re-exported here
+from ..runtime import ExecutionPolicy, current_policy, prepare
+from ..runtime.policy import child_environment
 from ..utils.logger import get_logger
 from ..utils.quiet import filter_native_stderr
 
@@ -112,11 +114,13 @@ def _write_deploy(save_dir: str, deploy: Dict[str, Any]) -> None:
 
 def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[Dict[str, Any]],
            input_shape: Optional[Sequence[int]] = None, output_op: str = "argmax",
-           img_channels: int = 3, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+           img_channels: int = 3, extra: Optional[Dict[str, Any]] = None,
+           policy: Optional[ExecutionPolicy] = None) -> Dict[str, Any]:
     """Trace ``model`` with ``paddle.jit.to_static`` and save it with ``deploy.yaml``.
 
     Args:
-        model: weights loaded.
+        model: weights loaded (not modified: a copy is prepared for the ``export`` target,
+            or for ``onnx`` when ``policy.target`` says so).
         save_dir: output folder (``model.json``/``.pdmodel``, ``model.pdiparams``, ``deploy.yaml``,
             and ``custom_ops/<lib>.so`` when the model calls a compiled custom op).
         val_transforms_cfg: the val transforms as config dicts (written to deploy.yaml).
@@ -125,16 +129,20 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
         output_op: ``argmax`` | ``softmax`` | ``none``.
         img_channels: bands of the input (recorded as ``img_channels`` in deploy.yaml).
         extra: more keys for the ``Deploy`` section.
+        policy: the execution policy (default: the current one, target ``export``).
 
     Returns:
-        The deploy.yaml content.
+        The deploy.yaml content (``rewrites`` lists what :func:`prepare` applied).
 
     Raises:
         ValueError: ``input_shape`` is not N C H W, or its C differs from ``img_channels``.
     """
     log = get_logger()
-    model.eval()
+    policy = policy or current_policy()
+    if policy.target != "onnx":
+        policy = policy.replace(target="export")
     shape = _normalise_shape(input_shape, img_channels)
+    model = prepare(model, policy)
     net = ExportWrapper(model, output_op)
     net.eval()
     static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec(list(shape), "float32", "x")],
@@ -162,6 +170,7 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
             "output_op": output_op,
             "output_dtype": "int32" if output_op == "argmax" else "float32",
             "custom_ops": ops,
+            "rewrites": list(model.applied_rewrites),
         }
     }
     if ops:
@@ -176,7 +185,7 @@ def export(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[D
         deploy["Deploy"]["custom_op_libs"] = libs
         deploy["Deploy"]["paddle_version"] = paddle.__version__
         log.info("[EXPORT] the model calls compiled custom op(s) %s: deploy/python/infer.py registers "
-                 "them from deploy.yaml (export with psa_impl=paddle for a model that needs only Paddle)",
+                 "them from deploy.yaml (export with --psa_impl paddle for a model that needs only Paddle)",
                  ", ".join(ops))
     if extra:
         deploy["Deploy"].update(extra)
@@ -202,110 +211,6 @@ def require(module: str, purpose: str) -> Any:
         raise MissingDependencyError(
             f"{purpose} needs the optional package '{module}', which is not installed ({e}). "
             f"Install the ONNX extras: {ONNX_INSTALL_HINT}") from e
-
-
-def _bin_matrix(length: paddle.Tensor, bins: int, dtype: Any) -> paddle.Tensor:
-    """``[bins, length]`` averaging weights of adaptive average pooling along one axis.
-
-    Bin ``i`` covers ``[floor(i*L/b), ceil((i+1)*L/b))`` (Paddle's and
-    PyTorch's definition); its row holds ``1/size`` inside and 0 outside.
-    """
-    i = paddle.arange(bins, dtype="int64")
-    start = paddle.floor_divide(i * length, paddle.full([1], bins, "int64"))
-    end = paddle.floor_divide((i + 1) * length + (bins - 1), paddle.full([1], bins, "int64"))
-    pos = paddle.arange(length, dtype="int64")
-    inside = (pos.unsqueeze(0) >= start.unsqueeze(1)) & (pos.unsqueeze(0) < end.unsqueeze(1))
-    return inside.astype(dtype) / (end - start).astype(dtype).unsqueeze(1)
-
-
-class MatmulAdaptiveAvgPool2D(paddle.nn.Layer):
-    """Adaptive average pooling written as two matmuls with bin matrices.
-
-    Same values as ``nn.AdaptiveAvgPool2D`` for any input size (up to float
-    rounding), but built from ops that paddle2onnx converts with a dynamic
-    input size (``arange``, comparisons, ``matmul``); paddle2onnx converts the
-    native adaptive ``pool2d`` only for a static input shape.
-
-    Args:
-        output_size: ``b`` or ``(bh, bw)``.
-    """
-
-    def __init__(self, output_size: Any) -> None:
-        super().__init__()
-        size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-        if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
-            raise ValueError(f"MatmulAdaptiveAvgPool2D: output_size must be b or (bh, bw) ints, got "
-                             f"{output_size!r}")
-        self.output_size = size
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        shape = paddle.shape(x).astype("int64")
-        rows = _bin_matrix(shape[2], self.output_size[0], x.dtype)  # [bh, H]
-        cols = _bin_matrix(shape[3], self.output_size[1], x.dtype)  # [bw, W]
-        return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)  # [N, C, bh, bw]
-
-
-def _replaceable_pool(layer: paddle.nn.Layer) -> Optional[Tuple[int, int]]:
-    if not isinstance(layer, paddle.nn.AdaptiveAvgPool2D):
-        return None
-    if getattr(layer, "_data_format", "NCHW") != "NCHW":
-        return None
-    size = getattr(layer, "_output_size", None)
-    size = (size, size) if isinstance(size, int) else tuple(size or ())
-    if len(size) != 2 or any(not isinstance(s, int) for s in size):
-        return None  # None entries (keep that axis): leave to paddle2onnx
-    return size
-
-
-@contextlib.contextmanager
-def onnx_compatible(model: paddle.nn.Layer) -> Iterator[List[str]]:
-    """Temporarily turn ``model`` into a variant paddle2onnx can convert.
-
-    * ``nn.AdaptiveAvgPool2D`` (PSPNet's pyramid pooling) ->
-      :class:`MatmulAdaptiveAvgPool2D` (same values; paddle2onnx rejects an
-      adaptive ``pool2d`` whose input size is dynamic).
-    * PSA layers (``psa_impl`` attribute) -> ``psa_impl='paddle'``: the
-      pure-Paddle PSA mask (gather with an index map) instead of the compiled
-      ``psa_mask`` custom op, which paddle2onnx cannot convert.
-
-    Everything is restored on exit. Yields the list of changes made.
-    """
-    swapped: List[Tuple[paddle.nn.Layer, str, paddle.nn.Layer]] = []
-    impls: List[Tuple[paddle.nn.Layer, str, Any]] = []
-    notes: List[str] = []
-    try:
-        for parent in model.sublayers(include_self=True):
-            for name, child in list(parent._sub_layers.items()):
-                size = _replaceable_pool(child) if child is not None else None
-                if size is not None:
-                    parent._sub_layers[name] = MatmulAdaptiveAvgPool2D(size)
-                    swapped.append((parent, name, child))
-        if swapped:
-            notes.append(f"{len(swapped)} AdaptiveAvgPool2D -> MatmulAdaptiveAvgPool2D (dynamic-size ONNX)")
-        n_psa = 0
-        for layer in model.sublayers(include_self=True):
-            # class-level check: reading the custom_ops property may resolve (and build) the op
-            if isinstance(getattr(layer, "psa_impl", None), str) and hasattr(type(layer), "custom_ops"):
-                impls.append((layer, "psa_impl", layer.psa_impl))
-                impls.append((layer, "_resolved_impl", getattr(layer, "_resolved_impl", None)))
-                layer.psa_impl = "paddle"
-                if hasattr(layer, "_resolved_impl"):
-                    layer._resolved_impl = None
-                n_psa += 1
-        if n_psa:
-            notes.append(f"{n_psa} PSA layer(s) -> psa_impl=paddle (the compiled psa_mask op cannot "
-                         "be converted to ONNX)")
-        left = custom_ops_of(model)
-        if left:
-            raise ValueError(f"ONNX export: the model still calls compiled custom op(s) {left}, which "
-                             "paddle2onnx cannot convert; build it with a pure-Paddle implementation "
-                             "(PSANet: model.psa_impl=paddle)")
-        yield notes
-    finally:
-        for parent, name, child in reversed(swapped):
-            parent._sub_layers[name] = child
-        for layer, attr, value in reversed(impls):
-            setattr(layer, attr, value)
 
 
 _P2O_SCRIPT = r"""
@@ -355,7 +260,7 @@ def convert_to_onnx(save_dir: str, model_file: str = "model.json", params_file: 
     dst = os.path.join(save_dir, onnx_file)
     if os.path.exists(dst):
         os.remove(dst)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", GLOG_minloglevel="2")
+    env = child_environment(PYTHONUNBUFFERED="1", GLOG_minloglevel="2")
     proc = subprocess.run([sys.executable, "-c", _P2O_SCRIPT, src, os.path.join(save_dir, params_file), dst,
                            str(int(opset))], capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0 or not os.path.isfile(dst) or os.path.getsize(dst) == 0:
@@ -370,12 +275,14 @@ def convert_to_onnx(save_dir: str, model_file: str = "model.json", params_file: 
 def export_onnx(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Sequence[Dict[str, Any]],
                 input_shape: Optional[Sequence[int]] = None, output_op: str = "argmax",
                 img_channels: int = 3, opset: int = DEFAULT_OPSET,
-                extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                extra: Optional[Dict[str, Any]] = None,
+                policy: Optional[ExecutionPolicy] = None) -> Dict[str, Any]:
     """Export ``model`` to ONNX (``model.onnx``) through a saved Paddle model.
 
-    The Paddle model saved alongside (``model.json``) is the ONNX-compatible
-    variant (see :func:`onnx_compatible`; same outputs), so the folder also
-    works with deploy/python/infer.py. deploy.yaml gets an ``onnx`` entry.
+    The Paddle model saved alongside (``model.json``) is the model prepared for the ``onnx``
+    target (:func:`paddleseg_ext.runtime.prepare`: forms paddle2onnx converts, same
+    outputs), so the folder also works with deploy/python/infer.py. deploy.yaml gets an
+    ``onnx`` entry.
 
     Raises:
         MissingDependencyError: paddle2onnx is not installed (checked first).
@@ -383,10 +290,15 @@ def export_onnx(model: paddle.nn.Layer, save_dir: str, val_transforms_cfg: Seque
     """
     require("paddle2onnx", "ONNX export")
     log = get_logger()
-    with onnx_compatible(model) as notes:
-        deploy = export(model, save_dir, val_transforms_cfg, input_shape, output_op, img_channels, extra)
-    for note in notes:
-        log.info("[EXPORT] ONNX variant: %s", note)
+    policy = (policy or current_policy()).replace(target="onnx")
+    deploy = export(model, save_dir, val_transforms_cfg, input_shape, output_op, img_channels, extra,
+                    policy=policy)
+    if deploy["Deploy"]["custom_ops"]:
+        raise ValueError(f"ONNX export: the model still calls compiled custom op(s) "
+                         f"{deploy['Deploy']['custom_ops']}, which paddle2onnx cannot convert")
+    notes = deploy["Deploy"]["rewrites"]
+    if notes:
+        log.info("[EXPORT] ONNX forms: %s", ", ".join(notes))
     info = convert_to_onnx(save_dir, deploy["Deploy"]["model"], deploy["Deploy"]["params"], opset=opset)
     info["rewrites"] = notes
     deploy["Deploy"]["onnx"] = info

@@ -10,7 +10,7 @@ import os
 import signal
 from typing import Any, Dict
 
-from ..utils import checkpoint as ckpt
+from ..checkpoints import training as ckpt
 
 
 class NonFiniteLossError(FloatingPointError):

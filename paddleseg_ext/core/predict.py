@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ..models.layers.fold_bn import fold_batch_norms
+from ..runtime import ExecutionPolicy, current_policy, prepare
 from ..transforms.loading import read_image
 from ..utils.logger import get_logger
 from ..utils.visualize import get_color_map_list, get_pseudo_color_map, overlay
@@ -65,7 +65,9 @@ def get_image_list(image_path: str, missing_ok: bool = False) -> Tuple[List[str]
     return sorted(images), base
 
 
-def _rel_name(path: str, base: Optional[str]) -> str:
+def output_stem(path: str, base: Optional[str]) -> str:
+    """The name an image's outputs take: its path below ``base`` (the folder or list file
+    :func:`get_image_list` read), without extension; the file name where it is not below."""
     rel = os.path.relpath(path, base) if base else os.path.basename(path)
     if rel.startswith(".."):
         rel = os.path.basename(path)
@@ -147,7 +149,8 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
             aug_pred: bool = False, scales: Sequence[float] | float = 1.0, flip_horizontal: bool = False,
             flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None, stride: Any = None,
             custom_color: Optional[Sequence[int]] = None, weight: float = 0.6,
-            overlay_bands: Optional[Sequence[int]] = None, fold_bn: bool = False) -> List[str]:
+            overlay_bands: Optional[Sequence[int]] = None, fold_bn: Optional[bool] = None,
+            policy: Optional[ExecutionPolicy] = None) -> List[str]:
     """Predict every image under ``image_path``; write colour maps and overlays.
 
     Args:
@@ -160,9 +163,10 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
             stretched between its 2nd and 98th percentile (see
             :func:`band_composite`); default: the picture itself for 8-bit
             3-channel images, else bands ``[0, 1, 2]`` (``[0]`` with fewer bands).
-        fold_bn: run a copy of ``model`` with its batch norms folded into the
-            convolutions (same predictions within float rounding, one pass less per batch norm;
-            ``model`` itself is not modified).
+        fold_bn: override the policy's BatchNorm folding (the images run through a copy of
+            ``model`` prepared for inference, :func:`paddleseg_ext.runtime.prepare`; same
+            predictions within float rounding; ``model`` itself is not modified).
+        policy: the execution policy (default: the current one).
 
     Returns:
         Paths of the pseudo-colour PNGs written.
@@ -175,7 +179,10 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
     overlay_bands = check_overlay_bands(overlay_bands, getattr(transforms, "img_channels", 3))
     images, base = get_image_list(image_path)
     model.eval()
-    net = fold_batch_norms(model) if fold_bn else model
+    policy = (policy or current_policy()).replace(target="infer")
+    if fold_bn is not None:
+        policy = policy.replace(fold_bn=fold_bn)
+    net = prepare(model, policy)
     cmap = get_color_map_list(256, custom_color)
     written: List[str] = []
     skipped: List[str] = []
@@ -197,7 +204,7 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
                     raise
                 raise out_of_memory_error(e, "predicting", path, img.shape, is_slide, crop_size) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
-            name = _rel_name(path, base)
+            name = output_stem(path, base)
             color_path = os.path.join(save_dir, "pseudo_color_prediction", name + ".png")
             added_path = os.path.join(save_dir, "added_prediction", name + ".jpg")
             os.makedirs(os.path.dirname(color_path), exist_ok=True)

@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 
 from ..cvlibs.errors import clean_exception
-from ..utils import checkpoint as ckpt
+from ..checkpoints import training as ckpt
 from ..utils.logger import get_logger
 from .data import (ResumableBatchSampler, SeededDataset, check_batch, ignore_signals_in_worker,
                    shared_memory_choice, train_collate, train_label)

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ..models.layers.fold_bn import fold_batch_norms
+from ..runtime import ExecutionPolicy, current_policy, prepare
 from ..utils.logger import get_logger
 from ..utils.metrics import ConfusionMatrix, format_table
 from ..cvlibs.errors import clean_exception
@@ -55,13 +55,14 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
              flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None,
              stride: Any = None, num_workers: int = 0, print_detail: bool = True,
              progress: bool = True, should_stop: Optional[Callable[[], bool]] = None,
-             fold_bn: bool = False) -> Dict[str, Any]:
+             fold_bn: Optional[bool] = None,
+             policy: Optional[ExecutionPolicy] = None) -> Dict[str, Any]:
     """Evaluate ``model`` on ``eval_dataset`` (val mode: labels at original size).
 
-    With ``fold_bn`` the images run through a copy of the model with its batch
-    norms folded into the convolutions (:func:`~paddleseg_ext.models.layers.
-    fold_bn.fold_batch_norms`): the same logits within float rounding, one
-    pass less per batch norm; ``model`` itself is not modified.
+    The images run through a copy of ``model`` prepared for inference by the execution
+    policy (:func:`paddleseg_ext.runtime.prepare`: folded batch norms, Winograd and strip
+    convolutions, ...): the same logits within float rounding; ``model`` itself is not
+    modified. ``fold_bn`` overrides the policy's choice of BatchNorm folding.
 
     An out-of-memory error names the image and suggests sliding-window
     inference. ``should_stop`` is polled between images; when it returns True
@@ -77,7 +78,10 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
         raise ValueError("The evaluation dataset is empty")
     was_training = model.training
     model.eval()
-    net = fold_batch_norms(model) if fold_bn else model
+    policy = (policy or current_policy()).replace(target="infer")
+    if fold_bn is not None:
+        policy = policy.replace(fold_bn=fold_bn)
+    net = prepare(model, policy)
     num_classes = eval_dataset.num_classes
     cm = ConfusionMatrix(num_classes, eval_dataset.ignore_index)
     loader = paddle.io.DataLoader(CatchErrors(eval_dataset), batch_size=1, shuffle=False, num_workers=num_workers,
@@ -87,8 +91,8 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
     if print_detail:
         mode = ("aug (scales %s, flip h=%s v=%s)" % (scales, flip_horizontal, flip_vertical)
                 if aug_eval else "plain") + (f", slide crop {crop_size} stride {stride}" if is_slide else "")
-        if fold_bn:
-            mode += f", {net.folded_batch_norms} batch norms folded into their convs"
+        if net.applied_rewrites:
+            mode += f", rewrites {', '.join(net.applied_rewrites)}"
         log.info("[EVAL] %d images, %s inference", len(eval_dataset), mode)
     start = time.time()
     it = iter(tqdm(loader, total=len(eval_dataset), disable=not progress or rank != 0,

@@ -18,22 +18,34 @@ import math
 import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import manager
+from . import manager, validators
 from .config import Config, nearest_keys, short_repr
 from .errors import ConfigError
 
 logger = logging.getLogger("paddleseg_ext")
 
 
-def _signature_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+#: Keys of the model section that are execution choices, not model arguments: they set the
+#: execution policy (:mod:`paddleseg_ext.runtime`) and the model never receives them.
+POLICY_KEYS = ("psa_impl",)
+
+
+def _all_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+    """The parameters of a function or a class's constructor (without ``self``), or None."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         params = dict(inspect.signature(target).parameters)
     except (TypeError, ValueError):
         return None
     params.pop("self", None)
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None  # **kwargs: cannot check names
+    return params
+
+
+def _signature_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
+    """:func:`_all_params`, or None where ``**kwargs`` makes argument names uncheckable."""
+    params = _all_params(fn)
+    if params is None or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
     return params
 
 
@@ -77,6 +89,7 @@ class ComponentBuilder:
         """
         name, cls, cfg = self._resolve(cfg, where, registry)
         self.check_types(cls, name, cfg, where)
+        self.check_rules(cls, name, cfg, where)
         kwargs = {k: self.build_value(v, f"{where}.{k}") for k, v in cfg.items()}
         kwargs.update(extra)
         self.check_args(cls, name, kwargs, where)
@@ -107,6 +120,7 @@ class ComponentBuilder:
         for k, v in cfg.items():
             self.check_value(v, f"{where}.{k}")
         self.check_types(cls, name, cfg, where)
+        self.check_rules(cls, name, cfg, where)
         names = dict.fromkeys(list(cfg) + [s for s in supplied if s not in cfg])
         self.check_args(cls, name, names, where)
 
@@ -144,38 +158,51 @@ class ComponentBuilder:
                               f"argument(s): {', '.join(missing)}")
 
 
+    def check_rules(self, cls: Callable, name: str, cfg: Dict[str, Any], where: str) -> None:
+        """Config values against the rules the component declares for its arguments
+        (:mod:`~paddleseg_ext.cvlibs.validators`): the constructor runs the same rules, so
+        the builder refuses what the constructor would refuse, with its words."""
+        owner, rules = validators.rules_of(cls)
+        for key, val in cfg.items():
+            rule = rules.get(key)
+            if rule is None:
+                continue
+            try:
+                rule(owner, key, val)
+            except ValueError as e:
+                hint = _yaml_number_hint(val) if rule.kind in ("int", "number") else ""
+                raise ConfigError(f"{name} (at {where}.{key} in {self.origin(where + '.' + key)}): "
+                                  f"{e}{hint}") from None
+
     def check_types(self, cls: Callable, name: str, cfg: Dict[str, Any], where: str) -> None:
         """Config values against simple annotations (int, float, bool, str, Optional/Sequence
-        of those): ``iters: "abc"``-style mistakes get a message instead of a deep TypeError."""
+        of those): ``iters: "abc"``-style mistakes get a message instead of a deep TypeError.
+        Arguments with a declared rule are left to :meth:`check_rules`."""
         params = _all_params(cls)
         if params is None:
             return
+        ruled = validators.rules_of(cls)[1]
         for key, val in cfg.items():
             p = params.get(key)
-            if p is None or (isinstance(val, dict) and "type" in val):
+            if p is None or key in ruled or (isinstance(val, dict) and "type" in val):
                 continue
             want = _simple_annotation(p.annotation)
             if want is None or _matches(val, want):
                 continue
-            hint = ""
-            if isinstance(val, str) and want[0] in ("int", "float"):
-                try:
-                    float(val)
-                    hint = (" (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)")
-                except ValueError:
-                    pass
+            hint = _yaml_number_hint(val) if want[0] in ("int", "float") else ""
             raise ConfigError(f"{name} (at {where}.{key} in {self.origin(where + '.' + key)}): "
                               f"'{key}' must be {_describe(want)}, got {short_repr(val)}{hint}")
 
 
-def _all_params(fn: Callable) -> Optional[Dict[str, inspect.Parameter]]:
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    try:
-        params = dict(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        return None
-    params.pop("self", None)
-    return params
+def _yaml_number_hint(val: Any) -> str:
+    """The hint for a number YAML read as text (``1e-4``: PyYAML wants a dot)."""
+    if isinstance(val, str):
+        try:
+            float(val)
+        except ValueError:
+            return ""
+        return " (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)"
+    return ""
 
 
 _SCALARS = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
@@ -212,8 +239,8 @@ def _scalar_ok(v: Any, kind: str) -> bool:
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)
     if kind == "float":
         return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-    if kind == "bool":
-        return isinstance(v, bool) or (isinstance(v, int) and v in (0, 1))
+    if kind == "bool":  # 0/1 refused, as the declared rules refuse them (validators.BOOL)
+        return validators.BOOL.test(v)
     return isinstance(v, str)
 
 
@@ -303,6 +330,8 @@ class SegBuilder:
     @functools.cached_property
     def model(self):
         cfg = copy.deepcopy(self.config.section("model"))
+        for key in POLICY_KEYS:  # execution choices: the policy's, not the model's
+            cfg.pop(key, None)
         model_type = cfg.get("type")
         if model_type not in manager.MODELS:
             raise ConfigError(manager.MODELS.unknown_message(
@@ -323,6 +352,25 @@ class SegBuilder:
                         f"model.backbone.in_channels ({bb['in_channels']}) != dataset img_channels "
                         f"({self.img_channels}) in {self.config.path}")
         return self.components.build(cfg, "model", manager.MODELS)
+
+    @property
+    def policy_overrides(self) -> Dict[str, Any]:
+        """Execution choices the config makes (``model.psa_impl``), for the execution policy.
+
+        Raises:
+            ConfigError: a value the policy cannot take (names the key and its file).
+        """
+        from ..runtime import ExecutionPolicy
+
+        section = self.config.dic.get("model") or {}
+        found = {k: section[k] for k in POLICY_KEYS if k in section}
+        try:
+            ExecutionPolicy(**found)
+        except ValueError as e:
+            key = next(iter(found))
+            raise ConfigError(f"model.{key} in {self.config.origin('model.' + key)}: "
+                              f"{str(e).replace('execution policy: ', '')}") from None
+        return found
 
     # -- loss ----------------------------------------------------------------
     @functools.cached_property
@@ -402,7 +450,8 @@ class SegBuilder:
                                           f"mapping with a 'type' key, got {t!r}")
                 self.components.build_value(tfs, where)
         if dic.get("model") is not None:
-            cfg = self.config.section("model")
+            self.policy_overrides  # noqa: B018  (checks the execution choices)
+            cfg = {k: v for k, v in self.config.section("model").items() if k not in POLICY_KEYS}
             if cfg.get("type") not in manager.MODELS:
                 raise ConfigError(manager.MODELS.unknown_message(
                     str(cfg.get("type")), f"model in {self.config.origin('model.type')}"))
@@ -413,10 +462,7 @@ class SegBuilder:
         if dic.get("lr_scheduler") is not None:
             self.lr_scheduler  # noqa: B018
         if dic.get("optimizer") is not None:
-            cfg = self.config.section("optimizer")
-            if "type" not in cfg:
-                raise ConfigError(f"optimizer in {self.config.origin('optimizer')} needs a 'type'")
-            self.components.check(cfg, "optimizer", manager.OPTIMIZERS,
+            self.components.check(self._typed_section("optimizer"), "optimizer", manager.OPTIMIZERS,
                                   supplied=("learning_rate", "parameters"))
 
     def check_outputs_match_losses(self, model=None) -> None:
@@ -430,21 +476,22 @@ class SegBuilder:
                 f"loss has {n_loss} types/coef in {self.config.origin('loss')}: give one coef per output")
 
     # -- optimisation --------------------------------------------------------
+    def _typed_section(self, key: str) -> Dict[str, Any]:
+        """A copy of the ``{type: ...}`` section ``key``; a ConfigError if it has no type."""
+        cfg = copy.deepcopy(self.config.section(key))
+        if "type" not in cfg:
+            raise ConfigError(f"{key} in {self.config.origin(key)} needs a 'type'")
+        return cfg
+
     @functools.cached_property
     def lr_scheduler(self):
-        cfg = copy.deepcopy(self.config.section("lr_scheduler"))
-        if "type" not in cfg:
-            raise ConfigError(f"lr_scheduler in {self.config.origin('lr_scheduler')} needs a 'type'")
-        return self.components.build(cfg, "lr_scheduler", manager.LR_SCHEDULERS,
-                                     total_iters=self.config.iters)
+        return self.components.build(self._typed_section("lr_scheduler"), "lr_scheduler",
+                                     manager.LR_SCHEDULERS, total_iters=self.config.iters)
 
     @functools.cached_property
     def optimizer(self):
-        cfg = copy.deepcopy(self.config.section("optimizer"))
-        if "type" not in cfg:
-            raise ConfigError(f"optimizer in {self.config.origin('optimizer')} needs a 'type'")
-        return self.components.build(cfg, "optimizer", manager.OPTIMIZERS,
-                                     learning_rate=self.lr_scheduler,
+        return self.components.build(self._typed_section("optimizer"), "optimizer",
+                                     manager.OPTIMIZERS, learning_rate=self.lr_scheduler,
                                      parameters=self.model.parameters())
 
     # -- data ----------------------------------------------------------------

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, List, Optional
-
 import numpy as np
 
 from ..cvlibs import manager
-from .dataset import Dataset, check_dir
+from .dataset import check_dir
+from .folder_dataset import FilePairs, FolderDataset
 
 ADE20K_CLASSES = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
@@ -37,7 +36,7 @@ _SPLITS = {"train": "training", "val": "validation"}
 
 
 @manager.DATASETS.register
-class ADE20K(Dataset):
+class ADE20K(FolderDataset):
     """ADE20K scene parsing, 150 classes.
 
     Layout under ``dataset_root`` (``ADEChallengeData2016``)::
@@ -47,27 +46,17 @@ class ADE20K(Dataset):
 
     Raw annotation 0 means "other" and becomes ``ignore_index`` (255); raw
     ``k >= 1`` becomes class ``k - 1``. The reduction is done on the raw label
-    before any transform (so padding values are never shifted).
-
-    Args:
-        dataset_root: the ADEChallengeData2016 folder.
-        transforms: built transform objects (or a ``Compose``).
-        mode: 'train' or 'val'.
-        num_classes: optional; must be 150.
-        ignore_index: label for raw 0 (255).
-        edge: add a binary edge map in train mode.
-        invalid_label: 'error' or 'ignore' for label values outside the classes
-            (see :class:`~paddleseg_ext.datasets.Dataset`).
+    before any transform (so padding values are never shifted). ``mode`` is
+    'train' or 'val'. Arguments as
+    :class:`~paddleseg_ext.datasets.folder_dataset.FolderDataset`
+    (``ignore_index`` is the label raw 0 becomes).
     """
 
     NUM_CLASSES = 150
     CLASS_NAMES = ADE20K_CLASSES
+    MODES = tuple(_SPLITS)
 
-    def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
-                 num_classes: Optional[int] = None, ignore_index: int = 255,
-                 edge: bool = False, invalid_label: str = "error") -> None:
-        self._init_base(dataset_root, transforms, mode, tuple(_SPLITS), num_classes,
-                        ignore_index, 3, edge, invalid_label)
+    def find_files(self) -> FilePairs:
         split = _SPLITS[self.mode]
         img_dir = check_dir(os.path.join(self.dataset_root, "images", split),
                             "ADE20K: image folder", "Expected images/{training,validation}/")
@@ -77,17 +66,9 @@ class ADE20K(Dataset):
         images = sorted(glob.glob(os.path.join(glob.escape(img_dir), "*.jpg")))
         if not images:
             raise ValueError(f"ADE20K: no *.jpg images found in {img_dir}")
-        self.file_list: List = []
-        missing = []
-        for img in images:
-            stem = os.path.splitext(os.path.basename(img))[0]
-            label = os.path.join(ann_dir, stem + ".png")
-            if not os.path.isfile(label):
-                missing.append((label, img))
-            self.file_list.append((img, label))
-        if missing:
-            raise FileNotFoundError(f"ADE20K: {len(missing)} annotation file(s) not found, "
-                                    f"e.g. {missing[0][0]} (for image {missing[0][1]})")
+        return self.pair_labels(
+            images, lambda img: os.path.join(ann_dir, os.path.splitext(os.path.basename(img))[0]
+                                             + ".png"))
 
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         """Raw 0 -> ignore_index, raw k -> k - 1 (reduce_zero_label)."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, List, Optional
-
 from ..cvlibs import manager
-from .dataset import Dataset, check_dir
+from .dataset import check_dir
+from .folder_dataset import FilePairs, FolderDataset
 
 CITYSCAPES_CLASSES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
@@ -20,7 +19,7 @@ _LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
 
 
 @manager.DATASETS.register
-class Cityscapes(Dataset):
+class Cityscapes(FolderDataset):
     """Cityscapes with ``*_gtFine_labelTrainIds.png`` labels (19 classes, 255 void).
 
     Layout under ``dataset_root``::
@@ -29,27 +28,16 @@ class Cityscapes(Dataset):
         gtFine/{train,val,test}/<city>/<name>_gtFine_labelTrainIds.png
 
     The trainId PNGs are made by the official ``cityscapesscripts``
-    (``createTrainIdLabelImgs``). Test mode reads images only.
-
-    Args:
-        dataset_root: the Cityscapes folder.
-        transforms: built transform objects (or a ``Compose``).
-        mode: 'train', 'val' or 'test'.
-        num_classes: optional; must be 19.
-        ignore_index: void label (255).
-        edge: add a binary edge map in train mode.
-        invalid_label: 'error' or 'ignore' for label values outside the classes
-            (see :class:`~paddleseg_ext.datasets.Dataset`).
+    (``createTrainIdLabelImgs``). ``mode`` is 'train', 'val' or 'test'; test
+    mode reads images only. Arguments as
+    :class:`~paddleseg_ext.datasets.folder_dataset.FolderDataset`.
     """
 
     NUM_CLASSES = 19
     CLASS_NAMES = CITYSCAPES_CLASSES
+    MODES = ("train", "val", "test")
 
-    def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
-                 num_classes: Optional[int] = None, ignore_index: int = 255,
-                 edge: bool = False, invalid_label: str = "error") -> None:
-        self._init_base(dataset_root, transforms, mode, ("train", "val", "test"),
-                        num_classes, ignore_index, 3, edge, invalid_label)
+    def find_files(self) -> FilePairs:
         img_dir = check_dir(os.path.join(self.dataset_root, "leftImg8bit", self.mode),
                             "Cityscapes: image folder",
                             "Expected leftImg8bit/{train,val,test}/<city>/*" + _IMG_SUFFIX)
@@ -57,18 +45,13 @@ class Cityscapes(Dataset):
         if not images:
             raise ValueError(f"Cityscapes: no '*{_IMG_SUFFIX}' images found in "
                              f"{img_dir}/<city>/")
-        self.file_list: List = []
-        missing = []
-        for img in images:
+
+        def label_of(img: str):
+            if self.mode == "test":
+                return None
             rel = os.path.relpath(img, img_dir)[: -len(_IMG_SUFFIX)]
-            label = None
-            if self.mode != "test":
-                label = os.path.join(self.dataset_root, "gtFine", self.mode, rel + _LABEL_SUFFIX)
-                if not os.path.isfile(label):
-                    missing.append(label)
-            self.file_list.append((img, label))
-        if missing:
-            raise FileNotFoundError(
-                f"Cityscapes: {len(missing)} label file(s) not found, e.g. {missing[0]}. "
-                f"Create the *{_LABEL_SUFFIX} files with cityscapesscripts "
-                f"(csCreateTrainIdLabelImgs)")
+            return os.path.join(self.dataset_root, "gtFine", self.mode, rel + _LABEL_SUFFIX)
+
+        return self.pair_labels(images, label_of,
+                                f"Create the *{_LABEL_SUFFIX} files with cityscapesscripts "
+                                "(csCreateTrainIdLabelImgs)")

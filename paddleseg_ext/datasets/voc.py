@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
-
 from ..cvlibs import manager
-from .dataset import Dataset, check_dir
+from .dataset import check_dir
+from .folder_dataset import FilePairs, FolderDataset
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -19,7 +18,7 @@ _AUG_LISTS = ("aug.txt", "train_aug.txt")
 
 
 @manager.DATASETS.register
-class PascalVOC(Dataset):
+class PascalVOC(FolderDataset):
     """Pascal VOC 2012 segmentation.
 
     Layout under ``dataset_root`` (``VOCdevkit``; ``dataset_root`` may also
@@ -32,28 +31,18 @@ class PascalVOC(Dataset):
         VOC2012/ImageSets/Segmentation/aug.txt   (or train_aug.txt; trainaug)
 
     ``mode`` 'train', 'trainval' and 'trainaug' are training splits
-    (``self.mode == 'train'``, the split name is in ``self.split``).
-
-    Args:
-        dataset_root: VOCdevkit (or VOC2012) folder.
-        transforms: built transform objects (or a ``Compose``).
-        mode: 'train', 'val', 'trainval' or 'trainaug'.
-        num_classes: optional; must be 21.
-        ignore_index: void label (255).
-        edge: add a binary edge map in train mode.
-        invalid_label: 'error' or 'ignore' for label values outside the classes
-            (see :class:`~paddleseg_ext.datasets.Dataset`).
+    (``self.mode == 'train'``, the split name is in ``self.split``); the other
+    is 'val'. Arguments as
+    :class:`~paddleseg_ext.datasets.folder_dataset.FolderDataset`
+    (``dataset_root`` is the VOCdevkit or VOC2012 folder).
     """
 
     NUM_CLASSES = 21
     CLASS_NAMES = VOC_CLASSES
+    MODES = _MODES
 
-    def __init__(self, dataset_root: str, transforms: Any, mode: str = "train",
-                 num_classes: Optional[int] = None, ignore_index: int = 255,
-                 edge: bool = False, invalid_label: str = "error") -> None:
-        self._init_base(dataset_root, transforms, mode, _MODES, num_classes, ignore_index,
-                        3, edge, invalid_label)
-        self.split = mode
+    def find_files(self) -> FilePairs:
+        mode = self.split = self.mode
         self.mode = "val" if mode == "val" else "train"
         voc = os.path.join(self.dataset_root, "VOC2012")
         if not os.path.isdir(voc) and os.path.isdir(os.path.join(self.dataset_root,
@@ -77,7 +66,7 @@ class PascalVOC(Dataset):
             raise FileNotFoundError(f"PascalVOC: id list not found: {list_path}")
         img_dir = check_dir(os.path.join(voc, "JPEGImages"), "PascalVOC: image folder")
         lab_dir = check_dir(os.path.join(voc, label_dir), "PascalVOC: label folder")
-        self.file_list: List = []
+        pairs: FilePairs = []
         missing = []
         with open(list_path, "r", encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
@@ -91,10 +80,11 @@ class PascalVOC(Dataset):
                 for kind, p in (("image", img), ("label", lab)):
                     if not os.path.isfile(p):
                         missing.append(f"line {lineno}: {kind} {p}")
-                self.file_list.append((img, lab))
+                pairs.append((img, lab))
         if missing:
             raise FileNotFoundError(f"{list_path}: {len(missing)} file(s) not found: "
                                     + "; ".join(missing[:5])
                                     + (" ..." if len(missing) > 5 else ""))
-        if not self.file_list:
+        if not pairs:
             raise ValueError(f"PascalVOC: id list {list_path} is empty")
+        return pairs

@@ -9,20 +9,15 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             one_of, optional, validated)
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.attention import CAM, PAM
-from paddleseg_ext.models.layers.strip_conv import explicit_padding, strip_conv2d
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 
 #: DANet's auxiliary heads: PaddleSeg 2.x's linear one on stage 4, the FCN one on stage 3.
 AUX_HEADS = ("linear", "fcn")
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
 
 
 def _classifier(in_channels: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -31,6 +26,8 @@ def _classifier(in_channels: int, num_classes: int, dropout: float) -> nn.Sequen
 
 
 @manager.HEADS.register
+@validated(in_channels=POSITIVE_INT, num_classes=POSITIVE_INT,
+           inter_channels=optional(POSITIVE_INT), dropout=DROPOUT)
 class DAHead(nn.Layer):
     """Dual attention head: a position branch and a channel branch, fused by sum.
 
@@ -55,12 +52,8 @@ class DAHead(nn.Layer):
     def __init__(self, in_channels: int, num_classes: int, inter_channels: Optional[int] = None,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        _positive_int("DAHead", "in_channels", in_channels)
-        _positive_int("DAHead", "num_classes", num_classes)
         inter = in_channels // 4 if inter_channels is None else inter_channels
-        _positive_int("DAHead", "inter_channels", inter)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"DAHead: dropout must be in [0, 1), got {dropout!r}")
+        POSITIVE_INT("DAHead", "inter_channels", inter)
         self.inter_channels = inter
         self.pam_in = ConvBNReLU(in_channels, inter, 3)
         self.pam = PAM(inter)
@@ -72,31 +65,12 @@ class DAHead(nn.Layer):
         self.cam_cls = _classifier(inter, num_classes, float(dropout))
         self.fused_cls = _classifier(inter, num_classes, float(dropout))
 
-    @paddle.jit.not_to_static
-    def _branch_inputs(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        """``pam_in(x), cam_in(x)`` from one convolution with the two weights stacked.
-
-        Both read the same ``x``: one conv call does one im2col of it instead
-        of two (the head's largest buffer), then each half goes through its
-        own batch norm (per channel, so the same statistics as apart) and ReLU.
-        """
-        convs = (self.pam_in._conv, self.cam_in._conv)
-        pad = explicit_padding(convs[0])
-        same = pad is not None and all(
-            (c._stride, c._dilation, c._groups, explicit_padding(c)) ==
-            (convs[0]._stride, convs[0]._dilation, convs[0]._groups, pad) for c in convs)
-        if not same or (convs[0].bias is None) != (convs[1].bias is None):
-            return self.pam_in(x), self.cam_in(x)
-        weight = paddle.concat([c.weight for c in convs], axis=0)
-        bias = None if convs[0].bias is None else paddle.concat([c.bias for c in convs])
-        y = strip_conv2d(x, weight, bias, convs[0]._stride, pad, convs[0]._dilation,
-                         convs[0]._groups)
-        pam_y, cam_y = paddle.split(y, 2, axis=1)
-        return (self.pam_in._act(self.pam_in._norm(pam_y)),
-                self.cam_in._act(self.cam_in._norm(cam_y)))
+    def branch_inputs(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """``pam_in(x), cam_in(x)``: the two branches' input convolutions."""
+        return self.pam_in(x), self.cam_in(x)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
-        pam_x, cam_x = self._branch_inputs(x)
+        pam_x, cam_x = self.branch_inputs(x)
         pam_feat = self.pam_out(self.pam(pam_x))
         cam_feat = self.cam_out(self.cam(cam_x))
         logits = [self.fused_cls(pam_feat + cam_feat)]
@@ -106,6 +80,9 @@ class DAHead(nn.Layer):
 
 
 @manager.MODELS.register
+@validated(num_classes=POSITIVE_INT, inter_channels=optional(POSITIVE_INT),
+           enable_auxiliary_loss=BOOL, dropout=DROPOUT, align_corners=BOOL,
+           aux_head=one_of(*AUX_HEADS), align_mode=one_of(0, 1))
 class DANet(nn.Layer):
     """DANet semantic segmentation model.
 
@@ -157,23 +134,9 @@ class DANet(nn.Layer):
                  align_corners: bool = False, aux_head: str = "linear", align_mode: int = 1,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        self.num_classes = _positive_int("DANet", "num_classes", num_classes)
-        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
-            raise ValueError("DANet: backbone must be a built backbone layer with "
-                             f"`feat_channels`, got {type(backbone).__name__}")
-        n_feats = len(backbone.feat_channels)
-        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
-        if len(idx) != 2 or any(isinstance(i, bool) or not isinstance(i, int)
-                                or not 0 <= i < n_feats for i in idx):
-            raise ValueError("DANet: backbone_indices must be two ints in "
-                             f"[0, {n_feats}) (aux feature, attention feature), got "
-                             f"{backbone_indices!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"DANet: dropout must be in [0, 1), got {dropout!r}")
-        if aux_head not in AUX_HEADS:
-            raise ValueError(f"DANet: aux_head must be one of {list(AUX_HEADS)}, got {aux_head!r}")
-        if isinstance(align_mode, bool) or align_mode not in (0, 1):
-            raise ValueError(f"DANet: align_mode must be 0 or 1, got {align_mode!r}")
+        self.num_classes = num_classes
+        idx = feature_indices("DANet", backbone, backbone_indices,
+                              meaning="(aux feature, attention feature)")
         self.backbone = backbone
         self.backbone_indices = idx
         self.enable_auxiliary_loss = bool(enable_auxiliary_loss)

@@ -9,6 +9,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, FRACTION, NON_NEGATIVE_INT,
+                                             NUMBER_AT_LEAST_ONE, POSITIVE_INT, feature_indices,
+                                             int_at_least, one_of, validated)
 from paddleseg_ext.models.layers import resize_to, spatial_size
 from paddleseg_ext.models.layers.fpn import FPN, SemanticFPNHead
 from paddleseg_ext.models.layers.paddleseg_fpn import PaddleSegFPN, PaddleSegFPNHead
@@ -21,13 +24,10 @@ from paddleseg_ext.utils.pretrained import load_pretrained
 DECODERS = ("paddleseg", "semantic_fpn")
 
 
-def _positive_int(owner: str, name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
-
-
 @manager.HEADS.register
+@validated(in_channels=POSITIVE_INT, num_classes=POSITIVE_INT, channels=POSITIVE_INT,
+           num_fcs=NON_NEGATIVE_INT, coarse_pred_each_layer=BOOL,
+           padding_mode=one_of("border", "zeros"))
 class PointHead(nn.Layer):
     """PointRend's point head: a shared MLP that re-predicts single points.
 
@@ -59,14 +59,7 @@ class PointHead(nn.Layer):
                  num_fcs: int = 3, coarse_pred_each_layer: bool = True,
                  padding_mode: str = "border") -> None:
         super().__init__()
-        if padding_mode not in ("border", "zeros"):
-            raise ValueError(f"PointHead: padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
         self.padding_mode = padding_mode
-        for name, v in (("in_channels", in_channels), ("num_classes", num_classes),
-                        ("channels", channels)):
-            _positive_int("PointHead", name, v)
-        if not isinstance(num_fcs, int) or isinstance(num_fcs, bool) or num_fcs < 0:
-            raise ValueError(f"PointHead: num_fcs must be an int >= 0, got {num_fcs!r}")
         self.coarse_pred_each_layer = bool(coarse_pred_each_layer)
         extra = num_classes if self.coarse_pred_each_layer else 0
         self.fcs = nn.LayerList()
@@ -92,6 +85,12 @@ class PointHead(nn.Layer):
 
 
 @manager.MODELS.register
+@validated(num_classes=int_at_least(2), fpn_channels=POSITIVE_INT, fpn_head_channels=POSITIVE_INT,
+           dropout=DROPOUT, point_channels=POSITIVE_INT, point_num_fcs=NON_NEGATIVE_INT,
+           coarse_pred_each_layer=BOOL, num_points=POSITIVE_INT,
+           oversample_ratio=NUMBER_AT_LEAST_ONE, importance_sample_ratio=FRACTION,
+           subdivision_steps=NON_NEGATIVE_INT, subdivision_num_points=POSITIVE_INT,
+           align_corners=BOOL, decoder=one_of(*DECODERS))
 class PointRend(nn.Layer):
     """PointRend on Semantic FPN, for semantic segmentation.
 
@@ -155,31 +154,8 @@ class PointRend(nn.Layer):
                  subdivision_num_points: int = 8196, align_corners: bool = False,
                  decoder: str = "paddleseg", pretrained: Optional[str] = None) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"PointRend: num_classes must be an int >= 2, got {num_classes!r}")
-        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels") \
-                or not hasattr(backbone, "feat_strides"):
-            raise ValueError("PointRend: backbone must be a built backbone layer with "
-                             f"`feat_channels` and `feat_strides`, got {type(backbone).__name__}")
-        n_feats = len(backbone.feat_channels)
-        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
-        if len(idx) < 2 or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_feats
-                               for i in idx) or list(idx) != sorted(set(idx)):
-            raise ValueError("PointRend: backbone_indices must be at least two increasing ints in "
-                             f"[0, {n_feats}) (fine to coarse), got {backbone_indices!r}")
-        _positive_int("PointRend", "num_points", num_points)
-        _positive_int("PointRend", "subdivision_num_points", subdivision_num_points)
-        if float(oversample_ratio) < 1.0:
-            raise ValueError(f"PointRend: oversample_ratio must be >= 1, got {oversample_ratio!r}")
-        if not 0.0 <= float(importance_sample_ratio) <= 1.0:
-            raise ValueError("PointRend: importance_sample_ratio must be in [0, 1], got "
-                             f"{importance_sample_ratio!r}")
-        if isinstance(subdivision_steps, bool) or not isinstance(subdivision_steps, int) \
-                or subdivision_steps < 0:
-            raise ValueError(f"PointRend: subdivision_steps must be an int >= 0, got "
-                             f"{subdivision_steps!r}")
-        if decoder not in DECODERS:
-            raise ValueError(f"PointRend: decoder must be one of {list(DECODERS)}, got {decoder!r}")
+        idx = feature_indices("PointRend", backbone, backbone_indices, count=None,
+                              meaning="(fine to coarse)", needs=("feat_channels", "feat_strides"))
 
         self.num_classes = num_classes
         self.backbone = backbone

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import List, Optional, Sequence, Tuple, Union
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to
-from paddleseg_ext.models.layers.norm import inference_in_place
-from paddleseg_ext.models.layers.psa_block import (PSAModule, _check_bool,
-                                                   _check_concat_order, _check_impl,
-                                                   _normalization, _positive_int,
-                                                   parse_psa_type)
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             validated)
+from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
+from paddleseg_ext.models.layers.psa_block import (NORMALIZATION_FACTOR, PSA_CONCAT_ORDER,
+                                                   PSA_TYPE, PSAModule)
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 __all__ = ["PSANet"]
@@ -27,6 +24,11 @@ _HEAD_CHANNELS = 512
 
 
 @manager.MODELS.register
+@validated(num_classes=POSITIVE_INT, mask_h=POSITIVE_INT, mask_w=POSITIVE_INT, psa_type=PSA_TYPE,
+           shrink_factor=POSITIVE_INT, normalization_factor=NORMALIZATION_FACTOR,
+           psa_softmax=BOOL, use_psa=BOOL, compact=BOOL, enable_auxiliary_loss=BOOL,
+           align_corners=BOOL, dropout=DROPOUT,
+           psa_concat_order=PSA_CONCAT_ORDER)
 class PSANet(nn.Layer):
     """PSANet semantic segmentation model.
 
@@ -63,12 +65,6 @@ class PSANet(nn.Layer):
         enable_auxiliary_loss: build and (in training) run the aux head.
         align_corners: for the final logit resizes (the PSA module's internal
             shrink/expand always uses align_corners=True, as the authors do).
-        psa_impl: ``'fused'`` the fused attention op (no ``[hw, hw]`` map;
-            the unfused compiled path on small maps, where it is faster),
-            ``'op'`` compiled mask op, ``'paddle'`` pure Paddle, ``'auto'``
-            (``$PADDLESEG_EXT_PSA_IMPL``, else the mask op if it can be
-            loaded or built). Exported models list the op in deploy.yaml only
-            if used.
         dropout: dropout probability before both classifiers.
         psa_concat_order: bi-direction only, the order of the two branch
             contexts fed to the PSA projection: ``'collect_first'`` (the
@@ -78,11 +74,9 @@ class PSANet(nn.Layer):
             order decides which checkpoints give the same logits.
         pretrained: path or URL of whole-model weights, or None.
 
-    Large-image inference (``paddle.no_grad()``, dygraph): the bottleneck is
-    applied to ``[x, ctx]`` without building their 4096-channel concat, the
-    backbone keeps only the PSA stage, and big convs run in row strips
-    (:mod:`~paddleseg_ext.models.layers.strip_conv`); same outputs to float
-    rounding, training and export untouched.
+    How the PSA attention runs (the compiled PSA mask, pure Paddle, the fused
+    attention op) is the execution policy's choice, applied by
+    :func:`paddleseg_ext.runtime.prepare`; a config's ``model.psa_impl`` sets it.
 
     PSANet_paddle's model is otherwise this network: its ``psa.reduce_layer``,
     ``head.conv_bn_relu`` and ``head.conv`` are our ``psa.reduce``,
@@ -101,38 +95,18 @@ class PSANet(nn.Layer):
                  normalization_factor: Optional[float] = 1.0, psa_softmax: bool = True,
                  use_psa: bool = True, compact: bool = False,
                  enable_auxiliary_loss: bool = True, align_corners: bool = False,
-                 psa_impl: str = "auto", dropout: float = 0.1,
+                 dropout: float = 0.1,
                  psa_concat_order: str = "collect_first",
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        # Validate everything here so errors name PSANet and the YAML key.
-        self.num_classes = _positive_int(_OWNER, "num_classes", num_classes)
-        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
-            raise ValueError(f"{_OWNER}: backbone must be a built backbone layer with "
-                             f"`feat_channels`, got {type(backbone).__name__}")
-        n_feats = len(backbone.feat_channels)
-        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
-        if len(idx) != 2 or any(not isinstance(i, int) or isinstance(i, bool)
-                                or not 0 <= i < n_feats for i in idx):
-            raise ValueError(f"{_OWNER}: backbone_indices must be two ints in [0, {n_feats}) "
-                             f"(aux feature, PSA feature), got {backbone_indices!r}")
-        mask_size = (_positive_int(_OWNER, "mask_h", mask_h),
-                     _positive_int(_OWNER, "mask_w", mask_w))
-        psa_type_id = parse_psa_type(psa_type, _OWNER)
-        _positive_int(_OWNER, "shrink_factor", shrink_factor)
-        _normalization(_OWNER, normalization_factor, mask_size)
-        for name, value in (("psa_softmax", psa_softmax), ("use_psa", use_psa),
-                            ("compact", compact), ("enable_auxiliary_loss", enable_auxiliary_loss),
-                            ("align_corners", align_corners)):
-            _check_bool(_OWNER, name, value)
-        impl = _check_impl(psa_impl, _OWNER)
-        concat_order = _check_concat_order(psa_concat_order, _OWNER, "psa_concat_order")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{_OWNER}: dropout must be in [0, 1), got {dropout!r}")
+        # The arguments were checked by @validated, so errors name PSANet and the YAML key.
+        self.num_classes = num_classes
+        idx = feature_indices(_OWNER, backbone, backbone_indices,
+                              meaning="(aux feature, PSA feature)")
+        mask_size = (mask_h, mask_w)
+        psa_type_id, concat_order = psa_type, psa_concat_order
 
         self.backbone = backbone
-        self._backbone_keeps = "keep" in inspect.signature(backbone.forward).parameters
         self.backbone_indices = idx
         self.use_psa = use_psa
         self.enable_auxiliary_loss = enable_auxiliary_loss
@@ -140,7 +114,7 @@ class PSANet(nn.Layer):
         aux_ch, feat_ch = (backbone.feat_channels[i] for i in idx)
 
         self.psa = (PSAModule(feat_ch, _PSA_MID_CHANNELS, psa_type_id, mask_size, shrink_factor,
-                              normalization_factor, psa_softmax, compact, impl,
+                              normalization_factor, psa_softmax, compact,
                               concat_order=concat_order)
                     if use_psa else None)
         head_in = self.psa.out_channels if self.psa is not None else feat_ch
@@ -162,29 +136,11 @@ class PSANet(nn.Layer):
         return ("seg",)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
-        with_aux = self.training and self.aux_head is not None  # aux branch is train-only
-        if not with_aux and self._backbone_keeps and inference_in_place():
-            # Large-image inference: the backbone frees the stages the head does not use.
-            feats = self.backbone(x, keep=(self.backbone_indices[1],))
-        else:
-            feats = self.backbone(x)
+        feats = self.backbone(x)
         y = feats[self.backbone_indices[1]]
-        aux_in = feats[self.backbone_indices[0]] if with_aux else None
-        del feats  # inference: the other stages are not kept alive under the head
-        if self.psa is None:
-            head = self.bottleneck(y)
-        else:
-            # The bottleneck takes [x, ctx] (4096 channels at os8); forward_concat
-            # skips building that concat under no-grad inference.
-            head = self.bottleneck.forward_concat(self.psa.forward_parts(y))
-        del y
+        head = self.bottleneck(y if self.psa is None else self.psa(y))
         logits = [self.cls(self.dropout(head))]
-        if with_aux:
-            logits.append(self.aux_head(aux_in))
-        if paddle.in_dynamic_mode():
-            return [resize_to(logit, x.shape[2:], self.align_corners) for logit in logits]
-        # Traced (export): H, W may be dynamic, so resize to a shape tensor.
-        # resize_to's "same size" check cannot compare a traced shape value.
-        size = paddle.shape(x)[2:]
-        return [F.interpolate(logit, size=size, mode="bilinear", align_corners=self.align_corners)
-                for logit in logits]
+        if self.training and self.aux_head is not None:  # deep supervision: training only
+            logits.append(self.aux_head(feats[self.backbone_indices[0]]))
+        size = spatial_size(x)
+        return [resize_to(logit, size, self.align_corners) for logit in logits]

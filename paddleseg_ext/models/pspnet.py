@@ -8,17 +8,16 @@ import paddle
 import paddle.nn as nn
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
+                                             list_of, optional, validated)
 from paddleseg_ext.models.layers import AuxHead, PPModule, resize_to, spatial_size
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"PSPNet: {name} must be a positive int, got {value!r}")
-    return value
-
-
 @manager.MODELS.register
+@validated(num_classes=POSITIVE_INT, pp_out_channels=POSITIVE_INT,
+           bin_sizes=list_of(POSITIVE_INT), enable_auxiliary_loss=BOOL, dropout=DROPOUT,
+           align_corners=BOOL, aux_inter_channels=optional(POSITIVE_INT))
 class PSPNet(nn.Layer):
     """PSPNet semantic segmentation model.
 
@@ -63,18 +62,9 @@ class PSPNet(nn.Layer):
                  aux_inter_channels: Optional[int] = None,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        self.num_classes = _positive_int("num_classes", num_classes)
-        _positive_int("pp_out_channels", pp_out_channels)
-        if not isinstance(backbone, nn.Layer) or not hasattr(backbone, "feat_channels"):
-            raise ValueError("PSPNet: backbone must be a built backbone layer with "
-                             f"`feat_channels`, got {type(backbone).__name__}")
-        n_feats = len(backbone.feat_channels)
-        idx = tuple(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else ()
-        if len(idx) != 2 or any(not isinstance(i, int) or not 0 <= i < n_feats for i in idx):
-            raise ValueError("PSPNet: backbone_indices must be two ints in "
-                             f"[0, {n_feats}) (aux feature, PPM feature), got {backbone_indices!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"PSPNet: dropout must be in [0, 1), got {dropout!r}")
+        self.num_classes = num_classes
+        idx = feature_indices("PSPNet", backbone, backbone_indices,
+                              meaning="(aux feature, PPM feature)")
 
         self.backbone = backbone
         self.backbone_indices = idx
@@ -86,8 +76,7 @@ class PSPNet(nn.Layer):
                                    align_corners=self.align_corners)
         self.dropout = nn.Dropout(p=float(dropout))
         self.cls = nn.Conv2D(pp_out_channels, num_classes, 1)
-        aux_inter = aux_ch // 4 if aux_inter_channels is None else \
-            _positive_int("aux_inter_channels", aux_inter_channels)
+        aux_inter = aux_ch // 4 if aux_inter_channels is None else aux_inter_channels
         self.aux_head = (AuxHead(aux_ch, num_classes, aux_inter, dropout=float(dropout))
                          if self.enable_auxiliary_loss else None)
 

@@ -6,14 +6,8 @@ attention, Winograd tile transforms) are built or loaded on first use, or ahead 
 the build/cache/lock machinery.
 """
 
-from .psa_attention import (  # noqa: F401
-    ATTENTION_OP_NAME,
-    build_attention_op,
-    is_attention_op_available,
-    load_attention_op_library,
-    psa_attention,
-    psa_attention_reference,
-)
+# psa_mask first: the ops register (and `python -m paddleseg_ext.ops.build` builds them) in
+# import order, the mask op before the attention op that extends it.
 from .psa_mask import (  # noqa: F401
     OP_NAME,
     build_op,
@@ -22,6 +16,14 @@ from .psa_mask import (  # noqa: F401
     op_cache_dir,
     psa_mask,
     psa_mask_reference,
+)
+from .psa_attention import (  # noqa: F401
+    ATTENTION_OP_NAME,
+    build_attention_op,
+    is_attention_op_available,
+    load_attention_op_library,
+    psa_attention,
+    psa_attention_reference,
 )
 from .winograd import is_winograd_available, winograd_conv3x3  # noqa: F401
 

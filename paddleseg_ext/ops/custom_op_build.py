@@ -65,11 +65,9 @@ def op_cache_dir() -> Path:
     ``$PADDLESEG_EXT_OP_CACHE`` if set, else
     ``$XDG_CACHE_HOME/paddleseg_ext/ops`` (``~/.cache/paddleseg_ext/ops``).
     """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base).expanduser().resolve() / "paddleseg_ext" / "ops"
+    from paddleseg_ext.runtime.policy import current_policy
+
+    return current_policy().op_cache_dir()
 
 
 def registered_ops() -> list:
@@ -90,7 +88,9 @@ def want_cuda() -> bool:
 
 
 def _no_build() -> bool:
-    return os.environ.get(NO_BUILD_ENV, "") not in ("", "0")
+    from paddleseg_ext.runtime.policy import current_policy
+
+    return not current_policy().build_ops
 
 
 @contextlib.contextmanager

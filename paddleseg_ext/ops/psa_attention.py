@@ -47,7 +47,6 @@ Two implementations give the same values and gradients:
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -56,8 +55,8 @@ from typing import Optional, Sequence, Tuple, Union
 import paddle
 import paddle.nn.functional as F
 
-from .custom_op_build import IMPL_ENV, CompiledOp
-from .psa_mask import _dtype_name, _mask_hw, _psa_type_id
+from .custom_op_build import CompiledOp
+from .psa_args import OP_DTYPES, cpu_copy_dtype, dtype_name, mask_hw, psa_type_id
 
 __all__ = [
     "psa_attention",
@@ -70,7 +69,6 @@ __all__ = [
 
 #: Name the op is registered under (``PD_BUILD_OP(psa_attention)``).
 ATTENTION_OP_NAME = "psa_attention"
-_OP_DTYPES = ("float32", "float64")
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
     "C++ compiler, plus nvcc for CUDA), or select the pure-Paddle path with "
@@ -80,8 +78,10 @@ _BUILD_HINT = (
 _OP = CompiledOp(
     ATTENTION_OP_NAME, "psa_attention", cpu_sources=["psa_attention.cc"],
     cuda_sources=["psa_attention.cu"],
-    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h",
-             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h"],
+    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h", "common/op_dtypes.h",
+             "common/kernel_support.h", "common/cuda_dtype_dispatch.h",
+             "psa_attention/psa_attention_common.h", "psa_attention/psa_attention_cpu.h",
+             "psa_attention/psa_attention_cuda.h", "psa_attention/psa_attention_kernels.cuh"],
     build_hint=_BUILD_HINT)
 
 PsaType = Union[str, int]
@@ -121,7 +121,7 @@ def is_attention_op_available(build: bool = False) -> bool:
 
 def _mask_size_of(mask_logits: paddle.Tensor, mask_size) -> Tuple[int, int]:
     if mask_size is not None:
-        return _mask_hw(mask_size)
+        return mask_hw(mask_size, "psa_attention")
     channels = mask_logits.shape[1] if len(mask_logits.shape) == 4 else None
     side = math.isqrt(channels) if isinstance(channels, int) and channels > 0 else 0
     if side * side != channels:
@@ -149,8 +149,8 @@ def _check_inputs(x: paddle.Tensor, a: paddle.Tensor, mh: int, mw: int) -> None:
         if known(xs[d]) and known(as_[d]) and xs[d] != as_[d]:
             raise ValueError(f"psa_attention: x {xs} and mask_logits {as_} differ in {name}.")
     if x.dtype != a.dtype:
-        raise ValueError(f"psa_attention: x is {_dtype_name(x)} but mask_logits is "
-                         f"{_dtype_name(a)}; use one dtype.")
+        raise ValueError(f"psa_attention: x is {dtype_name(x)} but mask_logits is "
+                         f"{dtype_name(a)}; use one dtype.")
 
 
 def _check_norm(value: object) -> float:
@@ -280,7 +280,7 @@ def psa_attention_reference(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_ty
     Raises:
         ValueError: On bad arguments or input shapes.
     """
-    type_id = _psa_type_id(psa_type)
+    type_id = psa_type_id(psa_type, "psa_attention")
     mh, mw = _mask_size_of(mask_logits, mask_size)
     _check_inputs(x, mask_logits, mh, mw)
     norm = _check_norm(normalization_factor)
@@ -321,7 +321,9 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
     https://hszhao.github.io/papers/eccv18_psanet.pdf.
 
     Args:
-        x: ``[N, C, H, W]`` float32/float64 features.
+        x: ``[N, C, H, W]`` float32/float64/float16/bfloat16 features (the
+            GPU kernels compute 16-bit inputs in float32; an op built without
+            CUDA kernels runs them on a float32 copy).
         mask_logits: ``[N, mask_h*mask_w, H, W]`` window logits, ``x``'s dtype.
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         normalization_factor: the result is divided by it (> 0).
@@ -340,26 +342,37 @@ def psa_attention(x: paddle.Tensor, mask_logits: paddle.Tensor, psa_type: PsaTyp
         ValueError: Bad arguments or input shapes.
         RuntimeError: ``impl='op'`` and the compiled op is unavailable.
     """
-    type_id = _psa_type_id(psa_type)
+    type_id = psa_type_id(psa_type, "psa_attention")
     mh, mw = _mask_size_of(mask_logits, mask_size)
     _check_inputs(x, mask_logits, mh, mw)
     norm = _check_norm(normalization_factor)
-    env = (os.environ.get(IMPL_ENV) or "").strip().lower()
-    mode = (impl or (env if env in ("op", "paddle", "auto") else "auto")).strip().lower()
+    if impl is None:
+        from paddleseg_ext.runtime.policy import current_policy
+
+        mode = current_policy().psa_impl
+        mode = mode if mode in ("op", "paddle") else "auto"
+    else:
+        mode = str(impl).strip().lower()
     if mode not in ("op", "paddle", "auto"):
         raise ValueError(f"psa_attention: impl must be 'op', 'paddle' or 'auto', got {impl!r}.")
-    dtype_ok = _dtype_name(x) in _OP_DTYPES
+    dtype_ok = dtype_name(x) in OP_DTYPES
     module = None
     if mode == "op":
         if not dtype_ok:
-            raise ValueError(f"psa_attention: the compiled op supports {_OP_DTYPES}, got "
-                             f"{_dtype_name(x)}; use impl='paddle'.")
-        module = load_attention_op_library(build=True)[0]
+            raise ValueError(f"psa_attention: the compiled op supports {OP_DTYPES}, got "
+                             f"{dtype_name(x)}; use impl='paddle'.")
+        module = load_attention_op_library(build=False)[0]
     elif mode == "auto" and dtype_ok:
-        module = _OP.get(allow_build=True)
+        module = _OP.get(allow_build=False)
         if module is None:
             _fallback_warning()
     if module is None:
         return psa_attention_reference(x, mask_logits, type_id, norm, softmax, (mh, mw))
-    out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
+    wide = cpu_copy_dtype(x)  # 16-bit without CUDA kernels: the CPU kernels take float32
+    if wide is None:
+        out, _ = module.psa_attention(x, mask_logits, type_id, mh, mw, bool(softmax))
+    else:
+        out, _ = module.psa_attention(x.astype(wide), mask_logits.astype(wide), type_id, mh, mw,
+                                      bool(softmax))
+        out = out.astype(x.dtype)
     return out * (1.0 / norm) if norm != 1.0 else out

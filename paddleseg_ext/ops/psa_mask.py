@@ -28,15 +28,15 @@ one warning).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence, Union
 
 import paddle
 
 from .custom_op_build import IMPL_ENV, CompiledOp, op_cache_dir, want_cuda
+from .psa_args import (OP_DTYPES, MaskSize, PsaType, cpu_copy_dtype, dtype_name, mask_hw,
+                       psa_type_id)
 
 __all__ = [
     "psa_mask",
@@ -54,8 +54,6 @@ __all__ = [
 OP_NAME = "psa_mask"
 _IMPL_ENV = IMPL_ENV
 
-_PSA_TYPES = {"collect": 0, "distribute": 1}
-_OP_DTYPES = ("float32", "float64")
 
 _BUILD_HINT = (
     "Build it ahead of time with `python -m paddleseg_ext.ops.build` (needs a "
@@ -63,40 +61,11 @@ _BUILD_HINT = (
     f"impl='paddle' or {_IMPL_ENV}=paddle."
 )
 
-PsaType = Union[str, int]
-MaskSize = Union[int, Sequence[int]]
 
 
 # --------------------------------------------------------------------------
 # Argument handling
 # --------------------------------------------------------------------------
-
-
-def _psa_type_id(psa_type: PsaType) -> int:
-    if isinstance(psa_type, str) and psa_type.lower() in _PSA_TYPES:
-        return _PSA_TYPES[psa_type.lower()]
-    if not isinstance(psa_type, bool) and isinstance(psa_type, int) and psa_type in (0, 1):
-        return int(psa_type)
-    raise ValueError(
-        "psa_mask: psa_type must be 'collect' (0) or 'distribute' (1), "
-        f"got {psa_type!r}."
-    )
-
-
-def _mask_hw(mask_size: MaskSize) -> tuple[int, int]:
-    if isinstance(mask_size, int) and not isinstance(mask_size, bool):
-        mask_size = (mask_size, mask_size)
-    try:
-        mh, mw = (int(v) for v in mask_size)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"psa_mask: mask_size must be (mask_h, mask_w), got {mask_size!r}."
-        ) from None
-    if mh < 1 or mw < 1:
-        raise ValueError(
-            f"psa_mask: mask_size must be positive, got ({mh}, {mw})."
-        )
-    return mh, mw
 
 
 def _check_input(x: paddle.Tensor, mh: int, mw: int) -> None:
@@ -115,8 +84,13 @@ def _check_input(x: paddle.Tensor, mh: int, mw: int) -> None:
         )
 
 
-def _dtype_name(x: paddle.Tensor) -> str:
-    return str(x.dtype).replace("paddle.", "")
+def _call_op(module: ModuleType, x: paddle.Tensor, type_id: int, mh: int, mw: int):
+    """The compiled op on ``x``, through a float32 copy where
+    :func:`cpu_copy_dtype` says so (exact: the op only moves values)."""
+    wide = cpu_copy_dtype(x)
+    if wide is None:
+        return module.psa_mask(x, type_id, mh, mw)
+    return module.psa_mask(x.astype(wide), type_id, mh, mw).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -191,8 +165,8 @@ def psa_mask_reference(
     Raises:
         ValueError: On a bad ``psa_type``/``mask_size`` or a wrong input shape.
     """
-    type_id = _psa_type_id(psa_type)
-    mh, mw = _mask_hw(mask_size)
+    type_id = psa_type_id(psa_type)
+    mh, mw = mask_hw(mask_size)
     _check_input(x, mh, mw)
     shape = paddle.shape(x)
     n, h, w = shape[0], shape[2], shape[3]
@@ -226,7 +200,10 @@ def psa_mask_reference(
 
 _OP = CompiledOp(
     OP_NAME, "psa_mask", cpu_sources=["psa_mask.cc"], cuda_sources=["psa_mask.cu"],
-    headers=["psa_mask/psa_mask_common.h", "common/cpu_parallel.h"], build_hint=_BUILD_HINT)
+    headers=["psa_mask/psa_mask_common.h", "psa_mask/psa_mask_cuda.h",
+             "psa_mask/psa_mask_kernels.cuh", "common/cpu_parallel.h", "common/op_dtypes.h",
+             "common/kernel_support.h", "common/cuda_dtype_dispatch.h"],
+    build_hint=_BUILD_HINT)
 
 
 def op_source_dir() -> Path:
@@ -323,7 +300,9 @@ def psa_mask(
     op when available; both paths give identical values and gradients.
 
     Args:
-        x: ``[N, mask_h*mask_w, H, W]`` float32/float64 tensor.
+        x: ``[N, mask_h*mask_w, H, W]`` float32/float64/float16/bfloat16
+            tensor (the 16-bit types through a float32 copy where the op has
+            no CUDA kernels).
         psa_type: ``'collect'``/``0`` or ``'distribute'``/``1``.
         mask_size: ``(mask_h, mask_w)``; even sizes give a lopsided window
             (``hh = (mask_h-1)//2`` cells above the centre).
@@ -337,35 +316,37 @@ def psa_mask(
         ValueError: Bad ``psa_type``, ``mask_size``, ``impl`` or input shape.
         RuntimeError: ``impl='op'`` and the compiled op is unavailable.
     """
-    type_id = _psa_type_id(psa_type)
-    mh, mw = _mask_hw(mask_size)
+    type_id = psa_type_id(psa_type)
+    mh, mw = mask_hw(mask_size)
     _check_input(x, mh, mw)
-    mode = (impl or os.environ.get(_IMPL_ENV) or "auto").strip().lower()
-    if mode == "fused" and not impl:  # PSANet's fused choice; the mask op itself: auto
-        mode = "auto"
+    if impl is None:
+        from paddleseg_ext.runtime.policy import current_policy
+
+        mode = current_policy().psa_impl
+        if mode == "fused":  # PSANet's fused choice; the mask op itself: auto
+            mode = "auto"
+    else:
+        mode = str(impl).strip().lower()
     if mode not in ("op", "paddle", "auto"):
-        raise ValueError(
-            f"psa_mask: impl must be 'op', 'paddle' or 'auto', got {mode!r} "
-            f"(from {'impl=' if impl else _IMPL_ENV})."
-        )
+        raise ValueError(f"psa_mask: impl must be 'op', 'paddle' or 'auto', got {impl!r}.")
     if mode == "paddle":
         return psa_mask_reference(x, type_id, (mh, mw))
 
-    dtype_ok = _dtype_name(x) in _OP_DTYPES
+    dtype_ok = dtype_name(x) in OP_DTYPES
     if mode == "op":
         if not dtype_ok:
             raise ValueError(
-                f"psa_mask: the compiled op supports {_OP_DTYPES}, got "
-                f"{_dtype_name(x)}; use impl='paddle'."
+                f"psa_mask: the compiled op supports {OP_DTYPES}, got "
+                f"{dtype_name(x)}; use impl='paddle'."
             )
-        module, _ = load_op_library(build=True)
-        return module.psa_mask(x, type_id, mh, mw)
+        module, _ = load_op_library(build=False)
+        return _call_op(module, x, type_id, mh, mw)
 
     # auto
     on_gpu = paddle.in_dynamic_mode() and not x.place.is_cpu_place()
     if dtype_ok and not (on_gpu and not _want_cuda()):
-        module = _get_op(allow_build=True)
+        module = _get_op(allow_build=False)
         if module is not None:
-            return module.psa_mask(x, type_id, mh, mw)
+            return _call_op(module, x, type_id, mh, mw)
         _fallback_warning()
     return psa_mask_reference(x, type_id, (mh, mw))

@@ -38,27 +38,31 @@ def momentum(learning_rate: Any, parameters: Iterable, momentum: float = 0.9,
     return sgd(learning_rate, parameters, momentum, weight_decay, nesterov, grad_clip_norm)
 
 
-@manager.OPTIMIZERS.register(name="Adam")
-def adam(learning_rate: Any, parameters: Iterable, beta1: float = 0.9, beta2: float = 0.999,
-         epsilon: float = 1e-8, weight_decay: float = 0.0,
-         grad_clip_norm: Optional[float] = None) -> paddle.optimizer.Optimizer:
-    """Adam with L2 weight decay."""
-    return paddle.optimizer.Adam(learning_rate=learning_rate, beta1=beta1, beta2=beta2,
-                                 epsilon=epsilon, parameters=parameters,
-                                 weight_decay=weight_decay or None, grad_clip=_clip(grad_clip_norm))
+def _adam_kind(name: str, cls: type, default_decay: float, coupled_decay: bool, doc: str):
+    """The factory of one Adam variant: Adam adds the L2 decay to the gradient
+    (``coupled_decay``; 0 means none), AdamW decays the weights directly."""
+
+    def factory(learning_rate: Any, parameters: Iterable, beta1: float = 0.9,
+                beta2: float = 0.999, epsilon: float = 1e-8, weight_decay: float = default_decay,
+                grad_clip_norm: Optional[float] = None) -> paddle.optimizer.Optimizer:
+        decay = (weight_decay or None) if coupled_decay else weight_decay
+        return cls(learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
+                   parameters=parameters, weight_decay=decay, grad_clip=_clip(grad_clip_norm))
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
 
 
-@manager.OPTIMIZERS.register(name="AdamW")
-def adamw(learning_rate: Any, parameters: Iterable, beta1: float = 0.9, beta2: float = 0.999,
-          epsilon: float = 1e-8, weight_decay: float = 0.01,
-          grad_clip_norm: Optional[float] = None) -> paddle.optimizer.Optimizer:
-    """AdamW (decoupled weight decay)."""
-    return paddle.optimizer.AdamW(learning_rate=learning_rate, beta1=beta1, beta2=beta2,
-                                  epsilon=epsilon, parameters=parameters,
-                                  weight_decay=weight_decay, grad_clip=_clip(grad_clip_norm))
+adam = manager.OPTIMIZERS.register(
+    _adam_kind("adam", paddle.optimizer.Adam, 0.0, True, "Adam with L2 weight decay."), name="Adam")
+adamw = manager.OPTIMIZERS.register(
+    _adam_kind("adamw", paddle.optimizer.AdamW, 0.01, False, "AdamW (decoupled weight decay)."),
+    name="AdamW")
 
 
 # Lower-case aliases as PaddleSeg accepts them.
 manager.OPTIMIZERS.register(adam, name="adam")
 manager.OPTIMIZERS.register(adamw, name="adamw")
 manager.OPTIMIZERS.register(momentum, name="momentum")
+manager.OPTIMIZERS.register(sgd, name="SGD")  # PaddleSeg 2.8's configs spell it so

@@ -87,9 +87,9 @@ class SceneReport:
 
 
 def scene_output(path: str, base: Optional[str], save_dir: str) -> str:
-    from ..core.predict import _rel_name
+    from ..core.predict import output_stem
 
-    return os.path.join(save_dir, _rel_name(path, base) + ".tif")
+    return os.path.join(save_dir, output_stem(path, base) + ".tif")
 
 
 def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, predict_fn: PredictFn,

@@ -98,3 +98,10 @@ def check_pad_value(value: Any, name: str, owner: str) -> Any:
         return [float(v) for v in value]
     raise ValueError(f"{owner}: {name} must be a number or a list of numbers (one per "
                      f"channel), got {value!r}")
+
+
+def check_padding(im_padding_value: Any, label_padding_value: Any, owner: str) -> Tuple[Any, int]:
+    """The image fill (:func:`check_pad_value`) and the label fill (an int) of a
+    transform that pads."""
+    return (check_pad_value(im_padding_value, "im_padding_value", owner),
+            int(check_number(label_padding_value, "label_padding_value", owner, -2 ** 31)))

@@ -414,8 +414,9 @@ def normalize(img: np.ndarray, mean: np.ndarray, std: np.ndarray,
     """``(img / max_value - mean) / std`` per channel, float32 (PaddleSeg's rule
     with ``max_value = 255``).
 
-    Three float32 operations per element in this order, as before, but in one
-    output buffer. ``chw_buffer=True`` stores the result channel-first and
+    Three float32 operations per element in this order, so the values equal,
+    to the bit, those of the three steps run as separate array operations;
+    here they are written into one output buffer. ``chw_buffer=True`` stores the result channel-first and
     returns the ``HxWxC`` view of it: same values, and the final CHW
     conversion in :class:`~paddleseg_ext.transforms.Compose` becomes free.
     """

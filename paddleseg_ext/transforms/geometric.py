@@ -20,7 +20,7 @@ import numpy as np
 
 from ..cvlibs import manager
 from . import functional as F
-from .base import (Size, Transform, _where, apply_to_sample, check_number, check_pad_value,
+from .base import (Size, Transform, _where, apply_to_sample, check_number, check_padding,
                    check_prob, check_size)
 
 PadValue = Union[float, Sequence[float]]
@@ -89,28 +89,43 @@ class Resize(Transform):
         return _resize_sample(data, size, _pick_interp(self.interp))
 
 
+class _ResizeBySide(Transform):
+    """Scale, keeping the aspect ratio, so that one side has a given length.
+
+    Subclasses name the side: ``side_arg`` (their argument, kept as an
+    attribute of that name) and ``size_for`` (``(h, w), length -> (w, h)``).
+    """
+
+    side_arg: str
+    size_for: Callable[[Tuple[int, int], int], Tuple[int, int]]
+
+    def __init__(self, length: int) -> None:
+        setattr(self, self.side_arg,
+                int(check_number(length, self.side_arg, type(self).__name__, 0, False)))
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        size = self.size_for(data["img"].shape[:2], getattr(self, self.side_arg))
+        return _resize_sample(data, size, cv2.INTER_LINEAR)
+
+
 @manager.TRANSFORMS.register
-class ResizeByLong(Transform):
+class ResizeByLong(_ResizeBySide):
     """Scale so the long side equals ``long_size``, keeping the aspect ratio."""
 
-    def __init__(self, long_size: int) -> None:
-        self.long_size = int(check_number(long_size, "long_size", "ResizeByLong", 0, False))
+    side_arg, size_for = "long_size", staticmethod(F.size_for_long)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        size = F.size_for_long(data["img"].shape[:2], self.long_size)
-        return _resize_sample(data, size, cv2.INTER_LINEAR)
+    def __init__(self, long_size: int) -> None:
+        super().__init__(long_size)
 
 
 @manager.TRANSFORMS.register
-class ResizeByShort(Transform):
+class ResizeByShort(_ResizeBySide):
     """Scale so the short side equals ``short_size``, keeping the aspect ratio."""
 
-    def __init__(self, short_size: int) -> None:
-        self.short_size = int(check_number(short_size, "short_size", "ResizeByShort", 0, False))
+    side_arg, size_for = "short_size", staticmethod(F.size_for_short)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        size = F.size_for_short(data["img"].shape[:2], self.short_size)
-        return _resize_sample(data, size, cv2.INTER_LINEAR)
+    def __init__(self, short_size: int) -> None:
+        super().__init__(short_size)
 
 
 @manager.TRANSFORMS.register
@@ -192,9 +207,8 @@ class RandomPaddingCrop(Transform):
                  ignore_index: int = 255) -> None:
         o = "RandomPaddingCrop"
         self.crop_size = check_size(crop_size, "crop_size", o)
-        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
-        self.label_padding_value = int(check_number(label_padding_value,
-                                                    "label_padding_value", o, -2 ** 31))
+        self.im_padding_value, self.label_padding_value = check_padding(
+            im_padding_value, label_padding_value, o)
         self.category_max_ratio = check_number(category_max_ratio, "category_max_ratio", o,
                                                0, False)
         self.ignore_index = int(ignore_index)
@@ -315,9 +329,10 @@ def fused_pair(first: Any, second: Any) -> Optional[Callable[..., Dict[str, Any]
     window (:meth:`RandomPaddingCrop.resize_and_crop`): at scale 2 the full
     resize of a 2048x1024 image makes 4096x2048 pixels, of which a 1024x512
     crop keeps a 16th.
-    The random draws (scale, then top, then left) are unchanged, so seeded
-    runs and resumes reproduce. :class:`~paddleseg_ext.transforms.Compose`
-    uses this; the transforms alone behave as before.
+    The random draws (scale, then top, then left) are those of the two
+    transforms run one after the other, so a seeded run gives the same samples
+    fused or not, and resumes reproduce. :class:`~paddleseg_ext.transforms.Compose`
+    uses this; each transform called alone still does its whole resize or crop.
     """
     if _plain(first, ResizeStepScaling) and _plain(second, RandomPaddingCrop):
         return lambda data, to_float=None: second.resize_and_crop(
@@ -325,30 +340,38 @@ def fused_pair(first: Any, second: Any) -> Optional[Callable[..., Dict[str, Any]
     return None
 
 
+class _RandomFlip(Transform):
+    """Mirror image and label with probability ``prob`` along the axis of ``flip``."""
+
+    flip: Callable[[np.ndarray], np.ndarray]
+
+    def __init__(self, prob: float) -> None:
+        self.prob = check_prob(prob, "prob", type(self).__name__)
+
+    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        if random.random() < self.prob:
+            data = self._apply(data, self.flip, self.flip)
+        return data
+
+
 @manager.TRANSFORMS.register
-class RandomHorizontalFlip(Transform):
+class RandomHorizontalFlip(_RandomFlip):
     """Mirror left-right with probability ``prob``."""
 
-    def __init__(self, prob: float = 0.5) -> None:
-        self.prob = check_prob(prob, "prob", "RandomHorizontalFlip")
+    flip = staticmethod(F.horizontal_flip)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        if random.random() < self.prob:
-            data = self._apply(data, F.horizontal_flip, F.horizontal_flip)
-        return data
+    def __init__(self, prob: float = 0.5) -> None:
+        super().__init__(prob)
 
 
 @manager.TRANSFORMS.register
-class RandomVerticalFlip(Transform):
+class RandomVerticalFlip(_RandomFlip):
     """Mirror top-bottom with probability ``prob``."""
 
-    def __init__(self, prob: float = 0.1) -> None:
-        self.prob = check_prob(prob, "prob", "RandomVerticalFlip")
+    flip = staticmethod(F.vertical_flip)
 
-    def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        if random.random() < self.prob:
-            data = self._apply(data, F.vertical_flip, F.vertical_flip)
-        return data
+    def __init__(self, prob: float = 0.1) -> None:
+        super().__init__(prob)
 
 
 @manager.TRANSFORMS.register
@@ -364,9 +387,8 @@ class RandomRotation(Transform):
                  label_padding_value: int = 255) -> None:
         o = "RandomRotation"
         self.max_rotation = check_number(max_rotation, "max_rotation", o)
-        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
-        self.label_padding_value = int(check_number(label_padding_value,
-                                                    "label_padding_value", o, -2 ** 31))
+        self.im_padding_value, self.label_padding_value = check_padding(
+            im_padding_value, label_padding_value, o)
 
     def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
         if self.max_rotation <= 0:
@@ -391,9 +413,8 @@ class Padding(Transform):
                  label_padding_value: int = 255) -> None:
         o = "Padding"
         self.target_size = check_size(target_size, "target_size", o)
-        self.im_padding_value = check_pad_value(im_padding_value, "im_padding_value", o)
-        self.label_padding_value = int(check_number(label_padding_value,
-                                                    "label_padding_value", o, -2 ** 31))
+        self.im_padding_value, self.label_padding_value = check_padding(
+            im_padding_value, label_padding_value, o)
 
     def __call__(self, data: Dict[str, Any]) -> Dict[str, Any]:
         h, w = data["img"].shape[:2]

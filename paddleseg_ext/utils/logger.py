@@ -30,15 +30,13 @@ def get_logger() -> logging.Logger:
 def set_threads(num_threads: int | None = None) -> int:
     """Use all cores on CPU unless told otherwise (Paddle defaults to one thread).
 
-    ``CPU_NUM_THREADS`` in the environment overrides the default.
+    The execution policy's ``threads`` (``CPU_NUM_THREADS`` in the environment) overrides
+    the default.
     """
     from paddle.base import core
 
-    n = num_threads or int(os.environ.get("CPU_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+    from ..runtime.policy import current_policy
+
+    n = num_threads or current_policy().threads or (os.cpu_count() or 1)
     core.set_num_threads(int(n))  # MKL / oneDNN / OpenMP threads of the CPU kernels
-    # The package's compiled ops size their thread pool from PSA_MASK_NUM_THREADS, else
-    # OMP_NUM_THREADS, which `import paddle` sets to 1 when it is unset: without this they
-    # would run on one core whatever Paddle's kernels use.
-    if num_threads or not os.environ.get("PSA_MASK_NUM_THREADS"):
-        os.environ["PSA_MASK_NUM_THREADS"] = str(int(n))
     return n

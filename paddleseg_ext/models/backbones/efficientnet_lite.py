@@ -15,6 +15,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT, copy_rules, one_of, validated
 from paddleseg_ext.models.layers import SyncBatchNorm
 from paddleseg_ext.utils.pretrained import load_pretrained, register_pretrained_keyword
 
@@ -67,7 +68,7 @@ class _MBConv(nn.Layer):
     ``_depthwise_conv``, ``_bn1``, ``_project_conv``, ``_bn2``) so its keys map one to one.
     """
 
-    #: Each batch norm reads its conv's output directly: foldable for inference (layers/fold_bn.py).
+    #: Each batch norm reads its conv's output directly: foldable for inference (runtime/forms/fold_bn.py).
     conv_bn_pairs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
@@ -91,6 +92,7 @@ class _MBConv(nn.Layer):
         return x + y if self.residual else y
 
 
+@validated(output_stride=one_of(*_DILATIONS), in_channels=POSITIVE_INT)
 class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_vd's style)
     """EfficientNet-Lite backbone returning four features (strides 4, 8, 16, 32).
 
@@ -132,17 +134,13 @@ class EfficientNet_Lite(nn.Layer):  # noqa: N801 (registry names follow ResNet_v
         ``[N, feat_channels[i], ~H / feat_strides[i], ~W / feat_strides[i]]``.
     """
 
-    #: Stem and head batch norms read their conv's output directly (layers/fold_bn.py).
+    #: Stem and head batch norms read their conv's output directly (runtime/forms/fold_bn.py).
     conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 
     def __init__(self, output_stride: int = 8, in_channels: int = 3,
                  pretrained: Optional[str] = None,
                  rgb_bands: Optional[Sequence[int]] = None) -> None:
         super().__init__()
-        if output_stride not in _DILATIONS:
-            raise ValueError(f"output_stride must be one of 8, 16, 32, got {output_stride!r}")
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         if rgb_bands is not None:
             bands = list(rgb_bands)
             if (len(bands) != 3 or len(set(bands)) != 3
@@ -270,9 +268,11 @@ def wheel_weights_path() -> str:
 
 
 def weights_cache_dir() -> str:
-    """``$PADDLESEG_EXT_WEIGHTS_CACHE`` or ``~/.cache/paddleseg_ext/weights``."""
-    return os.environ.get("PADDLESEG_EXT_WEIGHTS_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "paddleseg_ext", "weights")
+    """The execution policy's weights cache (``$PADDLESEG_EXT_WEIGHTS_CACHE`` or
+    ``~/.cache/paddleseg_ext/weights``)."""
+    from paddleseg_ext.runtime.policy import current_policy
+
+    return current_policy().weights_cache_dir()
 
 
 def lite0_imagenet_weights(source: Optional[str] = None) -> str:
@@ -322,6 +322,7 @@ def _factory(name: str) -> Callable[..., EfficientNet_Lite]:
     factory.__signature__ = sig.replace(parameters=params, return_annotation="EfficientNet_Lite")
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"{name} backbone; keyword arguments as :class:`EfficientNet_Lite`."
+    copy_rules(factory, EfficientNet_Lite)
     return factory
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT, copy_rules, list_of, one_of, validated
 from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
-from paddleseg_ext.models.layers.norm import inference_in_place
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 # depth -> (block type, blocks per stage)
@@ -22,7 +22,7 @@ _ARCH = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
 
 
-class _Block(nn.Layer):
+class ResidualBlock(nn.Layer):
     """Basic (2x 3x3) or bottleneck (1x1-3x3-1x1, stride on the 3x3) block.
 
     Attribute names ``conv0/conv1/conv2/short`` follow PaddleSeg so that its
@@ -47,7 +47,8 @@ class _Block(nn.Layer):
         self.avg_down = avg_down
         self.short = ConvBN(in_ch, out_ch, 1) if project else None
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+    def residual(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """The residual branch and the shortcut, before they are added."""
         y = self.conv1(self.conv0(x))
         if self.kind == "bottleneck":
             y = self.conv2(y)
@@ -56,13 +57,15 @@ class _Block(nn.Layer):
             if self.avg_down:
                 identity = F.avg_pool2d(identity, 2, 2, ceil_mode=True)
             identity = self.short(identity)
-        if inference_in_place():
-            # No graph to keep: add and ReLU in y's buffer (same values, two
-            # fewer full-size tensors at large inference sizes).
-            return F.relu_(y.add_(identity))
+        return y, identity
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        y, identity = self.residual(x)
         return F.relu(y + identity)
 
 
+@validated(depth=one_of(*_ARCH), output_stride=one_of(*_DILATIONS), in_channels=POSITIVE_INT,
+           multi_grid=list_of(POSITIVE_INT))
 class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
     """ResNet-vd backbone returning the four stage features.
 
@@ -96,13 +99,6 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
                  multi_grid: Sequence[int] = (1, 1, 1), in_channels: int = 3,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
-        if depth not in _ARCH:
-            raise ValueError(f"depth must be one of {', '.join(map(str, _ARCH))}, got {depth!r}")
-        if output_stride not in _DILATIONS:
-            raise ValueError("output_stride must be one of 8, 16, 32, got "
-                             f"{output_stride!r}")
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         kind, blocks = _ARCH[depth]
         grid = self._check_multi_grid(multi_grid, blocks[3], depth)
 
@@ -133,7 +129,7 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             for i in range(blocks[s]):
                 dilation = dilations[s] * (grid[i] if s == 3 else 1)
                 stride = strides[s] if i == 0 else 1
-                block = _Block(kind, in_ch, planes[s], stride, dilation,
+                block = ResidualBlock(kind, in_ch, planes[s], stride, dilation,
                                project=(i == 0), avg_down=(stride == 2))
                 name = f"bb_{s}_{i}"
                 self.add_sublayer(name, block)
@@ -147,10 +143,7 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
 
     @staticmethod
     def _check_multi_grid(multi_grid: Sequence[int], n_blocks: int, depth: int) -> List[int]:
-        grid = list(multi_grid) if isinstance(multi_grid, (list, tuple)) else None
-        if not grid or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grid):
-            raise ValueError("multi_grid must be a list of positive ints, got "
-                             f"{multi_grid!r}")
+        grid = list(multi_grid)
         if len(grid) != n_blocks:
             if all(g == 1 for g in grid):
                 return [1] * n_blocks
@@ -185,6 +178,7 @@ def _variant(depth: int, name: str) -> Callable[..., ResNet_vd]:
     factory.__signature__ = sig.replace(parameters=params, return_annotation="ResNet_vd")
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"ResNet{depth}-vd backbone; keyword arguments as :class:`ResNet_vd`."
+    copy_rules(factory, ResNet_vd)
     return factory
 
 

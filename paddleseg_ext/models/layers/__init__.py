@@ -10,7 +10,6 @@ from .pyramid_pooling import PPModule
 from .psa_block import PSAModule, psa_aggregate
 from .resize import resize_to, spatial_size
 from .softmax import channel_softmax
-from .strip_conv import StripConv2D, conv_memory_budget, set_conv_memory_budget
 
 __all__ = ["CAM", "PAM", "FPN", "SemanticFPNHead", "point_geometry", "AuxHead", "channel_softmax", "ConvBN", "ConvBNReLU", "PPModule", "PSAModule", "psa_aggregate", "SyncBatchNorm", "resize_to",
-           "spatial_size", "StripConv2D", "conv_memory_budget", "set_conv_memory_budget", "use_sync_bn"]
+           "spatial_size", "use_sync_bn"]

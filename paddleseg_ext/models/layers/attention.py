@@ -6,6 +6,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT, validated
+
 
 def _zero_scale(layer: nn.Layer) -> paddle.Tensor:
     # A learnable scalar that starts at 0: at initialisation the module is the
@@ -14,6 +16,7 @@ def _zero_scale(layer: nn.Layer) -> paddle.Tensor:
                                   default_initializer=nn.initializer.Constant(0.0))
 
 
+@validated(in_channels=POSITIVE_INT, reduction=POSITIVE_INT)
 class PAM(nn.Layer):
     """Position attention module.
 
@@ -34,9 +37,6 @@ class PAM(nn.Layer):
 
     def __init__(self, in_channels: int, reduction: int = 8) -> None:
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("reduction", reduction)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"PAM: {name} must be a positive int, got {v!r}")
         key_channels = max(1, in_channels // reduction)
         self.in_channels = in_channels
         self.query_conv = nn.Conv2D(in_channels, key_channels, 1)

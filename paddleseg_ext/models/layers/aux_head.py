@@ -5,9 +5,13 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
+from paddleseg_ext.cvlibs.validators import DROPOUT, POSITIVE_INT, validated
+
 from .conv_bn import ConvBNReLU
 
 
+@validated(in_channels=POSITIVE_INT, num_classes=POSITIVE_INT, inter_channels=POSITIVE_INT,
+           dropout=DROPOUT)
 class AuxHead(nn.Layer):
     """3x3 ConvBNReLU -> dropout -> 1x1 classifier.
 
@@ -29,10 +33,6 @@ class AuxHead(nn.Layer):
     def __init__(self, in_channels: int, num_classes: int, inter_channels: int = 256,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"AuxHead: num_classes must be a positive int, got {num_classes!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"AuxHead: dropout must be in [0, 1), got {dropout!r}")
         self.conv_bn_relu = ConvBNReLU(in_channels, inter_channels, 3)
         self.dropout = nn.Dropout(p=dropout)
         self.conv = nn.Conv2D(inter_channels, num_classes, 1)

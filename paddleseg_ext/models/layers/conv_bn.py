@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .norm import SyncBatchNorm, batch_norm_eval_, inference_in_place
-from .strip_conv import StripConv2D, conv2d_over_concat
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT, validated
+
+from .norm import SyncBatchNorm
 
 
+@validated(in_channels=POSITIVE_INT, out_channels=POSITIVE_INT, kernel_size=POSITIVE_INT,
+           stride=POSITIVE_INT, dilation=POSITIVE_INT, groups=POSITIVE_INT)
 class ConvBN(nn.Layer):
     """Conv2D (no bias, BN absorbs it) followed by batch norm.
 
     Sub-layers are named ``_conv`` and ``_batch_norm`` so state-dict keys match
     PaddleSeg's ResNet-vd ``ConvBNLayer`` (``conv1_1._conv.weight``,
     ``conv1_1._batch_norm._mean`` ...), which lets PaddleSeg's ImageNet weights
-    load into :class:`~paddleseg_ext.models.backbones.ResNet_vd`. The conv is
-    a :class:`~paddleseg_ext.models.layers.strip_conv.StripConv2D`: under
-    ``paddle.no_grad()`` a conv whose im2col buffer exceeds the budget runs in
-    row strips (same result, bounded memory); otherwise a plain ``nn.Conv2D``.
-    Under no-grad eager inference the eval batch norm and ReLU also work in
-    the conv output's buffer (:func:`~paddleseg_ext.models.layers.norm.batch_norm_eval_`).
+    load into :class:`~paddleseg_ext.models.backbones.ResNet_vd`. How the conv
+    runs (Winograd, row strips) and whether inference works in place are
+    rewrites (:mod:`paddleseg_ext.runtime.forms`), not this layer's business.
 
     Args:
         in_channels: input channels.
@@ -47,40 +47,25 @@ class ConvBN(nn.Layer):
                  stride: int = 1, dilation: int = 1, groups: int = 1,
                  padding: Optional[int] = None, bias: bool = False) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride),
-                            ("dilation", dilation), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self._conv = StripConv2D(in_channels, out_channels, kernel_size, stride=stride,
+        self._conv = nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride,
                                padding=padding, dilation=dilation, groups=groups,
                                bias_attr=None if bias else False)
         self._batch_norm = SyncBatchNorm(out_channels)
 
-    def _act(self, y: paddle.Tensor) -> paddle.Tensor:
-        return y
-
-    def _norm(self, y: paddle.Tensor) -> paddle.Tensor:
-        # y is this layer's own fresh conv output, so overwriting it is safe.
-        return batch_norm_eval_(y, self._batch_norm)
+    def after_conv(self, y: paddle.Tensor) -> paddle.Tensor:
+        """What follows the convolution: batch norm (and ReLU in :class:`ConvBNReLU`)."""
+        return self._batch_norm(y)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self._act(self._norm(self._conv(x)))
-
-    def forward_concat(self, parts: Sequence[paddle.Tensor]) -> paddle.Tensor:
-        """``forward(paddle.concat(parts, axis=1))``; under no-grad eager
-        inference without building the concat (the conv is split over it,
-        :func:`~paddleseg_ext.models.layers.strip_conv.conv2d_over_concat`)."""
-        return self._act(self._norm(conv2d_over_concat(self._conv, parts)))
+        return self.after_conv(self._conv(x))
 
 
 class ConvBNReLU(ConvBN):
     """:class:`ConvBN` followed by ReLU. Same arguments and shapes as ConvBN."""
 
-    def _act(self, y: paddle.Tensor) -> paddle.Tensor:
-        return F.relu_(y) if inference_in_place() else F.relu(y)
+    def after_conv(self, y: paddle.Tensor) -> paddle.Tensor:
+        return F.relu(self._batch_norm(y))

@@ -8,17 +8,13 @@ from typing import List, Sequence
 import paddle
 import paddle.nn as nn
 
+from paddleseg_ext.cvlibs.validators import DROPOUT, POSITIVE_INT, BOOL, list_of, validated
+
 from .conv_bn import ConvBNReLU
 from .resize import resize_to, spatial_size
 
 
-def _channel_list(value, name: str, owner: str) -> List[int]:
-    vals = list(value) if isinstance(value, (list, tuple)) else []
-    if not vals or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in vals):
-        raise ValueError(f"{owner}: {name} must be a non-empty list of positive ints, got {value!r}")
-    return vals
-
-
+@validated(in_channels=list_of(POSITIVE_INT), out_channels=POSITIVE_INT)
 class FPN(nn.Layer):
     """Feature Pyramid Network neck (top-down path with lateral connections).
 
@@ -41,9 +37,6 @@ class FPN(nn.Layer):
 
     def __init__(self, in_channels: Sequence[int], out_channels: int = 256) -> None:
         super().__init__()
-        in_channels = _channel_list(in_channels, "in_channels", "FPN")
-        if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
-            raise ValueError(f"FPN: out_channels must be a positive int, got {out_channels!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.lateral_convs = nn.LayerList([nn.Conv2D(c, out_channels, 1) for c in in_channels])
@@ -62,6 +55,8 @@ class FPN(nn.Layer):
         return outs[::-1]
 
 
+@validated(in_channels=POSITIVE_INT, feature_strides=list_of(POSITIVE_INT), channels=POSITIVE_INT,
+           num_classes=POSITIVE_INT, dropout=DROPOUT, align_corners=BOOL)
 class SemanticFPNHead(nn.Layer):
     """Semantic FPN decoder: merge all pyramid levels at the finest stride.
 
@@ -94,13 +89,7 @@ class SemanticFPNHead(nn.Layer):
     def __init__(self, in_channels: int, feature_strides: Sequence[int], channels: int,
                  num_classes: int, dropout: float = 0.1, align_corners: bool = False) -> None:
         super().__init__()
-        strides = _channel_list(feature_strides, "feature_strides", "SemanticFPNHead")
-        for name, v in (("in_channels", in_channels), ("channels", channels),
-                        ("num_classes", num_classes)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"SemanticFPNHead: {name} must be a positive int, got {v!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"SemanticFPNHead: dropout must be in [0, 1), got {dropout!r}")
+        strides = feature_strides
         base = strides[0]
         # steps[i][k]: index of the level whose size the k-th 2x upsample of level i targets.
         self.steps: List[List[int]] = []

@@ -26,28 +26,19 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddleseg_ext.cvlibs.validators import BOOL, DROPOUT, POSITIVE_INT, list_of, validated
+
 from .conv_bn import ConvBNReLU
-from .fpn import _channel_list
 from .resize import resize_to, spatial_size
 
 
+@validated(in_channels=list_of(POSITIVE_INT), out_channels=POSITIVE_INT)
 class PaddleSegFPN(nn.Layer):
-    """PaddleSeg 2.x's FPN neck (see module doc).
-
-    Args:
-        in_channels: channels of the backbone levels, fine to coarse.
-        out_channels: channels of every pyramid level (256).
-
-    Shape:
-        feats: list of ``[N, in_channels[i], H_i, W_i]`` (fine to coarse) ->
-        list of ``[N, out_channels, H_i, W_i]``, same order.
-    """
+    """PaddleSeg 2.x's FPN neck (see module doc): the arguments and shapes of
+    :class:`~paddleseg_ext.models.layers.fpn.FPN`, another function of them."""
 
     def __init__(self, in_channels: Sequence[int], out_channels: int = 256) -> None:
         super().__init__()
-        in_channels = _channel_list(in_channels, "in_channels", "PaddleSegFPN")
-        if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
-            raise ValueError(f"PaddleSegFPN: out_channels must be a positive int, got {out_channels!r}")
         self.out_channels = out_channels
         self.lateral_convs = nn.LayerList([ConvBNReLU(c, out_channels, 1) for c in in_channels])
         self.output_convs = nn.LayerList([ConvBNReLU(out_channels, out_channels, 3)
@@ -66,6 +57,8 @@ class PaddleSegFPN(nn.Layer):
         return outs[::-1]
 
 
+@validated(in_channels=POSITIVE_INT, num_levels=POSITIVE_INT, channels=POSITIVE_INT,
+           num_classes=POSITIVE_INT, dropout=DROPOUT, align_corners=BOOL)
 class PaddleSegFPNHead(nn.Layer):
     """PaddleSeg 2.x's FPN decoder of PointRend (see module doc).
 
@@ -87,12 +80,6 @@ class PaddleSegFPNHead(nn.Layer):
     def __init__(self, in_channels: int, num_levels: int, channels: int, num_classes: int,
                  dropout: float = 0.0, align_corners: bool = False) -> None:
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("num_levels", num_levels),
-                        ("channels", channels), ("num_classes", num_classes)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"PaddleSegFPNHead: {name} must be a positive int, got {v!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"PaddleSegFPNHead: dropout must be in [0, 1), got {dropout!r}")
         self.align_corners = bool(align_corners)
         self.scale_heads = nn.LayerList([
             nn.LayerList([nn.Conv2D(in_channels if j == 0 else channels, channels, 3, padding=1)

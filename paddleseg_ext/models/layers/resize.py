@@ -10,7 +10,12 @@ import paddle.nn.functional as F
 
 def spatial_size(x: paddle.Tensor) -> Union[List[int], paddle.Tensor]:
     """``(H, W)`` of ``x`` (``[N, C, H, W]``): ints in dygraph, a shape tensor
-    when traced by ``paddle.jit.to_static`` (where H, W may be dynamic, -1)."""
+    when traced by ``paddle.jit.to_static`` (where H, W may be dynamic, -1).
+
+    The one place a layer asks which mode it runs in: an exported program must compute
+    sizes from the input at run time, and no rewrite can hand a layer a size it does not
+    know yet; dygraph keeps plain ints (cheaper, and exact comparisons for :func:`resize_to`).
+    """
     if paddle.in_dynamic_mode():
         return [int(s) for s in x.shape[2:]]
     return paddle.shape(x)[2:]
@@ -36,6 +41,8 @@ def resize_to(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
     """
     if not isinstance(size, paddle.Tensor):
         size = [int(s) for s in size]
+        # Dygraph only: the traced program must keep the resize op (dy2static cannot
+        # turn this comparison of a dynamic shape into graph control flow).
         if paddle.in_dynamic_mode() and list(x.shape[2:]) == size:
             return x
     kwargs = {"align_corners": align_corners} if mode != "nearest" else {}

@@ -20,7 +20,9 @@ EfficientNet-Lite blocks). Folding never guesses from the layer order.
 
 :func:`fold_batch_norms` works on a deep copy: the model passed in (its
 parameters, running statistics, train/eval mode and the checkpoints it
-saves) is untouched, and the copy is for inference only.
+saves) is untouched, and the copy is for inference only. The ``fold_bn``
+rewrite (:func:`paddleseg_ext.runtime.prepare`, target ``infer``) applies
+:func:`fold_batch_norms_` to the copy it prepares.
 """
 
 from __future__ import annotations
@@ -67,6 +69,27 @@ def _fold_pair(conv: nn.Conv2D, bn: nn.Layer) -> None:
     conv.bias.set_value(new_bias)
 
 
+def fold_batch_norms_(model: nn.Layer) -> Tuple[int, List[str]]:
+    """Fold every declared ``bn(conv(x))`` pair of ``model`` in place (``model`` in eval mode).
+
+    Returns:
+        ``(number folded, names of batch norms left as they were)``; every parameter gets
+        ``stop_gradient`` (the result is for inference only).
+    """
+    model.eval()
+    n = 0
+    with paddle.no_grad():
+        for owner, conv_name, bn_name in list(_pairs(model)):
+            _fold_pair(getattr(owner, conv_name), getattr(owner, bn_name))
+            setattr(owner, bn_name, nn.Identity())
+            n += 1
+    for p in model.parameters():
+        p.stop_gradient = True
+    left: List[str] = [name for name, layer in model.named_sublayers()
+                       if isinstance(layer, _BN_TYPES)]
+    return n, left
+
+
 def fold_batch_norms(model: nn.Layer) -> nn.Layer:
     """An eval-mode copy of ``model`` with every declared ``bn(conv(x))`` pair folded into the conv.
 
@@ -81,17 +104,5 @@ def fold_batch_norms(model: nn.Layer) -> nn.Layer:
         norms left as they were (not declared as directly after a conv).
     """
     folded = copy.deepcopy(model)
-    folded.eval()
-    n = 0
-    with paddle.no_grad():
-        for owner, conv_name, bn_name in list(_pairs(folded)):
-            _fold_pair(getattr(owner, conv_name), getattr(owner, bn_name))
-            setattr(owner, bn_name, nn.Identity())
-            n += 1
-    for p in folded.parameters():
-        p.stop_gradient = True
-    left: List[str] = [name for name, layer in folded.named_sublayers()
-                       if isinstance(layer, _BN_TYPES)]
-    folded.folded_batch_norms = n
-    folded.unfolded_batch_norms = left
+    folded.folded_batch_norms, folded.unfolded_batch_norms = fold_batch_norms_(folded)
     return folded

@@ -30,6 +30,8 @@ from typing import Sequence, Tuple
 import numpy as np
 import paddle
 
+from paddleseg_ext.cvlibs.validators import POSITIVE_INT
+
 __all__ = ["bilinear_matrix", "conv_of_upsampled"]
 
 
@@ -60,9 +62,8 @@ def bilinear_matrix(out_size: int, in_size: int, align_corners: bool = False) ->
     including Paddle's choice of the first input pixel for a 1-pixel output.
     Read-only and cached: copy before modifying.
     """
-    for name, v in (("out_size", out_size), ("in_size", in_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"bilinear_matrix: {name} must be a positive int, got {v!r}")
+    POSITIVE_INT("bilinear_matrix", "out_size", out_size)
+    POSITIVE_INT("bilinear_matrix", "in_size", in_size)
     return _bilinear_matrix(out_size, in_size, bool(align_corners))
 
 

@@ -1,0 +1,59 @@
+"""Model weights for evaluation, prediction, export and conversion.
+
+``--model_path`` takes a ``.pdparams`` file or a training checkpoint folder
+(:mod:`paddleseg_ext.checkpoints.training`); a peer toolkit's whole-model
+layout is converted exactly (:mod:`paddleseg_ext.checkpoints.adapters`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import paddle
+
+from .adapters import to_native
+from .safe_load import UnsafeWeightsError, load_weights_file
+
+
+def read_model_weights(path: str) -> Dict[str, Any]:
+    """The state dict in the ``.pdparams`` file at ``path`` (for ``--model_path`` and the converter).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read or holds no state dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model weights not found: {path}")
+    try:
+        state = load_weights_file(path)
+    except UnsafeWeightsError:
+        raise
+    except Exception as e:
+        raise ValueError(f"Model weights {path} cannot be read ({type(e).__name__}: {e}); the file is "
+                         "damaged or not a .pdparams file") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"Model weights {path} hold a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
+    """Load weights for eval/predict from a ``.pdparams`` file or a checkpoint folder.
+
+    A whole-model checkpoint in a peer toolkit's layout (see
+    :mod:`paddleseg_ext.checkpoints.adapters`) is detected from its keys and
+    converted exactly in memory; one that does not fit is refused.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pdparams")
+    state = read_model_weights(path)
+    # Another toolkit's whole-model layout (PaddleSeg 2.x, ...) is converted exactly or refused.
+    state, _ = to_native(state, model, source=f"Model weights {path}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
+    if missing or mismatched:
+        raise ValueError(f"Weights {path} do not fit {type(model).__name__}: "
+                         f"{len(missing)} missing (e.g. {missing[:3]}), "
+                         f"{len(mismatched)} shape-mismatched (e.g. {mismatched[:3]})")
+    model.set_state_dict(state)
