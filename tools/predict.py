@@ -1,6 +1,12 @@
 """Predict images and save colour maps and overlays.
 
     python tools/predict.py --config C --model_path P --image_path (file|dir|list.txt) --save_dir D
+
+With ``--scene`` every image is a scene (a GeoTIFF of any size): predicted
+window by window (``--crop_size``, ``--stride``, ``--batch_size``) and written
+as ``D/<name>.tif`` with the input's CRS, geotransform and no-data
+(docs/multiband.md). Under ``python -m paddle.distributed.launch`` each
+process takes its share of the scenes; complete outputs are skipped.
 """
 
 import argparse
@@ -9,12 +15,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.runtime import use_policy  # noqa: E402
+from paddleseg_ext.scene import add_scene_args  # noqa: E402
 from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 from paddleseg_ext.utils.visualize_outputs import add_picture_args, picture_options  # noqa: E402
@@ -35,6 +42,7 @@ def main(argv=None):
     p.add_argument("--num_threads", type=int)
     p.add_argument("--opts", nargs="+", default=[])
     add_infer_args(p)
+    add_scene_args(p, overlay_bands=False)
     args = p.parse_args(argv)
     if not os.path.exists(args.image_path):
         raise FileNotFoundError(f"--image_path not found: {args.image_path}")
@@ -50,8 +58,30 @@ def main(argv=None):
     kw["aug_pred"] = kw.pop("aug_eval", False)
     policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
     with use_policy(policy):
+        if args.scene:
+            return predict_scene_files(args, model, transforms, kw)
         return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
                        overlay_bands=args.overlay_bands, **picture_options(args, cfg.dic), **kw)
+
+
+def predict_scene_files(args, model, transforms, kw):
+    """``--scene``: every image as a windowed GeoTIFF scene, through the inference copy of
+    ``model`` that the current execution policy prepares (as for images); exit status 2 if
+    any failed."""
+    from paddleseg_ext.core.predict import get_image_list
+    from paddleseg_ext.runtime import current_policy, prepare
+    from paddleseg_ext.scene import dygraph_predict_fn, predict_scenes, scene_kwargs
+    from paddleseg_ext.utils.visualize import get_color_map_list
+
+    if kw.get("aug_pred"):
+        raise ConfigError("--scene predicts window by window; multi-scale / flip inference (--aug_pred or "
+                          "test_config aug_eval) is not available with it")
+    images, base = get_image_list(args.image_path)
+    fn = dygraph_predict_fn(prepare(model, current_policy().replace(target="infer")))
+    report = predict_scenes(images, base, args.save_dir, fn, transforms, "logits",
+                            cmap=get_color_map_list(256, args.custom_color),
+                            **scene_kwargs(args, kw.get("crop_size"), kw.get("stride")))
+    return report.exit_status()
 
 
 if __name__ == "__main__":

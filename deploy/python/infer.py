@@ -9,6 +9,12 @@ exported with the compiled ``psa_mask`` op), runs every image and writes
 colour predictions (palette PNG) to ``--save_dir``. ``--benchmark`` prints
 per-image preprocess / inference / postprocess ms and images/s.
 deploy/python/infer_onnx.py is the same with onnxruntime.
+
+``--scene`` predicts each image as a scene of any size (a GeoTIFF): window by
+window (``--crop_size``, ``--stride``, ``--batch_size`` windows a batch),
+written as ``<save_dir>/<name>.tif`` with the input's CRS, geotransform and
+no-data; sharded over processes under ``python -m paddle.distributed.launch``
+(docs/multiband.md).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
@@ -30,7 +36,11 @@ from paddleseg_ext.cvlibs import ComponentBuilder  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
+from paddleseg_ext.scene import SceneReport, add_scene_args  # noqa: E402
 from paddleseg_ext.utils.visualize_outputs import add_picture_args  # noqa: E402
+
+# What the exported model returns, by deploy.yaml's output_op, in scene terms.
+SCENE_OUTPUTS = {"argmax": "classes", "softmax": "probs", "none": "logits"}
 
 
 class CustomOpError(DeploymentError):
@@ -318,6 +328,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--save_log_path", help="append the benchmark numbers as one JSON line to this file")
     p.add_argument("--custom_color", nargs="+", type=int, help="r g b triples for classes 0, 1, ...")
     add_picture_args(p)
+    p.add_argument("--crop_size", nargs=2, type=int, help="with --scene: window (w h), default 512 512")
+    p.add_argument("--stride", nargs=2, type=int, help="with --scene: window step (w h), default 3/4 window")
+    add_scene_args(p, batch_size=False)
     return p
 
 
@@ -339,7 +352,7 @@ class Predictions(list):
 
 
 def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Callable[[DeployConfig, Any], Any],
-               description: str) -> Predictions:
+               description: str) -> Union[Predictions, SceneReport]:
     """The command line shared by infer.py and infer_onnx.py.
 
     An unreadable image (missing, empty, not decodable) is skipped with one warning line
@@ -355,6 +368,8 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
     cfg = DeployConfig(args.config, backend)
     images, base = get_image_list(args.image_path, missing_ok=True)
     predictor = make_predictor(cfg, args)
+    if args.scene:
+        return _run_scenes(args, cfg, predictor, images, base, backend)
     if args.benchmark:
         predictor.warmup(images, args.batch_size)
     preds = predictor.predict(images, args.batch_size)
@@ -382,8 +397,23 @@ def run_deploy(argv: Optional[Sequence[str]], backend: str, make_predictor: Call
     return Predictions(preds, predictor.skipped)
 
 
-def exit_status(preds: Predictions) -> int:
-    """0, or 2 after a run that skipped images (one paragraph on stderr naming them)."""
+def _run_scenes(args: Any, cfg: DeployConfig, predictor: Any, images: List[str], base: Optional[str],
+                backend: str) -> SceneReport:
+    from paddleseg_ext.scene import predict_scenes, scene_kwargs
+    from paddleseg_ext.utils.visualize import get_color_map_list
+
+    if cfg.output_op not in SCENE_OUTPUTS:
+        raise ValueError(f"{cfg.path}: output_op {cfg.output_op!r} is not one of {', '.join(SCENE_OUTPUTS)}")
+    tag = "[DEPLOY]" if backend == "paddle" else "[DEPLOY-ONNX]"
+    return predict_scenes(images, base, args.save_dir, predictor.run, cfg.transforms, SCENE_OUTPUTS[cfg.output_op],
+                          cmap=get_color_map_list(256, args.custom_color), tag=tag,
+                          **scene_kwargs(args, args.crop_size, args.stride))
+
+
+def exit_status(preds: Union[Predictions, SceneReport]) -> int:
+    """0, or 2 after a run that skipped images or failed scenes (one paragraph on stderr naming them)."""
+    if isinstance(preds, SceneReport):
+        return preds.exit_status()
     if not preds.skipped:
         return 0
     names = [p for p, _ in preds.skipped]

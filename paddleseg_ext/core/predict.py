@@ -93,7 +93,8 @@ def check_overlay_bands(bands: Optional[Sequence[int]], img_channels: int) -> Op
 
 
 def band_composite(img: np.ndarray, bands: Optional[Sequence[int]] = None,
-                   percentiles: Tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+                   percentiles: Tuple[float, float] = STRETCH_PERCENTILES,
+                   limits: Optional[Sequence[Tuple[float, float]]] = None) -> np.ndarray:
     """An RGB uint8 picture of chosen bands of a multi-band image, for overlays.
 
     Each chosen band is stretched linearly from its low to its high percentile
@@ -105,6 +106,8 @@ def band_composite(img: np.ndarray, bands: Optional[Sequence[int]] = None,
         bands: 3 band indices shown as red, green, blue, or 1 shown as grey;
             default ``[0, 1, 2]`` (``[0]`` for images with fewer than 3 bands).
         percentiles: stretch limits.
+        limits: ``(low, high)`` per chosen band, used instead of the image's own
+            percentiles (a scene stretched alike in every window).
 
     Returns:
         ``HxWx3`` uint8.
@@ -113,7 +116,7 @@ def band_composite(img: np.ndarray, bands: Optional[Sequence[int]] = None,
         img = img[:, :, None]
     if bands is None:
         bands = [0, 1, 2] if img.shape[2] >= 3 else [0]
-    return stretch_bands(img, check_overlay_bands(bands, img.shape[2]), percentiles)
+    return stretch_bands(img, check_overlay_bands(bands, img.shape[2]), percentiles, limits)
 
 
 def _num_classes(model: paddle.nn.Layer, class_names: Optional[Sequence[str]]) -> int:

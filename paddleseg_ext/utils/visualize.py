@@ -118,7 +118,8 @@ def class_colors(pred: np.ndarray, palette: np.ndarray, no_data: Optional[np.nda
 
 
 def stretch_bands(img: np.ndarray, bands: Optional[Sequence[int]] = None,
-                  percentiles: Tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+                  percentiles: Tuple[float, float] = STRETCH_PERCENTILES,
+                  limits: Optional[Sequence[Tuple[float, float]]] = None) -> np.ndarray:
     """An RGB uint8 picture of chosen bands of an ``H x W x C`` image, each stretched
     linearly from its low to its high percentile (over its finite pixels) to 0..255.
 
@@ -127,6 +128,8 @@ def stretch_bands(img: np.ndarray, bands: Optional[Sequence[int]] = None,
         bands: 3 band indices (red, green, blue) or 1 (grey); default ``[0, 1, 2]``
             (``[0]`` with fewer than 3 bands). The caller validates them.
         percentiles: stretch limits.
+        limits: ``(low, high)`` per chosen band, used instead of the image's own
+            percentiles (a scene stretched alike in every window).
     """
     img = img[:, :, None] if img.ndim == 2 else img
     if bands is None:
@@ -134,8 +137,11 @@ def stretch_bands(img: np.ndarray, bands: Optional[Sequence[int]] = None,
     out = np.empty(img.shape[:2] + (len(bands),), np.uint8)
     for i, b in enumerate(bands):
         band = img[:, :, b].astype(np.float64)
-        finite = band[np.isfinite(band)]
-        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
+        if limits is not None:
+            lo, hi = limits[i]
+        else:
+            finite = band[np.isfinite(band)]
+            lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
         scaled = (np.nan_to_num(band, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
         out[:, :, i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return np.repeat(out, 3, axis=2) if len(bands) == 1 else out
