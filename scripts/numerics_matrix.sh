@@ -12,7 +12,8 @@ TESTS=(tests/test_tolerance.py tests/test_winograd.py tests/test_strip_conv.py t
        tests/test_fold_bn.py tests/test_export_parity.py tests/test_psanet.py tests/test_psa_attention.py
        tests/test_psa_mask.py tests/test_danet.py tests/test_pointrend.py tests/test_pspnet.py
        tests/test_eval_predict_export.py tests/test_efficientnet_lite.py tests/test_deploy.py
-       tests/test_psanet_paddle_adapter.py tests/test_peer_psanet.py tests/test_checkpoint_adapters.py)
+       tests/test_psanet_paddle_adapter.py tests/test_peer_psanet.py tests/test_checkpoint_adapters.py
+       tests/test_rewrites.py tests/test_cuda_emulation.py tests/test_scene.py)
 grep -m1 'model name' /proc/cpuinfo
 status=0
 for dispatch in 1 0; do
