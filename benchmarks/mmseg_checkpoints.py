@@ -264,13 +264,50 @@ def write_fixtures() -> None:
 
 
 def write_tiny_mmengine_file(path: Path) -> None:
-    """A real mmengine checkpoint of a two-layer net (a few KB): its message_hub pickles
-    ``HistoryBuffer`` objects, which the toolkit's reader must set aside."""
+    """A real checkpoint of mmengine's ``Runner`` (a conv + BN net trained 2 iterations,
+    saved by its ``CheckpointHook``; a few KB): ``meta``, ``state_dict``, ``optimizer``,
+    ``param_schedulers`` and a ``message_hub`` whose ``HistoryBuffer`` objects the
+    toolkit's reader must set aside."""
+    import shutil
+    import tempfile
+
     import torch
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Net(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, inputs, labels=None, mode="tensor"):  # noqa: ARG002 (mmengine's API)
+            y = self.bn(self.conv(inputs)).mean()
+            return {"loss": (y - 1) ** 2} if mode == "loss" else y
+
+    class Data(torch.utils.data.Dataset):
+        metainfo = {"classes": ("a", "b"), "palette": [[0, 0, 0], [255, 255, 255]]}
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i):
+            return {"inputs": torch.randn(3, 8, 8), "labels": torch.tensor(0)}
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4))
-    save_like_mmseg(net, path, "mmengine")
+    with tempfile.TemporaryDirectory() as work:
+        runner = Runner(
+            model=Net(), work_dir=work, experiment_name="tiny", randomness={"seed": 0},
+            train_dataloader={"dataset": Data(), "batch_size": 2, "num_workers": 0,
+                              "sampler": {"type": "DefaultSampler", "shuffle": False},
+                              "collate_fn": {"type": "default_collate"}},
+            optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9}},
+            param_scheduler={"type": "PolyLR", "power": 0.9, "by_epoch": False, "end": 2},
+            train_cfg={"by_epoch": False, "max_iters": 2, "val_interval": 100},
+            default_hooks={"checkpoint": {"type": "CheckpointHook", "interval": 2,
+                                          "by_epoch": False}})
+        runner.train()
+        shutil.copy(Path(work) / "iter_2.pth", path)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ saved by mmseg loads through ``--model_path`` with mmseg's logits. Here:
 * a seeded state with the peer's keys and shapes converts with every tensor
   placed, every model key filled and the step counters reported;
 * the same seeded state gives mmseg's committed logits (the golden cases);
-* a real mmengine checkpoint (``mmengine_tiny.pth``) loads its ``state_dict``
+* a real checkpoint of mmengine's Runner (``mmengine_tiny.pth``) loads its ``state_dict``
   with its ``message_hub`` log buffers set aside, and nothing else is admitted;
 * a model of the wrong variant, class count or architecture gets one clear error.
 """
@@ -123,15 +123,16 @@ def test_seeded_state_gives_mmsegs_golden_logits(family, seed, size):
 def test_mmengine_checkpoint_sets_its_message_hub_aside(caplog):
     path = str(FIXTURES / "mmengine_tiny.pth")
     raw = load_torch_checkpoint(path)
-    assert sorted(raw) == ["message_hub", "meta", "state_dict"]
+    assert sorted(raw) == ["message_hub", "meta", "optimizer", "param_schedulers", "state_dict"]
     buffers = raw["message_hub"]["log_scalars"]
     assert buffers and all(isinstance(b, SetAside) for b in buffers.values())
     assert "mmengine.logging.history_buffer.HistoryBuffer" in repr(next(iter(buffers.values())))
     caplog.set_level(logging.INFO, logger="paddleseg_ext")
     state = read_model_weights(path)
-    assert sorted(state) == ["0.weight", "1.bias", "1.num_batches_tracked", "1.running_mean",
-                             "1.running_var", "1.weight"]
-    assert "loading its 'state_dict', leaving out message_hub, meta" in caplog.text
+    assert sorted(state) == ["bn.bias", "bn.num_batches_tracked", "bn.running_mean",
+                             "bn.running_var", "bn.weight", "conv.weight"]
+    assert ("loading its 'state_dict', leaving out message_hub, meta, optimizer, "
+            "param_schedulers") in caplog.text
 
 
 class _Getattr:
@@ -209,3 +210,12 @@ def test_model_path_loads_an_mmseg_training_checkpoint(tmp_path, fake_torch):
     load_model_weights(model, path)
     np.testing.assert_array_equal(model.state_dict()["cls.weight"].numpy(),
                                   state["decode_head.conv_seg.weight"])
+    # The converter takes the same file, with or without a model to check it against.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_weights", ROOT / "tools" / "convert_weights.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    native, conv = tool.convert(path)
+    assert conv.layout == "mmsegmentation PSPNet" and set(native) == set(model.state_dict())
+    assert len(conv.not_loaded["BatchNorm step counters (num_batches_tracked, unused in eval)"]) == 28

@@ -44,6 +44,7 @@ logits equal mmsegmentation's is ``tests/test_peer_mmseg.py`` (in
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -60,6 +61,7 @@ BACKBONE_SWITCHES = {"shortcut": "strided_conv", "identity_shortcut": True,
                      "contract_dilation": True, "dilate_basic_second_conv": False}
 _COUNTER = "num_batches_tracked"
 _COUNTER_REASON = "BatchNorm step counters (num_batches_tracked, unused in eval)"
+_BLOCK = re.compile(r"backbone\.layer(\d+)\.(\d+)\.")
 _BN = (("weight", "weight"), ("bias", "bias"), ("running_mean", "_mean"),
        ("running_var", "_variance"))
 
@@ -124,7 +126,10 @@ class _Mover:
 
 
 def _check_backbone(model: object, layout: str, hint: str) -> None:
-    """Refuse a backbone whose tensors would fit but whose function is not ResNetV1c's."""
+    """Refuse a backbone whose tensors would fit but whose function is not ResNetV1c's
+    (no model, as for ``tools/convert_weights.py`` without ``--config``: nothing to check)."""
+    if model is None:
+        return
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(backbone, "stages"):
         raise ValueError(f"detected an {layout} checkpoint (ResNetV1c backbone), but this "
@@ -138,15 +143,15 @@ def _check_backbone(model: object, layout: str, hint: str) -> None:
                          f"function. {hint}")
 
 
-def _move_backbone(m: _Mover, model: object) -> None:
+def _move_backbone(m: _Mover) -> None:
     for j, ours in enumerate(("conv1_1", "conv1_2", "conv1_3")):
         m.conv_bn(f"backbone.stem.{3 * j}", f"backbone.stem.{3 * j + 1}", f"backbone.{ours}")
-    for s, names in enumerate(model.backbone.stages):
-        for i, name in enumerate(names):
-            peer, ours = f"backbone.layer{s + 1}.{i}", f"backbone.{name}"
-            for j in range(3):  # conv1..3 (a basic block has two)
-                m.conv_bn(f"{peer}.conv{j + 1}", f"{peer}.bn{j + 1}", f"{ours}.conv{j}")
-            m.conv_bn(f"{peer}.downsample.0", f"{peer}.downsample.1", f"{ours}.short")
+    blocks = sorted({(int(b.group(1)), int(b.group(2))) for b in map(_BLOCK.match, m.src) if b})
+    for stage, i in blocks:  # mmseg's layer<stage>.<i> is our bb_<stage - 1>_<i>
+        peer, ours = f"backbone.layer{stage}.{i}", f"backbone.bb_{stage - 1}_{i}"
+        for j in range(3):  # conv1..3 (a basic block has two)
+            m.conv_bn(f"{peer}.conv{j + 1}", f"{peer}.bn{j + 1}", f"{ours}.conv{j}")
+        m.conv_bn(f"{peer}.downsample.0", f"{peer}.downsample.1", f"{ours}.short")
 
 
 def _move_fcn_aux(m: _Mover) -> None:
@@ -162,7 +167,7 @@ def _convert_pspnet(state: State, model: object) -> Conversion:
     hint = _hint("PSPNet", "pspnet")
     _check_backbone(model, PSPNET, hint)
     m = _Mover(state)
-    _move_backbone(m, model)
+    _move_backbone(m)
     bins = sorted({int(k.split(".")[2]) for k in m.src if k.startswith("decode_head.psp_modules.")})
     for i in bins:
         peer = f"decode_head.psp_modules.{i}.1"
@@ -182,14 +187,14 @@ def _detect_danet(keys: Sequence[str], model: object) -> bool:
 
 
 def _convert_danet(state: State, model: object) -> Conversion:
-    if _model_is(model, "DANet") and (model.align_mode != 0 or model.aux_head_type != "fcn"):
+    if model is not None and _model_is(model, "DANet") and (model.align_mode != 0 or model.aux_head_type != "fcn"):
         raise ValueError(f"detected an {DANET} checkpoint, but this DANet is built with "
                          f"aux_head={model.aux_head_type!r}, align_mode={model.align_mode} "
                          f"(mmseg resizes its logits with half-pixel centres, align_mode=0, and "
                          f"has an FCN auxiliary head). {_DANET_HINT}")
     _check_backbone(model, DANET, _DANET_HINT)
     m = _Mover(state)
-    _move_backbone(m, model)
+    _move_backbone(m)
     for branch in ("pam", "cam"):
         for part in ("in", "out"):
             peer = f"decode_head.{branch}_{part}_conv"
