@@ -158,12 +158,12 @@ def test_getattr_is_admitted_only_on_a_set_aside_object(tmp_path, fake_torch):
 
 def test_a_set_aside_object_inside_the_weights_is_refused(tmp_path):
     src = load_torch_checkpoint(str(FIXTURES / "mmengine_tiny.pth"))
-    from paddleseg_ext.checkpoints.weights import _training_checkpoint_weights
+    from paddleseg_ext.checkpoints.weights import unwrap_training_checkpoint
 
     state = dict(src["state_dict"])
     state["sneaky"] = next(iter(src["message_hub"]["log_scalars"].values()))
     with pytest.raises(ValueError, match="not tensors"):
-        _training_checkpoint_weights({"meta": {}, "state_dict": state}, "f.pth")
+        unwrap_training_checkpoint({"meta": {}, "state_dict": state}, "f.pth")
 
 
 def test_default_backbone_refuses_an_mmseg_file_naming_the_switches():
@@ -219,3 +219,15 @@ def test_model_path_loads_an_mmseg_training_checkpoint(tmp_path, fake_torch):
     native, conv = tool.convert(path)
     assert conv.layout == "mmsegmentation PSPNet" and set(native) == set(model.state_dict())
     assert len(conv.not_loaded["BatchNorm step counters (num_batches_tracked, unused in eval)"]) == 28
+
+
+def test_model_pretrained_takes_an_mmseg_file_too(tmp_path, fake_torch):
+    family = "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024"
+    state = mc.random_state(fixture(family)["keys"], seed=6)
+    path = str(tmp_path / "psp.pth")
+    write_zip(path, {"meta": {}, "state_dict": {k: _tensor(v, str(i))
+                                                for i, (k, v) in enumerate(state.items())}},
+              fake_torch)
+    model = build(family, [f"model.pretrained={path}"])
+    np.testing.assert_array_equal(model.state_dict()["backbone.conv1_1._conv.weight"].numpy(),
+                                  state["backbone.stem.0.weight"])

@@ -20,8 +20,9 @@ from .safe_load import UnsafeWeightsError, load_weights_file
 logger = logging.getLogger("paddleseg_ext")
 
 
-def _training_checkpoint_weights(obj: Dict[str, Any], path: str) -> Dict[str, Any]:
-    """The model weights of a training checkpoint that wraps them, else ``obj`` itself.
+def unwrap_training_checkpoint(obj: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """The model weights of a training checkpoint that wraps them, else ``obj`` itself
+    (for ``--model_path``, ``model.pretrained`` and the converter).
 
     mmsegmentation / mmengine save ``{'meta', 'state_dict'[, 'message_hub',
     'optimizer', 'param_schedulers']}``; only ``state_dict`` holds weights.
@@ -60,7 +61,7 @@ def read_model_weights(path: str) -> Dict[str, Any]:
                          "damaged or not a .pdparams file") from e
     if not isinstance(state, dict):
         raise ValueError(f"Model weights {path} hold a {type(state).__name__}, not a state dict")
-    return _training_checkpoint_weights(state, path)
+    return unwrap_training_checkpoint(state, path)
 
 
 def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
