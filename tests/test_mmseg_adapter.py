@@ -86,8 +86,8 @@ def test_rules_place_the_right_values():
         "backbone.layer1.0.downsample.0.weight": "backbone.bb_0_0.short._conv.weight",
         "backbone.layer3.5.bn3.running_mean": "backbone.bb_2_5.conv2._batch_norm._mean",
         "backbone.layer4.0.conv2.weight": "backbone.bb_3_0.conv1._conv.weight",
-        "decode_head.pam.query_project.conv.weight": "head.pam.query_conv.weight",
-        "decode_head.pam.value_project.conv.bias": "head.pam.value_conv.bias",
+        "decode_head.pam.query_project.weight": "head.pam.query_conv.weight",
+        "decode_head.pam.value_project.bias": "head.pam.value_conv.bias",
         "decode_head.cam_out_conv.bn.bias": "head.cam_out._batch_norm.bias",
         "decode_head.pam_conv_seg.weight": "head.pam_cls.1.weight",
         "decode_head.conv_seg.bias": "head.fused_cls.1.bias",
@@ -178,21 +178,22 @@ def test_default_backbone_refuses_an_mmseg_file_naming_the_switches():
     assert "shortcut='avg_pool' (mmseg: 'strided_conv')" in msg and "configs/pspnet/mmseg/" in msg
 
 
-def test_danet_variant_and_wrong_num_classes_are_clear_errors(tmp_path):
+def test_wrong_num_classes_architecture_or_danet_variant_are_clear_errors():
     family = "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024"
     state = mc.random_state(fixture(family)["keys"], seed=4)
-    model = build(family, ["model.num_classes=7"])
+    model = build(family, [f"{part}.num_classes=7" for part in
+                           ("model", "train_dataset", "val_dataset")])
     with pytest.raises(ValueError) as e:
         to_native(state, model, source="psp.pth")
     assert "detected a mmsegmentation PSPNet checkpoint" in str(e.value)
     assert "cls.weight [19, 128, 1, 1] vs [7, 128, 1, 1]" in str(e.value)
-    # A PSPNet file for a DANet: not its layout.
+    # A PSPNet file for a DANet: the other architecture, named.
     danet = build("danet_r50-d8_4xb2-80k_cityscapes-512x1024", ["model.backbone.type=ResNet18_vd"])
-    with pytest.raises(ValueError, match="in no known layout"):
+    with pytest.raises(ValueError, match="psp.pth: detected an mmsegmentation PSPNet checkpoint, "
+                                         "but the model is a DANet. Build the PSPNet from"):
         to_native(state, danet, source="psp.pth")
     # A DANet built with PaddleSeg's logit resize is refused, naming the switch.
-    doc = fixture("danet_r50-d8_4xb2-80k_cityscapes-512x1024")
-    keys = {k: v for k, v in doc["keys"].items()}
+    keys = fixture("danet_r50-d8_4xb2-80k_cityscapes-512x1024")["keys"]
     danet = build("danet_r50-d8_4xb2-80k_cityscapes-512x1024", ["model.align_mode=1"])
     with pytest.raises(ValueError, match="align_mode=1"):
         to_native({k: np.zeros(v, np.float32) for k, v in keys.items()}, danet, source="da.pth")

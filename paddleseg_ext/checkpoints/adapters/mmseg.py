@@ -13,27 +13,28 @@ built with ``shortcut: strided_conv``, ``identity_shortcut: True``,
 ``contract_dilation: True`` and ``dilate_basic_second_conv: False``; its
 ``PSPHead`` / ``DAHead`` / ``FCNHead`` (one conv) are our heads with the
 widths its configs set. Every ``ConvModule`` followed by a norm has no conv
-bias, so the conversion is renames, plus a reshape of ``Scale``'s 0-d
+bias (PAM's norm-free projections are plain ``nn.Conv2d`` with a bias, as
+ours), so the conversion is renames, plus a reshape of ``Scale``'s 0-d
 parameter to our ``[1]``:
 
-=======================================  ===================================
-mmsegmentation                           paddleseg_ext
-=======================================  ===================================
-``backbone.stem.{0,3,6}`` / ``{1,4,7}``  ``backbone.conv1_{1,2,3}`` conv / BN
-``backbone.layer<s>.<i>.conv<j>/bn<j>``  ``backbone.bb_<s-1>_<i>.conv<j-1>``
-``backbone.layer<s>.<i>.downsample.0/1`` ``backbone.bb_<s-1>_<i>.short``
-``decode_head.psp_modules.<i>.1``        ``psp_module.stages.<i>.1``
-``decode_head.bottleneck``               ``psp_module.bottleneck``
-``decode_head.conv_seg``                 ``cls`` (PSPNet), ``head.fused_cls.1`` (DANet)
-``decode_head.{pam,cam}_in_conv``        ``head.{pam,cam}_in``
-``decode_head.{pam,cam}_out_conv``       ``head.{pam,cam}_out``
-``decode_head.{pam,cam}_conv_seg``       ``head.{pam,cam}_cls.1``
-``decode_head.pam.{query,key,value}_project.conv``  ``head.pam.{query,key,value}_conv``
-``decode_head.pam.gamma.scale`` (0-d)    ``head.pam.gamma`` ``[1]``
-``decode_head.cam.gamma.scale`` (0-d)    ``head.cam.beta`` ``[1]``
-``auxiliary_head.convs.0``               ``aux_head.conv_bn_relu``
-``auxiliary_head.conv_seg``              ``aux_head.conv``
-=======================================  ===================================
+=============================================  ==============================================
+mmsegmentation                                 paddleseg_ext
+=============================================  ==============================================
+``backbone.stem.{0,3,6}`` / ``{1,4,7}``        ``backbone.conv1_{1,2,3}`` conv / BN
+``backbone.layer<s>.<i>.conv<j>/bn<j>``        ``backbone.bb_<s-1>_<i>.conv<j-1>``
+``backbone.layer<s>.<i>.downsample.0/1``       ``backbone.bb_<s-1>_<i>.short``
+``decode_head.psp_modules.<i>.1``              ``psp_module.stages.<i>.1``
+``decode_head.bottleneck``                     ``psp_module.bottleneck``
+``decode_head.conv_seg``                       ``cls`` (PSPNet), ``head.fused_cls.1`` (DANet)
+``decode_head.{pam,cam}_in_conv``              ``head.{pam,cam}_in``
+``decode_head.{pam,cam}_out_conv``             ``head.{pam,cam}_out``
+``decode_head.{pam,cam}_conv_seg``             ``head.{pam,cam}_cls.1``
+``decode_head.pam.{query,key,value}_project``  ``head.pam.{query,key,value}_conv``
+``decode_head.pam.gamma.scale`` (0-d)          ``head.pam.gamma`` ``[1]``
+``decode_head.cam.gamma.scale`` (0-d)          ``head.cam.beta`` ``[1]``
+``auxiliary_head.convs.0``                     ``aux_head.conv_bn_relu``
+``auxiliary_head.conv_seg``                    ``aux_head.conv``
+=============================================  ==============================================
 
 A BatchNorm's ``num_batches_tracked`` (a training step counter, unused in
 eval with a fixed momentum) is reported as not loaded. The proof that the
@@ -125,6 +126,14 @@ class _Mover:
                           not_loaded={_COUNTER_REASON: self.counters} if self.counters else {})
 
 
+def _check_model(model: object, name: str, layout: str, hint: str) -> None:
+    """Refuse a model of another architecture before listing every key that differs."""
+    if model is not None and not _model_is(model, name):
+        raise ValueError(f"detected an {layout} checkpoint, but the model is a "
+                         f"{type(model).__name__}. {hint}")
+    _check_backbone(model, layout, hint)
+
+
 def _check_backbone(model: object, layout: str, hint: str) -> None:
     """Refuse a backbone whose tensors would fit but whose function is not ResNetV1c's
     (no model, as for ``tools/convert_weights.py`` without ``--config``: nothing to check)."""
@@ -165,7 +174,7 @@ def _detect_pspnet(keys: Sequence[str], model: object) -> bool:
 
 def _convert_pspnet(state: State, model: object) -> Conversion:
     hint = _hint("PSPNet", "pspnet")
-    _check_backbone(model, PSPNET, hint)
+    _check_model(model, "PSPNet", PSPNET, hint)
     m = _Mover(state)
     _move_backbone(m)
     bins = sorted({int(k.split(".")[2]) for k in m.src if k.startswith("decode_head.psp_modules.")})
@@ -192,7 +201,7 @@ def _convert_danet(state: State, model: object) -> Conversion:
                          f"aux_head={model.aux_head_type!r}, align_mode={model.align_mode} "
                          f"(mmseg resizes its logits with half-pixel centres, align_mode=0, and "
                          f"has an FCN auxiliary head). {_DANET_HINT}")
-    _check_backbone(model, DANET, _DANET_HINT)
+    _check_model(model, "DANet", DANET, _DANET_HINT)
     m = _Mover(state)
     _move_backbone(m)
     for branch in ("pam", "cam"):
@@ -201,7 +210,8 @@ def _convert_danet(state: State, model: object) -> Conversion:
             m.conv_bn(f"{peer}.conv", f"{peer}.bn", f"head.{branch}_{part}")
         m.prefix(f"decode_head.{branch}_conv_seg.", f"head.{branch}_cls.1.")
     for proj in ("query", "key", "value"):
-        m.prefix(f"decode_head.pam.{proj}_project.conv.", f"head.pam.{proj}_conv.")
+        # PAM's projections have no norm, so mmseg builds them as plain nn.Conv2d (with bias).
+        m.prefix(f"decode_head.pam.{proj}_project.", f"head.pam.{proj}_conv.")
     m.scale("decode_head.pam.gamma.scale", "head.pam.gamma")
     m.scale("decode_head.cam.gamma.scale", "head.cam.beta")
     m.prefix("decode_head.conv_seg.", "head.fused_cls.1.")
