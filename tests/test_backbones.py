@@ -166,3 +166,66 @@ def test_pretrained_url_goes_through_paddle_download(tmp_path, monkeypatch):
     report = load_pretrained(ResNet18_vd(), url)
     assert seen == [url]
     assert report["path"].endswith("model.pdparams") and not report["missing"]
+
+
+# ------------------------------------------------ mmsegmentation ResNetV1c switches
+def test_variant_switches_default_to_resnet_vd():
+    net = ResNet18_vd(output_stride=8)
+    assert (net.shortcut, net.identity_shortcut, net.contract_dilation,
+            net.dilate_basic_second_conv) == ("avg_pool", False, False, True)
+    first = net._sub_layers["bb_1_0"]
+    assert first.avg_down and list(first.short._conv._stride) == [1, 1]
+    assert net._sub_layers["bb_0_0"].short is not None  # every stage's first block projects
+    assert not net._sub_layers["bb_2_0"].avg_down  # stride 1 (dilated): no pooling
+
+
+def test_strided_conv_shortcut_is_a_strided_1x1_conv_without_pooling(x):
+    paddle.seed(1)
+    net = ResNet18_vd(output_stride=32, shortcut="strided_conv")
+    block = net._sub_layers["bb_1_0"]
+    assert not block.avg_down and list(block.short._conv._stride) == [2, 2]
+    block.eval()
+    y = paddle.randn([1, 64, 9, 11])
+    _, identity = block.residual(y)
+    # A strided 1x1 conv reads every other pixel: the stride-1 conv, subsampled.
+    full = paddle.nn.functional.conv2d(y, block.short._conv.weight)
+    want = block.short._batch_norm(full[:, :, ::2, ::2])
+    np.testing.assert_allclose(identity.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    assert [list(f.shape) for f in net(x)] == [[1, c, 64 // s, 64 // s] for c, s in
+                                               zip(net.feat_channels, net.feat_strides)]
+
+
+def test_identity_shortcut_only_where_shapes_agree():
+    r18 = ResNet18_vd(identity_shortcut=True)
+    assert r18._sub_layers["bb_0_0"].short is None  # 64 -> 64, stride 1
+    assert all(r18._sub_layers[f"bb_{s}_0"].short is not None for s in (1, 2, 3))
+    assert "bb_0_0.short._conv.weight" not in r18.state_dict()
+    r50 = ResNet50_vd(identity_shortcut=True)
+    assert r50._sub_layers["bb_0_0"].short is not None  # 64 -> 256
+    block = r18._sub_layers["bb_0_0"]
+    block.eval()
+    y = paddle.randn([1, 64, 8, 8])
+    assert block.residual(y)[1] is y
+
+
+def test_contract_dilation_halves_the_first_block_of_a_dilated_stage():
+    net = ResNet18_vd(output_stride=8, contract_dilation=True, dilate_basic_second_conv=False)
+    assert _dil(net, "bb_2_0") == [1, 1] and _dil(net, "bb_2_1") == [2, 2]
+    assert _dil(net, "bb_3_0") == [2, 2] and _dil(net, "bb_3_1") == [4, 4]
+    assert _dil(net, "bb_3_1", "conv1") == [1, 1]  # mmseg BasicBlock's conv2 is undilated
+    r50 = ResNet50_vd(output_stride=8, contract_dilation=True)
+    assert _dil(r50, "bb_2_0", "conv1") == [1, 1] and _dil(r50, "bb_3_0", "conv1") == [2, 2]
+    assert _dil(r50, "bb_3_2", "conv1") == [4, 4]
+    os16 = ResNet18_vd(output_stride=16, contract_dilation=True)
+    assert _dil(os16, "bb_2_0") == [1, 1] and _dil(os16, "bb_3_0") == [1, 1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"shortcut": "pool"}, "shortcut must be one of 'avg_pool', 'strided_conv', got 'pool'"),
+    ({"identity_shortcut": 1}, "identity_shortcut must be True or False, got 1"),
+    ({"contract_dilation": "yes"}, "contract_dilation must be True or False"),
+    ({"contract_dilation": True, "multi_grid": (1, 2)}, "cannot be combined with multi_grid"),
+])
+def test_bad_variant_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ResNet18_vd(**kwargs)

@@ -149,6 +149,27 @@ def test_rewrite_keeps_the_function(models, model_name, rewrite_name):
         pytest.skip(f"{rewrite_name} converts nothing in {model_name}")
 
 
+# The backbone's functional variants (mmsegmentation's ResNetV1c: strided 1x1 shortcuts,
+# identity shortcuts, contracted dilation, undilated second basic conv) under every rewrite.
+VARIANTS = {
+    "PSPNet/ResNetV1c": lambda: manager.MODELS.get("PSPNet")(
+        3, backbone=ResNet18_vd(output_stride=8, shortcut="strided_conv", identity_shortcut=True,
+                                contract_dilation=True, dilate_basic_second_conv=False),
+        pp_out_channels=64, dropout=0.0),
+}
+
+
+@pytest.mark.parametrize("rewrite_name", list(REWRITES))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_rewrite_keeps_the_function_of_backbone_variants(variant, rewrite_name):
+    rewrite = REWRITES[rewrite_name]
+    paddle.seed(1)
+    model = randomise_batch_norms(VARIANTS[variant](), scales=True)
+    x = paddle.to_tensor(np.random.default_rng(3).standard_normal(SIZE).astype("float32"))
+    if check_rewrite(model, rewrite, x, _policy(rewrite)) == 0:
+        pytest.skip(f"{rewrite_name} converts nothing in {variant}")
+
+
 @pytest.fixture(scope="module")
 def psa_ops():
     from paddleseg_ext.ops import is_attention_op_available, is_compiled_op_available

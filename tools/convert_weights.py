@@ -47,7 +47,7 @@ def convert(src: str, model=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Convert a peer toolkit's checkpoint to .pdparams")
-    p.add_argument("src", help="checkpoint in another toolkit's layout (.pdparams)")
+    p.add_argument("src", help="checkpoint in another toolkit's layout (.pdparams, or a .pth)")
     p.add_argument("dst", help="where to write the converted .pdparams")
     p.add_argument("--config", help="config of the model the weights are for (checks the fit)")
     p.add_argument("--opts", nargs="+", default=[])
@@ -67,6 +67,8 @@ def main(argv=None):
           + (f" ({', '.join(conv.folded)})" if conv.folded else ""))
     if conv.unused:
         print(f"left out, a layer the peer builds and never calls: {', '.join(conv.unused)}")
+    for reason, keys in conv.not_loaded.items():
+        print(f"not loaded: {len(keys)} {reason}")
     print(f"checked against: {type(model).__name__ + ' of ' + args.config if model else 'no model (no --config)'}")
     print(f"wrote {args.dst}")
 

@@ -22,6 +22,15 @@ in ``_rebuild_parameter``). Here those names map to local stand-ins through the
 restricted unpickler: a tensor becomes a NumPy view of its storage (offset and
 strides honoured, bounds checked, then copied), nothing else from the file can
 run. ``bfloat16`` (which NumPy lacks) is widened to ``float32`` exactly.
+
+Training checkpoints written by mmengine (``Runner.save_checkpoint``) also
+pickle ``message_hub`` log buffers (``mmengine.logging.history_buffer.HistoryBuffer``).
+Those classes, named one by one in :data:`SET_ASIDE`, are rebuilt as inert
+:class:`SetAside` placeholders: their arguments and state are dropped, no
+code of theirs is imported or run. A ``HistoryBuffer`` pickles its statistics
+methods as ``getattr(HistoryBuffer, 'min')``; ``getattr`` is admitted only on a
+placeholder (giving another placeholder), never on anything else. Any other
+global is still refused.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ import numpy as np
 
 from .restricted_pickle import UnsafeWeightsError, WeightsFileError, map_nested, restricted_load
 
-__all__ = ["load_torch_checkpoint", "is_torch_checkpoint", "LEGACY_MAGIC"]
+__all__ = ["load_torch_checkpoint", "is_torch_checkpoint", "LEGACY_MAGIC", "SET_ASIDE",
+           "SetAside"]
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -48,6 +58,39 @@ _STORAGE_DTYPES = {
     "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
     "BoolStorage": "bool",
 }
+
+
+#: Non-weight classes of training checkpoints that are read as inert placeholders.
+SET_ASIDE = (("mmengine.logging.history_buffer", "HistoryBuffer"),)
+
+
+class SetAside:
+    """An object of a :data:`SET_ASIDE` class, left unbuilt: only its name is kept."""
+
+    qualname = "?"
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, _state: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<set aside: {self.qualname}>"
+
+
+def _set_aside_class(module: str, name: str) -> type:
+    return type(name, (SetAside,), {"qualname": f"{module}.{name}"})
+
+
+def _getattr_of_set_aside(obj: Any, name: Any, *_default: Any) -> Any:
+    """``getattr`` as a pickle may name it: only on a placeholder, giving a placeholder."""
+    is_placeholder = isinstance(obj, SetAside) or (isinstance(obj, type)
+                                                  and issubclass(obj, SetAside))
+    if not is_placeholder or not isinstance(name, str):
+        raise UnsafeWeightsError(f"refused getattr({type(obj).__name__}, {str(name)[:40]!r}): "
+                                 "getattr is admitted only on a set-aside training object")
+    return _set_aside_class(obj.qualname, name)()
 
 
 class _StorageType:
@@ -154,6 +197,9 @@ def _stand_ins(source: str) -> Dict[Tuple[str, str], Any]:
     }
     for name in _STORAGE_DTYPES:
         out[("torch", name)] = _StorageType(name)
+    for module, name in SET_ASIDE:
+        out[(module, name)] = _set_aside_class(module, name)
+    out[("builtins", "getattr")] = out[("__builtin__", "getattr")] = _getattr_of_set_aside
     return out
 
 

@@ -7,13 +7,40 @@ layout is converted exactly (:mod:`paddleseg_ext.checkpoints.adapters`).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict
 
+import numpy as np
 import paddle
 
 from .adapters import to_native
 from .safe_load import UnsafeWeightsError, load_weights_file
+
+logger = logging.getLogger("paddleseg_ext")
+
+
+def unwrap_training_checkpoint(obj: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """The model weights of a training checkpoint that wraps them, else ``obj`` itself
+    (for ``--model_path``, ``model.pretrained`` and the converter).
+
+    mmsegmentation / mmengine save ``{'meta', 'state_dict'[, 'message_hub',
+    'optimizer', 'param_schedulers']}``; only ``state_dict`` holds weights.
+    The other entries are left out (and named in the log). Objects the
+    reader only set aside by name (mmengine's log buffers) must not be inside
+    the weights.
+    """
+    inner = obj.get("state_dict")
+    if not isinstance(inner, dict) or any(isinstance(v, np.ndarray) for v in obj.values()):
+        return obj
+    bad = [k for k, v in inner.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise ValueError(f"Model weights {path}: 'state_dict' holds {len(bad)} entries that are "
+                         f"not tensors (e.g. {bad[:3]}); not a model state dict")
+    others = sorted(str(k) for k in obj if k != "state_dict")
+    logger.info("%s: a training checkpoint; loading its 'state_dict'%s", path,
+                f", leaving out {', '.join(others)}" if others else "")
+    return inner
 
 
 def read_model_weights(path: str) -> Dict[str, Any]:
@@ -34,7 +61,7 @@ def read_model_weights(path: str) -> Dict[str, Any]:
                          "damaged or not a .pdparams file") from e
     if not isinstance(state, dict):
         raise ValueError(f"Model weights {path} hold a {type(state).__name__}, not a state dict")
-    return state
+    return unwrap_training_checkpoint(state, path)
 
 
 def load_model_weights(model: paddle.nn.Layer, path: str) -> None:

@@ -11,6 +11,7 @@ import paddle.nn as nn
 
 from paddleseg_ext.checkpoints.adapters import to_native
 from paddleseg_ext.checkpoints.safe_load import load_weights_file
+from paddleseg_ext.checkpoints.weights import unwrap_training_checkpoint
 
 logger = logging.getLogger("paddleseg_ext")
 
@@ -91,6 +92,7 @@ def load_pretrained(model: nn.Layer, path_or_url: str,
     state = load_weights_file(path)
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' does not contain a state dict (got {type(state).__name__})")
+    state = unwrap_training_checkpoint(state, path)  # mmseg / mmengine {'meta', 'state_dict', ...}
     # A whole-model checkpoint in a peer's layout is converted exactly, and then must fit
     # whole (to_native refuses it otherwise); an unrecognised partial file (a backbone's
     # ImageNet weights, ...) keeps the lenient key matching below.

@@ -43,6 +43,10 @@ class Conversion:
             calls (so they never influence its outputs and were never
             trained); named one by one in the adapter, reported in
             :meth:`summary`, not loaded.
+        not_loaded: peer keys deliberately left out because they hold no part
+            of the network's function (e.g. a BatchNorm's
+            ``num_batches_tracked`` step counter), by reason; reported in
+            :meth:`summary`.
     """
 
     layout: str
@@ -52,6 +56,7 @@ class Conversion:
     unplaced: List[str] = field(default_factory=list)
     hint: str = ""
     unused: List[str] = field(default_factory=list)
+    not_loaded: Dict[str, List[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: the layout, tensors converted, biases folded (and unused peer tensors)."""
@@ -60,6 +65,8 @@ class Conversion:
         if self.unused:
             text += (f", {len(self.unused)} tensors of a layer the peer never calls left out "
                      f"({', '.join(self.unused)})")
+        for reason, keys in self.not_loaded.items():
+            text += f", {len(keys)} {reason} not loaded"
         return text
 
 

@@ -10,7 +10,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.cvlibs.validators import POSITIVE_INT, copy_rules, list_of, one_of, validated
+from paddleseg_ext.cvlibs.validators import BOOL, POSITIVE_INT, copy_rules, list_of, one_of, validated
 from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
 from paddleseg_ext.utils.pretrained import load_pretrained
 
@@ -20,6 +20,9 @@ _ARCH = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
          152: ("bottleneck", (3, 8, 36, 3))}
 # output_stride -> dilation of stages 1..4 (stages 3/4 dilated as in PSPNet/DeepLab)
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
+#: How a strided shortcut subsamples: ResNet-D's 2x2 average pool before a 1x1
+#: conv, or the original ResNet's 1x1 conv with stride 2 (mmseg ``ResNetV1c``).
+SHORTCUTS = ("avg_pool", "strided_conv")
 
 
 class ResidualBlock(nn.Layer):
@@ -27,10 +30,22 @@ class ResidualBlock(nn.Layer):
 
     Attribute names ``conv0/conv1/conv2/short`` follow PaddleSeg so that its
     pretrained keys (``bb_2_0.conv1._conv.weight``) load unchanged.
+
+    Args:
+        kind: ``"basic"`` or ``"bottleneck"``.
+        in_ch: input channels.
+        planes: width of the block (output ``planes * 4`` for a bottleneck).
+        stride: stride of the block (on its 3x3 conv and its shortcut).
+        dilation: dilation of the 3x3 conv(s).
+        project: a 1x1 ConvBN shortcut (else the identity).
+        avg_down: a strided projection average-pools 2x2 and then convolves
+            with stride 1 (ResNet-D); otherwise its 1x1 conv has the stride.
+        second_dilation: dilation of a basic block's second 3x3 conv;
+            ``None`` takes ``dilation`` (mmseg's ``BasicBlock`` uses 1).
     """
 
     def __init__(self, kind: str, in_ch: int, planes: int, stride: int, dilation: int,
-                 project: bool, avg_down: bool) -> None:
+                 project: bool, avg_down: bool, second_dilation: Optional[int] = None) -> None:
         super().__init__()
         self.kind = kind
         if kind == "bottleneck":
@@ -41,11 +56,14 @@ class ResidualBlock(nn.Layer):
         else:
             out_ch = planes
             self.conv0 = ConvBNReLU(in_ch, planes, 3, stride=stride, dilation=dilation)
-            self.conv1 = ConvBN(planes, planes, 3, dilation=dilation)
+            self.conv1 = ConvBN(planes, planes, 3,
+                                dilation=dilation if second_dilation is None else second_dilation)
         # ResNet-D projection: 2x2 avg-pool (when striding) then 1x1 ConvBN, so
-        # the shortcut sees every input pixel (Bag of Tricks, Sec. 4.1).
-        self.avg_down = avg_down
-        self.short = ConvBN(in_ch, out_ch, 1) if project else None
+        # the shortcut sees every input pixel (Bag of Tricks, Sec. 4.1); without
+        # avg_down the 1x1 conv itself strides (He et al. 2016, option B).
+        self.avg_down = avg_down and stride > 1
+        short_stride = 1 if self.avg_down else stride
+        self.short = ConvBN(in_ch, out_ch, 1, stride=short_stride) if project else None
 
     def residual(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
         """The residual branch and the shortcut, before they are added."""
@@ -65,7 +83,8 @@ class ResidualBlock(nn.Layer):
 
 
 @validated(depth=one_of(*_ARCH), output_stride=one_of(*_DILATIONS), in_channels=POSITIVE_INT,
-           multi_grid=list_of(POSITIVE_INT))
+           multi_grid=list_of(POSITIVE_INT), shortcut=one_of(*SHORTCUTS),
+           identity_shortcut=BOOL, contract_dilation=BOOL, dilate_basic_second_conv=BOOL)
 class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
     """ResNet-vd backbone returning the four stage features.
 
@@ -88,6 +107,21 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             is accepted as "no multi-grid".
         in_channels: channels of the input image.
         pretrained: path or URL of a ``.pdparams`` file, or None.
+        shortcut: how a strided projection shortcut subsamples:
+            ``"avg_pool"`` (ResNet-D, the default) average-pools 2x2 before
+            its 1x1 conv; ``"strided_conv"`` gives the 1x1 conv stride 2
+            (mmsegmentation's ``ResNetV1c``, ``avg_down=False``).
+        identity_shortcut: when True, a block whose input and output shapes
+            agree adds its input unchanged even if it starts a stage
+            (mmsegmentation's ``ResLayer``: no ``downsample`` in ResNet18/34
+            ``layer1.0``); the default projects the first block of every stage.
+        contract_dilation: when True, the first block of a dilated stage uses
+            half the stage's dilation (mmsegmentation's
+            ``contract_dilation=True``: dilation 1 then 2 in stage 3, 2 then 4 in
+            stage 4 at output stride 8). Not combined with ``multi_grid``.
+        dilate_basic_second_conv: whether a basic block's second 3x3 conv
+            uses the block's dilation (the default) or none (mmsegmentation's
+            ``BasicBlock``: its ``conv2`` always has dilation 1, ResNet18/34).
 
     Shape:
         x: ``[N, in_channels, H, W]`` -> list of 4 tensors,
@@ -97,14 +131,24 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
 
     def __init__(self, depth: int = 50, output_stride: int = 8,
                  multi_grid: Sequence[int] = (1, 1, 1), in_channels: int = 3,
-                 pretrained: Optional[str] = None) -> None:
+                 pretrained: Optional[str] = None, shortcut: str = "avg_pool",
+                 identity_shortcut: bool = False, contract_dilation: bool = False,
+                 dilate_basic_second_conv: bool = True) -> None:
         super().__init__()
         kind, blocks = _ARCH[depth]
         grid = self._check_multi_grid(multi_grid, blocks[3], depth)
+        if contract_dilation and any(g != 1 for g in grid):
+            raise ValueError(f"ResNet{depth}_vd: contract_dilation=True sets the first block's "
+                             f"dilation itself and cannot be combined with multi_grid="
+                             f"{list(multi_grid)!r}; use one of them")
 
         self.depth = depth
         self.output_stride = output_stride
         self.multi_grid = grid
+        self.shortcut = shortcut
+        self.identity_shortcut = identity_shortcut
+        self.contract_dilation = contract_dilation
+        self.dilate_basic_second_conv = dilate_basic_second_conv
         expansion = 4 if kind == "bottleneck" else 1
         planes = (64, 128, 256, 512)
         self.feat_channels: List[int] = [p * expansion for p in planes]
@@ -128,9 +172,15 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             names = []
             for i in range(blocks[s]):
                 dilation = dilations[s] * (grid[i] if s == 3 else 1)
+                if contract_dilation and i == 0 and dilation > 1:
+                    dilation //= 2
                 stride = strides[s] if i == 0 else 1
+                out_ch = planes[s] * expansion
+                reshapes = stride != 1 or in_ch != out_ch
                 block = ResidualBlock(kind, in_ch, planes[s], stride, dilation,
-                               project=(i == 0), avg_down=(stride == 2))
+                                      project=(reshapes if identity_shortcut else i == 0),
+                                      avg_down=(shortcut == "avg_pool"),
+                                      second_dilation=None if dilate_basic_second_conv else 1)
                 name = f"bb_{s}_{i}"
                 self.add_sublayer(name, block)
                 names.append(name)

@@ -1,0 +1,332 @@
+"""mmsegmentation 1.2.2 checkpoints loaded through this toolkit: exact logits, key/shape lists.
+
+Runs only in the peer environment (PyTorch, mmengine, mmcv-lite, mmsegmentation):
+
+    bash benchmarks/setup_peer_env.sh
+    .venv-peers/bin/python benchmarks/mmseg_checkpoints.py              # logits table
+    .venv-peers/bin/python benchmarks/mmseg_checkpoints.py --fixtures   # rewrite tests/fixtures/mmseg/
+    .venv-peers/bin/python -m pytest tests/test_peer_mmseg.py -q -p no:cacheprovider
+
+For each checkpoint family, mmsegmentation's own model is built from its own
+config file (SyncBN replaced by BN, which is what a single-process eval runs),
+given random weights and random BatchNorm statistics, saved the way
+mmsegmentation saves it, loaded into ours (built from the recipe of the same
+name in ``configs/<model>/mmseg/``) through ``load_model_weights`` (what
+``--model_path`` uses), and both models' eval logits (mmseg's
+``EncoderDecoder.encode_decode``) are compared.
+
+:func:`random_state` needs only NumPy: the main suite draws the same seeded
+state from the committed key/shape list and checks its logits against the
+golden ones mmsegmentation computed here (``tests/test_mmseg_adapter.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "mmseg"
+#: mmseg config name -> our recipe of the same name (the families this toolkit loads).
+FAMILIES = {
+    name: f"configs/{name.split('_')[0]}/mmseg/{name}.yml" for name in (
+        "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024",
+        "pspnet_r50-d8_4xb2-80k_cityscapes-512x1024",
+        "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
+        "danet_r50-d8_4xb2-40k_cityscapes-512x1024",
+        "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
+    )
+}
+#: One family per distinct network (the 40k/80k schedules build the same one).
+NETWORKS = ("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
+            "pspnet_r50-d8_4xb2-80k_cityscapes-512x1024",
+            "danet_r50-d8_4xb2-80k_cityscapes-512x1024")
+#: (H, W) of the compared inputs; the second is odd and not a multiple of 8.
+SIZES = ((64, 96), (67, 93))
+#: The seeded small cases whose mmseg logits are committed (network, seed, input size).
+GOLDEN = (("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024", 7, (33, 45)),
+          ("danet_r50-d8_4xb2-80k_cityscapes-512x1024", 8, (25, 35)))
+
+
+def fixture_name(family: str) -> str:
+    return family.split("_4xb2")[0]
+
+
+def random_state(keys: Mapping[str, Sequence[int]], seed: int) -> Dict[str, np.ndarray]:
+    """A seeded random state dict with mmseg's keys and shapes (NumPy only).
+
+    Every tensor is drawn, so no conversion rule can pass by accident on an
+    all-zero or all-one tensor: conv weights He-scaled, BN scales in
+    [0.25, 0.75] (keeping logits at a few units through 50 layers), BN running
+    variances in [0.5, 2], means and biases small, DANet's 0-d attention
+    scales in [0.25, 0.75] (0 at mmseg's init), and the step counters
+    ``num_batches_tracked`` random integers.
+    """
+    rng = np.random.default_rng(seed)
+    out: Dict[str, np.ndarray] = {}
+    for key, shape in keys.items():
+        shape = list(shape)
+        if key.endswith("num_batches_tracked"):
+            out[key] = rng.integers(0, 80000, shape).astype(np.int64)
+            continue
+        if key.endswith("running_var"):
+            new = rng.uniform(0.5, 2.0, shape)
+        elif key.endswith("running_mean") or key.endswith("bias"):
+            new = rng.normal(0.0, 0.2, shape)
+        elif key.endswith(".scale") or len(shape) == 1:
+            new = rng.uniform(0.25, 0.75, shape)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            new = rng.normal(0.0, (2.0 / fan_in) ** 0.5, shape)
+        out[key] = np.asarray(new, dtype=np.float32)
+    return out
+
+
+def random_input(size: Tuple[int, int], seed: int) -> np.ndarray:
+    """A normalised image batch ``[1, 3, H, W]`` (what ``encode_decode`` takes)."""
+    return np.random.default_rng(seed).normal(0.0, 1.0, (1, 3, *size)).astype(np.float32)
+
+
+# ----------------------------------------------------------------- peer side
+#: The compiled ``mmcv.ops`` that mmsegmentation 1.2.2 imports when it registers its models.
+#: mmcv-lite has no compiled ops (PyPI has no CPU build of them); PSPNet and DANet call none.
+MMCV_OPS = ("CrissCrossAttention", "DeformConv2d", "ModulatedDeformConv2d", "PSAMask",
+            "point_sample", "sigmoid_focal_loss")
+
+
+def _mmcv_ops_stand_in() -> None:
+    """Make ``import mmcv.ops`` succeed without the compiled ops.
+
+    Each name is a placeholder that raises, naming the op, when it is built or
+    called, so a model that needs a compiled op fails loudly instead of running
+    anything else in its place.
+    """
+    import importlib
+    import types
+
+    try:
+        importlib.import_module("mmcv.ops")
+        return
+    except ImportError:
+        pass
+
+    def missing(name: str) -> Any:
+        def refuse(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError(f"mmcv.ops.{name} is a compiled op that mmcv-lite lacks; the "
+                               "peer environment cannot run a model that uses it")
+        return refuse
+
+    ops = types.ModuleType("mmcv.ops")
+    ops.__doc__ = "Stand-in for mmcv's compiled ops (benchmarks/mmseg_checkpoints.py)."
+    for name in MMCV_OPS:
+        setattr(ops, name, missing(name))
+    sys.modules["mmcv.ops"] = ops
+    import mmcv
+
+    mmcv.ops = ops
+
+
+def peer_config_path(family: str) -> Path:
+    import mmseg
+
+    path = Path(mmseg.__file__).parent / ".mim" / "configs" / family.split("_")[0] / f"{family}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"mmseg config {path} not found (mmsegmentation 1.2.2 wheel?)")
+    return path
+
+
+def peer_model(family: str) -> Any:
+    """mmsegmentation's EncoderDecoder built from its own config file, in eval mode, float32."""
+    _mmcv_ops_stand_in()
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    cfg = Config.fromfile(str(peer_config_path(family)))
+    cfg.model.pretrained = None  # open-mmlab:// ImageNet weights: not wanted, not reachable
+    for part in ("backbone", "decode_head", "auxiliary_head"):
+        # SyncBN needs a process group; a single-process eval runs it as BatchNorm.
+        cfg.model[part].norm_cfg = dict(type="BN", requires_grad=True)
+    model = MODELS.build(cfg.model)
+    return model.eval()
+
+
+def key_shapes(family: str) -> Dict[str, List[int]]:
+    """The peer model's state-dict keys and shapes, in its order."""
+    return {k: list(v.shape) for k, v in peer_model(family).state_dict().items()}
+
+
+def randomized_peer(family: str, seed: int) -> Any:
+    import torch
+
+    model = peer_model(family)
+    state = random_state(key_shapes_of(model), seed)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return model
+
+
+def key_shapes_of(model: Any) -> Dict[str, List[int]]:
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def save_like_mmseg(model: Any, path: Path, style: str) -> None:
+    """Save ``model`` as mmsegmentation does.
+
+    ``style="mmcv1"``: the published model-zoo files, ``{'meta', 'state_dict'}``
+    written by ``torch.save`` in its legacy layout (mmcv 1.x era);
+    ``style="mmengine"``: what ``Runner.save_checkpoint`` writes today, through
+    mmengine's own ``save_checkpoint`` with its ``message_hub`` (log buffers)
+    and meta.
+    """
+    import torch
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+
+    state = weights_to_cpu(model.state_dict())
+    meta = {"mmseg_version": "1.2.2", "config": "...", "CLASSES": tuple(f"c{i}" for i in range(19)),
+            "PALETTE": [[i, i, i] for i in range(19)]}
+    if style == "mmcv1":
+        torch.save({"meta": meta, "state_dict": state}, str(path),
+                   _use_new_zipfile_serialization=False)
+        return
+    hub = MessageHub.get_instance("mmseg_checkpoints")
+    hub.update_scalar("train/loss", 1.25)
+    hub.update_scalar("train/lr", 0.01)
+    hub.update_info("iter", 80000, resumed=True)
+    save_checkpoint({"meta": {**meta, "iter": 80000, "seed": 0}, "state_dict": state,
+                     "message_hub": hub.state_dict()}, str(path))
+
+
+def peer_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    h, w = x.shape[2:]
+    metas = [dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w))]
+    with torch.no_grad():
+        return model.encode_decode(torch.from_numpy(x), metas).numpy()
+
+
+# ------------------------------------------------------------------ our side
+def our_model(family: str) -> Any:
+    sys.path.insert(0, str(ROOT))
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    model = SegBuilder(Config(str(ROOT / FAMILIES[family]))).model
+    model.eval()
+    return model
+
+
+def our_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    import paddle
+
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x))[0].numpy()
+
+
+def compare(family: str, tmp: Path, style: str = "mmcv1",
+            seed: int = 0) -> List[Tuple[Tuple[int, int], float, float]]:
+    """``[(size, max abs diff, max |peer logit|)]`` for a random checkpoint of ``family``."""
+    from paddleseg_ext.checkpoints.weights import load_model_weights
+
+    peer = randomized_peer(family, seed)
+    path = tmp / f"{family}_{style}.pth"
+    save_like_mmseg(peer, path, style)
+    ours = our_model(family)
+    load_model_weights(ours, str(path))
+    rows = []
+    for i, size in enumerate(SIZES):
+        x = random_input(size, seed + 100 + i)
+        want, got = peer_logits(peer, x), our_logits(ours, x)
+        assert got.shape == want.shape, (got.shape, want.shape)
+        rows.append((size, float(np.abs(got - want).max()), float(np.abs(want).max())))
+    return rows
+
+
+def write_fixtures() -> None:
+    """Key/shape lists of every network and the golden logits of the seeded small cases."""
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for family in NETWORKS:
+        doc = {"peer": "mmsegmentation 1.2.2 (mmcv-lite 2.1.0)", "config": family,
+               "recipe": FAMILIES[family],
+               "made_by": "benchmarks/mmseg_checkpoints.py --fixtures",
+               "keys": key_shapes(family)}
+        (FIXTURES / f"{fixture_name(family)}.json").write_text(json.dumps(doc, indent=0) + "\n")
+    for family, seed, size in GOLDEN:
+        logits = peer_logits(randomized_peer(family, seed), random_input(size, seed))
+        np.save(FIXTURES / f"{fixture_name(family)}_golden_seed{seed}.npy", logits)
+    write_tiny_mmengine_file(FIXTURES / "mmengine_tiny.pth")
+
+
+def write_tiny_mmengine_file(path: Path) -> None:
+    """A real checkpoint of mmengine's ``Runner`` (a conv + BN net trained 2 iterations,
+    saved by its ``CheckpointHook``; a few KB): ``meta``, ``state_dict``, ``optimizer``,
+    ``param_schedulers`` and a ``message_hub`` whose ``HistoryBuffer`` objects the
+    toolkit's reader must set aside."""
+    import shutil
+    import tempfile
+
+    import torch
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Net(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, inputs, labels=None, mode="tensor"):  # noqa: ARG002 (mmengine's API)
+            y = self.bn(self.conv(inputs)).mean()
+            return {"loss": (y - 1) ** 2} if mode == "loss" else y
+
+    class Data(torch.utils.data.Dataset):
+        metainfo = {"classes": ("a", "b"), "palette": [[0, 0, 0], [255, 255, 255]]}
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i):
+            return {"inputs": torch.randn(3, 8, 8), "labels": torch.tensor(0)}
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as work:
+        runner = Runner(
+            model=Net(), work_dir=work, experiment_name="tiny", randomness={"seed": 0},
+            train_dataloader={"dataset": Data(), "batch_size": 2, "num_workers": 0,
+                              "sampler": {"type": "DefaultSampler", "shuffle": False},
+                              "collate_fn": {"type": "default_collate"}},
+            optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9}},
+            param_scheduler={"type": "PolyLR", "power": 0.9, "by_epoch": False, "end": 2},
+            train_cfg={"by_epoch": False, "max_iters": 2, "val_interval": 100},
+            default_hooks={"checkpoint": {"type": "CheckpointHook", "interval": 2,
+                                          "by_epoch": False}})
+        runner.train()
+        shutil.copy(Path(work) / "iter_2.pth", path)
+
+
+def main() -> None:
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fixtures", action="store_true", help="rewrite tests/fixtures/mmseg/")
+    args = ap.parse_args()
+    if args.fixtures:
+        write_fixtures()
+        print(f"wrote {FIXTURES}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in NETWORKS:
+            for style in ("mmcv1", "mmengine"):
+                for size, diff, scale in compare(family, Path(tmp), style):
+                    print(f"{family:46s} {style:8s} {size[0]}x{size[1]}  max|diff| {diff:.3g}  "
+                          f"max|logit| {scale:.3g}  ratio {diff / scale:.3g}")
+
+
+if __name__ == "__main__":
+    main()
