@@ -26,6 +26,7 @@ from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E402
 from paddleseg_ext.core.early_stop import EARLY_STOP_METRICS, early_stopping_from  # noqa: E402
+from paddleseg_ext.core.ema import weight_averaging_from  # noqa: E402
 from paddleseg_ext.core.predict import check_overlay_bands  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.runtime import prepare, use_policy  # noqa: E402
@@ -64,6 +65,9 @@ def parse_args(argv=None):
                    help="validation metric early stopping watches (default mIoU; loss: lower is better)")
     p.add_argument("--early_stop_min_delta", type=float,
                    help="an evaluation improves when it beats the best by more than this (default 0)")
+    p.add_argument("--ema_decay", type=float,
+                   help="evaluate and keep as best_model a moving average of the weights with this decay "
+                        "in (0, 1), e.g. 0.99 (0: off; default: the config's ema block, else off)")
     p.add_argument("--opts", nargs="+", default=[], help="key.sub=value overrides")
     args = p.parse_args(argv)
     for name in ("iters", "batch_size", "save_interval", "log_iters"):
@@ -87,7 +91,8 @@ def run_hparams(args, cfg):
     return {"config": os.path.basename(args.config), "model": model.get("type", "?"),
             "backbone": (model.get("backbone") or {}).get("type", "-"), "iters": cfg.iters,
             "batch_size": cfg.batch_size, "optimizer": (cfg.dic.get("optimizer") or {}).get("type", "?"),
-            "learning_rate": (cfg.dic.get("lr_scheduler") or {}).get("learning_rate", "?"), "seed": args.seed}
+            "learning_rate": (cfg.dic.get("lr_scheduler") or {}).get("learning_rate", "?"), "seed": args.seed,
+            "ema_decay": ((cfg.dic.get("ema") or {}).get("decay", 0) if args.ema_decay is None else args.ema_decay)}
 
 
 def main(argv=None):
@@ -112,6 +117,7 @@ def main(argv=None):
     early_stop = early_stopping_from(cfg.section("early_stop", required=False), cfg.origin("early_stop"),
                                      patience=args.early_stop_patience, metric=args.early_stop_metric,
                                      min_delta=args.early_stop_min_delta)
+    ema = weight_averaging_from(cfg.section("ema", required=False), cfg.origin("ema"), decay=args.ema_decay)
     if early_stop is not None and not args.do_eval:
         raise ConfigError(f"early stopping ({early_stop.metric}, patience {early_stop.patience}) watches the "
                           "validation metric: add --do_eval, or turn it off with --early_stop_patience 0")
@@ -133,7 +139,7 @@ def main(argv=None):
                           log_iters=args.log_iters, keep_checkpoint_max=args.keep_checkpoint_max,
                           early_stop=early_stop, use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"),
                           vdl_samples=args.vdl_samples, vdl_hparams=run_hparams(args, cfg),
-                          vdl_bands=check_overlay_bands(args.vdl_bands, builder.img_channels))
+                          vdl_bands=check_overlay_bands(args.vdl_bands, builder.img_channels), ema=ema)
     trainer = Trainer(model, builder.optimizer, builder.loss, train_ds, settings, hooks)
     with use_policy(policy):
         result = trainer.train(args.resume_model)

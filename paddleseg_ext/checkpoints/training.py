@@ -95,8 +95,12 @@ def _fsync_dir(path: str) -> None:
 
 def save_checkpoint(save_dir: str, name: str, model: paddle.nn.Layer,
                     optimizer: Optional[paddle.optimizer.Optimizer] = None,
-                    state: Optional[Dict[str, Any]] = None) -> str:
+                    state: Optional[Dict[str, Any]] = None,
+                    extra: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
     """Write ``save_dir/name`` atomically and return its path.
+
+    ``extra`` maps a name to more weights saved as ``<name>.pdparams`` in the
+    same folder (e.g. a hook's weight average; read back with :func:`load_extra`).
 
     Raises:
         OSError: the save failed (disk full, no permission, ...); the message
@@ -113,6 +117,8 @@ def save_checkpoint(save_dir: str, name: str, model: paddle.nn.Layer,
         if optimizer is not None:
             paddle.save(_rename_keys(optimizer.state_dict(), _param_names(model)),
                         os.path.join(tmp, "model.pdopt"))
+        for key, tensors in (extra or {}).items():
+            paddle.save(tensors, os.path.join(tmp, f"{key}.pdparams"))
         with open(os.path.join(tmp, "rng.pkl"), "wb") as f:
             pickle.dump(_rng_state(), f)
         files = {}
@@ -231,6 +237,20 @@ def recover(save_dir: str) -> List[str]:
             shutil.rmtree(os.path.join(save_dir, d), ignore_errors=True)
             done.append(f"removed {d}")
     return done
+
+
+def load_extra(path: str, key: str) -> Optional[Dict[str, Any]]:
+    """The ``extra`` weights ``key`` saved with checkpoint ``path``, or None where it has none."""
+    fpath = os.path.join(path, f"{key}.pdparams")
+    if not os.path.isfile(fpath):
+        return None
+    try:
+        return load_weights_file(fpath)
+    except UnsafeWeightsError:
+        raise
+    except Exception as e:
+        raise ValueError(f"Checkpoint {path}: {key}.pdparams cannot be read ({type(e).__name__}: {e}); it "
+                         "is damaged. Use an older one or --resume_model auto") from e
 
 
 def load_checkpoint(path: str, model: paddle.nn.Layer,

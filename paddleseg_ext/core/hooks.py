@@ -148,7 +148,7 @@ class EvalHook(Hook):
                               "label": data["label"], "pred": pred}
 
         try:
-            metrics = evaluate(t.model, self.val_dataset, num_workers=0,
+            metrics = evaluate(t.storage.model_to_evaluate(t.model), self.val_dataset, num_workers=0,
                                should_stop=lambda: bool(t.storage.stop_signal),
                                loss_fn=val_loss if self.val_loss else None,
                                on_image=each_image if keep else None, **self.kwargs)
@@ -184,7 +184,7 @@ class BestModelSaverHook(Hook):
         if not s.evaluated_at(t.iter):
             return
         if s.best["iter"] == t.iter and t.rank == 0:
-            ckpt.save_checkpoint(t.save_dir, "best_model", t.model, None, t.state())
+            ckpt.save_checkpoint(t.save_dir, "best_model", s.model_to_evaluate(t.model), None, t.state())
         t.log.info("[EVAL] The model with the best validation mIoU (%.4f) was saved at iter %d.",
                    s.best["mIoU"], s.best["iter"])
 
@@ -223,13 +223,14 @@ def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, An
                   early_stop: Optional[EarlyStopping] = None, use_vdl: bool = False,
                   vdl_dir: Optional[str] = None, vdl_samples: int = 4,
                   vdl_hparams: Optional[Dict[str, Any]] = None, vdl_bands: Optional[List[int]] = None,
-                  handle_signals: bool = True) -> List[Hook]:
+                  handle_signals: bool = True, ema: Optional["WeightAveraging"] = None) -> List[Hook]:
     """The hooks of a standard run, in order.
 
     The order matters: the NaN guard first (a bad step is never saved); the
     checkpoint before the evaluation (a crash or kill during an evaluation
     costs nothing); then evaluation, best tracking, best-model saving and
-    early stopping, each reading what the one before put in the storage;
+    early stopping, each reading what the one before put in the storage (the weight
+    average, when on, updates before the checkpoint so ``iter_N`` holds both);
     VisualDL after them (it logs their results); signals last.
 
     Args:
@@ -245,12 +246,18 @@ def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, An
         vdl_hparams: the run's settings, recorded with its final metrics (``add_hparams``).
         vdl_bands: image bands drawn as red, green, blue (or one as grey) in those samples.
         handle_signals: SIGINT / SIGTERM save a checkpoint and stop.
+        ema: keep a moving average of the weights and evaluate / keep it as ``best_model``
+            (:mod:`.ema`); None: the trained weights.
 
     Raises:
         ValueError: ``early_stop`` without ``val_dataset``, or ``use_vdl`` without ``vdl_dir``.
     """
-    hooks: List[Hook] = [NaNGuardHook(), LoggerHook(log_iters),
-                         CheckpointHook(save_interval, keep_checkpoint_max)]
+    hooks: List[Hook] = [NaNGuardHook(), LoggerHook(log_iters)]
+    if ema is not None:
+        from .ema import EMAHook
+
+        hooks.append(EMAHook(ema))
+    hooks.append(CheckpointHook(save_interval, keep_checkpoint_max))
     if early_stop is not None and val_dataset is None:
         raise ValueError("early stopping watches a validation metric: it needs evaluation "
                          "(--do_eval and a val_dataset)")

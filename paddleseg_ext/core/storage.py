@@ -32,6 +32,8 @@ class TrainStorage:
         sample_indices: validation images whose predictions a hook wants (VisualDL draws them).
         eval_samples: those images from the latest evaluation: index -> ``{'img' (C x H x W, as
             the model saw it), 'label' (H x W), 'pred' (H x W)}``.
+        eval_model: the model evaluated and saved as ``best_model`` when it is not the trained
+            one (the weight average of :mod:`.ema`); None: the trained model.
     """
 
     scalars: Dict[str, float] = field(default_factory=dict)
@@ -44,6 +46,11 @@ class TrainStorage:
     early_stop: Optional[str] = None
     sample_indices: List[int] = field(default_factory=list)
     eval_samples: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    eval_model: Optional[Any] = None
+
+    def model_to_evaluate(self, trained: Any) -> Any:
+        """``eval_model`` when a hook set one, else ``trained``."""
+        return trained if self.eval_model is None else self.eval_model
 
     @property
     def stopping(self) -> bool:

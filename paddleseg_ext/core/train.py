@@ -149,8 +149,10 @@ class Trainer:
                 f"[TRAIN] parameters became NaN/Inf by iter {self.iter} (e.g. {bad[:3]}); not saved. The "
                 f"last good checkpoint is {last or 'none'}. Lower the learning rate, then resume with "
                 "--resume_model auto")
+        extra = {h.name: h.tensors() for h in self.hooks if hasattr(h, "tensors")}
         path = ckpt.save_checkpoint(self.save_dir, name or f"iter_{self.iter}", self.model,
-                                    self.optimizer, self.state())
+                                    self.optimizer, self.state(),
+                                    extra={k: v for k, v in extra.items() if v is not None})
         if name is None:
             self.last_saved_iter = self.iter
         return path
@@ -186,6 +188,8 @@ class Trainer:
         for hook in self.hooks:
             if hasattr(hook, "load_state_dict"):
                 hook.load_state_dict((state.get("hooks") or {}).get(hook.name))
+            if hasattr(hook, "load_tensors"):
+                hook.load_tensors(ckpt.load_extra(path, hook.name))
         if state.get("seed") is not None and state["seed"] != self.seed:
             self.log.warning("[TRAIN] resuming a run seeded %s with --seed %s: data order follows the "
                              "checkpoint's seed", state["seed"], self.seed)

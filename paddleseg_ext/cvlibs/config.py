@@ -29,11 +29,11 @@ INHERIT_KEY = "_inherited_"
 TOP_LEVEL_KEYS = (
     "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset",
     "optimizer", "lr_scheduler", "loss", "model", "test_config",
-    "export", "distill_loss", "to_static_training", "num_classes", "early_stop",
+    "export", "distill_loss", "to_static_training", "num_classes", "early_stop", "ema",
 )
 # Top-level keys whose value must be a mapping (or null).
 MAPPING_KEYS = ("train_dataset", "val_dataset", "test_dataset", "optimizer", "lr_scheduler",
-                "loss", "model", "test_config", "export", "distill_loss", "early_stop")
+                "loss", "model", "test_config", "export", "distill_loss", "early_stop", "ema")
 # test_config keys the tools use, and PaddleSeg ones that are accepted but unused.
 TEST_CONFIG_KEYS = ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide",
                     "crop_size", "stride", "nodata")
