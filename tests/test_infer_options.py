@@ -58,6 +58,20 @@ def test_command_line_config_and_deploy_yaml_agree(tiny):
     assert deployed == InferOptions(**window) == InferOptions.from_deploy(section, "d.yaml", parse([]))
 
 
+def test_deploy_scene_runs_in_the_exported_window(tiny, monkeypatch):
+    tmp, path = tiny
+    export_dir = tmp / "export"
+    if not (export_dir / "deploy.yaml").is_file():
+        load_tool("export").main(["--config", path, "--save_dir", str(export_dir)])
+    image = Config(path).dic["val_dataset"]["dataset_root"] + "/val.txt"
+    seen = []
+    monkeypatch.setattr("paddleseg_ext.scene.predict_scenes", lambda *a, **kw: seen.append(a[6]))
+    argv = ["--config", str(export_dir), "--image_path", image, "--save_dir", str(tmp / "scenes"), "--scene"]
+    infer.main(argv)
+    infer.main(argv + ["--stride", "12", "10"])
+    assert [(o.crop_size, o.stride) for o in seen] == [((24, 16), (8, 8)), ((24, 16), (12, 10))]
+
+
 def test_command_line_wins_key_by_key():
     test_config = yaml.safe_load(TEST_CONFIG)["test_config"]
     got = InferOptions.from_args(parse(["--crop_size", "32", "32", "--flip_vertical"]), test_config, "c.yml")
