@@ -9,6 +9,7 @@ from PIL import Image
 from paddleseg_ext.core import evaluate, export, inference, predict, reverse_transform
 from paddleseg_ext.core.infer import aug_inference, slide_inference
 from paddleseg_ext.cvlibs import Config, SegBuilder
+from paddleseg_ext.utils.infer_options import InferOptions
 from paddleseg_ext.transforms import Compose
 from tiny_config import NUM_CLASSES, write_tiny_config
 import tolerance as tol
@@ -69,9 +70,10 @@ def test_evaluate_plain_aug_slide(tiny):
     plain = evaluate(b.model, b.val_dataset, progress=False)
     assert plain["images"] == 2 and len(plain["class_IoU"]) == NUM_CLASSES
     assert sum(plain["class_pixels"]) > 0
-    aug = evaluate(b.model, b.val_dataset, aug_eval=True, scales=[0.75, 1.0], flip_horizontal=True,
+    aug = evaluate(b.model, b.val_dataset, InferOptions(aug_eval=True, scales=[0.75, 1.0], flip_horizontal=True),
                    progress=False)
-    slide = evaluate(b.model, b.val_dataset, is_slide=True, crop_size=(24, 16), stride=(16, 8), progress=False)
+    slide = evaluate(b.model, b.val_dataset, InferOptions(is_slide=True, crop_size=(24, 16), stride=(16, 8)),
+                     progress=False)
     for m in (aug, slide):
         assert 0.0 <= m["mIoU"] <= 1.0 and m["class_pixels"] == plain["class_pixels"]
 

@@ -15,6 +15,7 @@ from paddleseg_ext.models.backbones.efficientnet_lite import EfficientNet_Lite
 from paddleseg_ext.models.danet import DANet
 from paddleseg_ext.models.layers import ConvBN
 from paddleseg_ext.runtime.forms.fold_bn import fold_batch_norms
+from paddleseg_ext.utils.infer_options import InferOptions
 from paddleseg_ext.models.pointrend import PointRend
 from paddleseg_ext.models.psanet import PSANet
 from paddleseg_ext.models.pspnet import PSPNet
@@ -170,9 +171,9 @@ def test_evaluate_with_fold_bn_matches_and_keeps_training_mode(tmp_path):
     kw = dict(progress=False, print_detail=False)
     plain = evaluate(net, b.val_dataset, **kw)
     folded = evaluate(net, b.val_dataset, fold_bn=True, **kw)
-    slide = [evaluate(net, b.val_dataset, is_slide=True, crop_size=(24, 16), stride=(16, 8),
+    slide = [evaluate(net, b.val_dataset, InferOptions(is_slide=True, crop_size=(24, 16), stride=(16, 8)),
                       fold_bn=f, **kw) for f in (False, True)]
-    aug = [evaluate(net, b.val_dataset, aug_eval=True, scales=[0.75, 1.0], flip_horizontal=True,
+    aug = [evaluate(net, b.val_dataset, InferOptions(aug_eval=True, scales=[0.75, 1.0], flip_horizontal=True),
                     fold_bn=f, **kw) for f in (False, True)]
     for x, y in ((plain, folded), slide, aug):
         np.testing.assert_array_equal(x["class_pixels"], y["class_pixels"])

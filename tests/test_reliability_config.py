@@ -164,7 +164,8 @@ def test_opts_errors(tiny, capsys, no_model):
     ("train_dataset: {transforms: [Normalize]}\n", ["train_dataset.transforms.0", "'type' key"]),
     ("train_dataset: {invalid_label: drop}\n", ["invalid_label must be one of ['error', 'ignore']"]),
     ("test_config: {scales: abc}\n", ["test_config.scales", "positive number"]),
-    ("test_config: {is_slide: true}\n", ["is_slide is true", "crop_size and stride"]),
+    ("test_config: {is_slide: true}\n", ["test_config.is_slide is true",
+                                         "needs test_config.crop_size and test_config.stride"]),
     ("test_config: {crop_size: [0, 8]}\n", ["test_config.crop_size", "positive int"]),
 ])
 def test_wrong_value_types(tiny, capsys, no_model, text, needles):

@@ -29,6 +29,7 @@ from paddleseg_ext.core.export import (MissingDependencyError, check_onnx, expor
                                        export_onnx, require)
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
+from paddleseg_ext.utils.infer_options import WINDOW_KEYS, InferOptions  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 from paddleseg_ext.utils.visualize_outputs import deploy_picture_keys  # noqa: E402
@@ -70,6 +71,8 @@ def main(argv=None):
     extra = {"num_classes": builder.num_classes, **deploy_picture_keys(cfg.dic)}
     if len(extra.get("class_names") or []) not in (0, builder.num_classes):
         del extra["class_names"]
+    # The config's inference window, for the deploy runners' --scene (as tools/predict.py's).
+    extra.update(InferOptions.from_config(cfg.test_config, cfg.origin("test_config")).to_config(WINDOW_KEYS))
     if args.format == "paddle":
         return export(model, args.save_dir, val_cfg, args.input_shape, args.output_op,
                       builder.img_channels, extra=extra, policy=policy)

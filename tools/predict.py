@@ -15,14 +15,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_ext.cvlibs import Config, ConfigError, SegBuilder  # noqa: E402
+from paddleseg_ext.cvlibs import Config, SegBuilder  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import predict  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.runtime import use_policy  # noqa: E402
 from paddleseg_ext.scene import add_scene_args  # noqa: E402
-from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
+from paddleseg_ext.utils.infer_options import InferOptions, add_infer_args  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 from paddleseg_ext.utils.visualize_outputs import add_picture_args, picture_options  # noqa: E402
 
@@ -51,20 +51,19 @@ def main(argv=None):
     builder = SegBuilder(cfg)
     cfg.section("model")
     builder.validate(parts=("model",))
-    kw = infer_kwargs(args, cfg.test_config)
+    options = InferOptions.from_args(args, cfg.test_config, cfg.origin("test_config"))
     transforms = Compose(builder.val_transforms, img_channels=builder.img_channels)
     model = builder.model
     load_model_weights(model, args.model_path)
-    kw["aug_pred"] = kw.pop("aug_eval", False)
     policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
     with use_policy(policy):
         if args.scene:
-            return predict_scene_files(args, model, transforms, kw)
-        return predict(model, transforms, args.image_path, args.save_dir, custom_color=args.custom_color,
-                       overlay_bands=args.overlay_bands, **picture_options(args, cfg.dic), **kw)
+            return predict_scene_files(args, model, transforms, options)
+        return predict(model, transforms, args.image_path, args.save_dir, options, custom_color=args.custom_color,
+                       overlay_bands=args.overlay_bands, **picture_options(args, cfg.dic))
 
 
-def predict_scene_files(args, model, transforms, kw):
+def predict_scene_files(args, model, transforms, options):
     """``--scene``: every image as a windowed GeoTIFF scene, through the inference copy of
     ``model`` that the current execution policy prepares (as for images); exit status 2 if
     any failed."""
@@ -73,14 +72,10 @@ def predict_scene_files(args, model, transforms, kw):
     from paddleseg_ext.scene import dygraph_predict_fn, predict_scenes, scene_kwargs
     from paddleseg_ext.utils.visualize import get_color_map_list
 
-    if kw.get("aug_pred"):
-        raise ConfigError("--scene predicts window by window; multi-scale / flip inference (--aug_pred or "
-                          "test_config aug_eval) is not available with it")
     images, base = get_image_list(args.image_path)
     fn = dygraph_predict_fn(prepare(model, current_policy().replace(target="infer")))
-    report = predict_scenes(images, base, args.save_dir, fn, transforms, "logits",
-                            cmap=get_color_map_list(256, args.custom_color),
-                            **scene_kwargs(args, kw.get("crop_size"), kw.get("stride")))
+    report = predict_scenes(images, base, args.save_dir, fn, transforms, "logits", options,
+                            cmap=get_color_map_list(256, args.custom_color), **scene_kwargs(args))
     return report.exit_status()
 
 

@@ -28,6 +28,7 @@ from paddleseg_ext.core import Trainer, TrainSettings, default_hooks  # noqa: E4
 from paddleseg_ext.core.early_stop import EARLY_STOP_METRICS, early_stopping_from  # noqa: E402
 from paddleseg_ext.core.ema import weight_averaging_from  # noqa: E402
 from paddleseg_ext.core.predict import check_overlay_bands  # noqa: E402
+from paddleseg_ext.utils.infer_options import InferOptions  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.runtime import prepare, use_policy  # noqa: E402
 from paddleseg_ext.utils.runtime import seed_everything, setup_device, tool_policy  # noqa: E402
@@ -127,15 +128,13 @@ def main(argv=None):
     policy = tool_policy("train", builder)
     model = prepare(builder.model, policy)  # in place: the forms share the model's parameters
     builder.check_outputs_match_losses(model)
-    test_cfg = cfg.test_config
-    eval_kwargs = {k: test_cfg[k] for k in ("aug_eval", "scales", "flip_horizontal", "flip_vertical",
-                                            "is_slide", "crop_size", "stride") if k in test_cfg}
+    infer_options = InferOptions.from_config(cfg.test_config, cfg.origin("test_config"))
     log.info("[TRAIN] %s: %s on %s (%d samples), %d iters, batch %d", args.config, type(model).__name__,
              type(train_ds).__name__, len(train_ds), cfg.iters, cfg.batch_size)
     settings = TrainSettings(iters=cfg.iters, batch_size=cfg.batch_size, save_dir=args.save_dir,
                              num_workers=args.num_workers, seed=args.seed, nan_policy=args.nan_policy,
                              precision=args.precision, amp_level=args.amp_level)
-    hooks = default_hooks(val_dataset=val_ds, eval_kwargs=eval_kwargs, save_interval=args.save_interval,
+    hooks = default_hooks(val_dataset=val_ds, infer_options=infer_options, save_interval=args.save_interval,
                           log_iters=args.log_iters, keep_checkpoint_max=args.keep_checkpoint_max,
                           early_stop=early_stop, use_vdl=args.use_vdl, vdl_dir=os.path.join(args.save_dir, "vdl_log"),
                           vdl_samples=args.vdl_samples, vdl_hparams=run_hparams(args, cfg),

@@ -19,7 +19,7 @@ from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.core import evaluate  # noqa: E402
 from paddleseg_ext.checkpoints.weights import load_model_weights  # noqa: E402
 from paddleseg_ext.runtime import use_policy  # noqa: E402
-from paddleseg_ext.utils.infer_options import add_infer_args, infer_kwargs  # noqa: E402
+from paddleseg_ext.utils.infer_options import InferOptions, add_infer_args  # noqa: E402
 from paddleseg_ext.utils.runtime import setup_device, tool_policy  # noqa: E402
 
 
@@ -41,13 +41,13 @@ def main(argv=None):
         raise ConfigError(f"val_dataset is missing from {args.config} (and its _base_ files)")
     cfg.section("model")
     builder.validate(parts=("model", "val_dataset"))
-    kwargs = infer_kwargs(args, cfg.test_config)
+    options = InferOptions.from_args(args, cfg.test_config, cfg.origin("test_config"))
     ds = builder.val_dataset
     model = builder.model
     load_model_weights(model, args.model_path)
     policy = tool_policy("infer", builder, fold_bn=args.fold_bn, psa_impl=args.psa_impl)
     with use_policy(policy):
-        metrics = evaluate(model, ds, num_workers=args.num_workers, **kwargs)
+        metrics = evaluate(model, ds, options, num_workers=args.num_workers)
     if args.save_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_json)), exist_ok=True)
         with open(args.save_json, "w") as f:

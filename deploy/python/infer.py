@@ -35,6 +35,7 @@ from paddleseg_ext.cvlibs.errors import DeploymentError  # noqa: E402
 from paddleseg_ext.cvlibs import ComponentBuilder  # noqa: E402
 from paddleseg_ext.transforms import Compose  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
+from paddleseg_ext.utils.infer_options import InferOptions  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.scene import SceneReport, add_scene_args  # noqa: E402
 from paddleseg_ext.utils.visualize_outputs import add_picture_args  # noqa: E402
@@ -54,9 +55,14 @@ class DeployConfig:
         path: deploy.yaml, or the export folder holding it.
         backend: ``paddle`` checks the Paddle model files, ``onnx`` the ONNX file.
 
+    Attributes:
+        infer_options: the window (``crop_size``, ``stride``) the export recorded from its
+            config's ``test_config``, used by ``--scene``.
+
     Raises:
         FileNotFoundError: deploy.yaml or a file it names is missing (the message names the path).
-        ValueError: deploy.yaml is not an export's deploy.yaml, or has no ONNX model for ``onnx``.
+        ValueError: deploy.yaml is not an export's deploy.yaml, has no ONNX model for ``onnx``,
+            or a bad ``crop_size`` / ``stride``.
     """
 
     def __init__(self, path: str, backend: str = "paddle") -> None:
@@ -98,6 +104,7 @@ class DeployConfig:
         self.custom_ops: List[str] = list(self.dic.get("custom_ops") or [])
         self.custom_op_libs: Dict[str, str] = dict(self.dic.get("custom_op_libs") or {})
         self.paddle_version: Optional[str] = self.dic.get("paddle_version")
+        self.infer_options = InferOptions.from_deploy(self.dic, path)
 
 
 def load_custom_ops(names: Sequence[str], libs: Optional[Dict[str, str]] = None, base_dir: str = ".",
@@ -328,8 +335,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--save_log_path", help="append the benchmark numbers as one JSON line to this file")
     p.add_argument("--custom_color", nargs="+", type=int, help="r g b triples for classes 0, 1, ...")
     add_picture_args(p)
-    p.add_argument("--crop_size", nargs=2, type=int, help="with --scene: window (w h), default 512 512")
-    p.add_argument("--stride", nargs=2, type=int, help="with --scene: window step (w h), default 3/4 window")
+    p.add_argument("--crop_size", nargs=2, type=int,
+                   help="with --scene: window (w h); default deploy.yaml's crop_size, else 512 512")
+    p.add_argument("--stride", nargs=2, type=int,
+                   help="with --scene: window step (w h); default deploy.yaml's stride, else 3/4 window")
     add_scene_args(p, batch_size=False)
     return p
 
@@ -405,9 +414,9 @@ def _run_scenes(args: Any, cfg: DeployConfig, predictor: Any, images: List[str],
     if cfg.output_op not in SCENE_OUTPUTS:
         raise ValueError(f"{cfg.path}: output_op {cfg.output_op!r} is not one of {', '.join(SCENE_OUTPUTS)}")
     tag = "[DEPLOY]" if backend == "paddle" else "[DEPLOY-ONNX]"
+    options = InferOptions.from_deploy(cfg.dic, cfg.path, args)
     return predict_scenes(images, base, args.save_dir, predictor.run, cfg.transforms, SCENE_OUTPUTS[cfg.output_op],
-                          cmap=get_color_map_list(256, args.custom_color), tag=tag,
-                          **scene_kwargs(args, args.crop_size, args.stride))
+                          options, cmap=get_color_map_list(256, args.custom_color), tag=tag, **scene_kwargs(args))
 
 
 def exit_status(preds: Union[Predictions, SceneReport]) -> int:

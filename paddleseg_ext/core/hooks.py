@@ -18,6 +18,7 @@ import signal
 from typing import Any, Dict, List, Optional
 
 from ..checkpoints import training as ckpt
+from ..utils.infer_options import InferOptions
 from .early_stop import EarlyStopHook, EarlyStopping
 from .hooks_base import Hook
 
@@ -114,12 +115,12 @@ class EvalHook(Hook):
     Args:
         interval: iterations between evaluations.
         val_dataset: the validation set (val mode).
-        eval_kwargs: passed to :func:`~paddleseg_ext.core.val.evaluate` (aug / slide settings).
+        options: how the images are inferred (the config's ``test_config``; default: plain).
     """
 
-    def __init__(self, interval: int, val_dataset: Any, eval_kwargs: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, interval: int, val_dataset: Any, options: Optional[InferOptions] = None) -> None:
         self.interval, self.val_dataset = max(1, int(interval)), val_dataset
-        self.kwargs = dict(eval_kwargs or {})
+        self.options = options
         self.val_loss = True  # off after the main loss fails on a validation image (said once)
 
     def after_step(self, t: Any) -> None:
@@ -151,7 +152,7 @@ class EvalHook(Hook):
             metrics = evaluate(t.storage.model_to_evaluate(t.model), self.val_dataset, num_workers=0,
                                should_stop=lambda: bool(t.storage.stop_signal),
                                loss_fn=val_loss if self.val_loss else None,
-                               on_image=each_image if keep else None, **self.kwargs)
+                               on_image=each_image if keep else None, options=self.options)
         except _NoValLoss:
             return self.run(t)  # once more, without the loss
         except EvalInterrupted as e:
@@ -218,7 +219,7 @@ class SignalHook(Hook):
             signal.signal(sig, old)
 
 
-def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, Any]] = None,
+def default_hooks(*, val_dataset: Any = None, infer_options: Optional[InferOptions] = None,
                   save_interval: int = 1000, log_iters: int = 10, keep_checkpoint_max: int = 5,
                   early_stop: Optional[EarlyStopping] = None, use_vdl: bool = False,
                   vdl_dir: Optional[str] = None, vdl_samples: int = 4,
@@ -236,7 +237,7 @@ def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, An
     Args:
         val_dataset: evaluate on it every ``save_interval`` (None: no evaluation, and so no
             best model and no early stopping).
-        eval_kwargs: aug / slide settings for :func:`~paddleseg_ext.core.val.evaluate`.
+        infer_options: how the evaluation infers (multi-scale / flip, sliding windows).
         save_interval: iterations between checkpoints (and evaluations).
         log_iters: iterations between log lines (and VisualDL training scalars).
         keep_checkpoint_max: newest ``iter_N`` checkpoints kept.
@@ -262,7 +263,7 @@ def default_hooks(*, val_dataset: Any = None, eval_kwargs: Optional[Dict[str, An
         raise ValueError("early stopping watches a validation metric: it needs evaluation "
                          "(--do_eval and a val_dataset)")
     if val_dataset is not None:
-        hooks += [EvalHook(save_interval, val_dataset, eval_kwargs), BestTrackerHook(), BestModelSaverHook()]
+        hooks += [EvalHook(save_interval, val_dataset, infer_options), BestTrackerHook(), BestModelSaverHook()]
         if early_stop is not None:
             hooks.append(EarlyStopHook(early_stop))
     if use_vdl:

@@ -15,6 +15,7 @@ import paddle
 import paddle.nn.functional as F
 
 from paddleseg_ext.models.layers.softmax import channel_softmax
+from paddleseg_ext.utils.infer_options import InferOptions
 
 Size = Tuple[int, int]
 
@@ -142,3 +143,14 @@ def aug_inference(model: paddle.nn.Layer, im: paddle.Tensor, trans_info: Optiona
             total = prob if total is None else total + prob
             views += 1
     return reverse_transform(total / views, trans_info or [])
+
+
+def predict_logits(model: paddle.nn.Layer, img: paddle.Tensor, trans_info: Any,
+                   options: InferOptions) -> paddle.Tensor:
+    """Logits (or averaged probabilities with ``options.aug_eval``) ``[N, K, H0, W0]`` of
+    ``img [N, C, H, W]`` at original resolution (``trans_info``: see the module docstring)."""
+    o = options
+    if o.aug_eval:
+        return aug_inference(model, img, trans_info, o.scales, o.flip_horizontal, o.flip_vertical,
+                             o.is_slide, o.crop_size, o.stride)
+    return inference(model, img, trans_info, o.is_slide, o.crop_size, o.stride)

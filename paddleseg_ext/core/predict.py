@@ -12,11 +12,12 @@ from tqdm import tqdm
 
 from ..runtime import ExecutionPolicy, current_policy, prepare
 from ..transforms.loading import read_image
+from ..utils.infer_options import InferOptions
 from ..utils.logger import get_logger
 from ..utils.visualize import STRETCH_PERCENTILES, get_color_map_list, stretch_bands
 from ..utils.visualize_outputs import apply_nodata, save_color_map, write_legend, write_overlay
-from .infer import is_out_of_memory
-from .val import out_of_memory_error, predict_logits
+from .infer import is_out_of_memory, predict_logits
+from .val import out_of_memory_error
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 
@@ -146,9 +147,8 @@ def _overlay_base(path: str, transforms: Any, overlay_bands: Optional[Sequence[i
 
 
 def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: str = "output/result",
-            aug_pred: bool = False, scales: Sequence[float] | float = 1.0, flip_horizontal: bool = False,
-            flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None, stride: Any = None,
-            custom_color: Optional[Sequence[int]] = None, weight: float = 0.6,
+            options: Optional[InferOptions] = None, custom_color: Optional[Sequence[int]] = None,
+            weight: float = 0.6,
             overlay_bands: Optional[Sequence[int]] = None, fold_bn: Optional[bool] = None,
             policy: Optional[ExecutionPolicy] = None, class_names: Optional[Sequence[str]] = None,
             legend: bool = True, nodata: Optional[float] = None) -> List[str]:
@@ -160,6 +160,8 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
         image_path: file, folder or list file.
         save_dir: writes ``pseudo_color_prediction/<sub-path>.png`` (palette PNG)
             and ``added_prediction/<sub-path>.jpg`` (overlay).
+        options: how each image is inferred (multi-scale / flip, sliding windows; default:
+            one plain forward pass).
         overlay_bands: bands under the overlay (3 as RGB, or 1 as grey), each
             stretched between its 2nd and 98th percentile (see
             :func:`band_composite`); default: the picture itself for 8-bit
@@ -183,6 +185,7 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
     out-of-memory error names the image and suggests sliding-window inference.
     """
     log = get_logger()
+    options = options or InferOptions()
     overlay_bands = check_overlay_bands(overlay_bands, getattr(transforms, "img_channels", 3))
     images, base = get_image_list(image_path)
     model.eval()
@@ -204,12 +207,11 @@ def predict(model: paddle.nn.Layer, transforms: Any, image_path: str, save_dir: 
                 continue
             img = paddle.to_tensor(data["img"][None])
             try:
-                logit = predict_logits(net, img, data["trans_info"], aug_pred, scales, flip_horizontal,
-                                       flip_vertical, is_slide, crop_size, stride)
+                logit = predict_logits(net, img, data["trans_info"], options)
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
-                raise out_of_memory_error(e, "predicting", path, img.shape, is_slide, crop_size) from e
+                raise out_of_memory_error(e, "predicting", path, img.shape, options) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
             raw = _read_raw(path, transforms) if nodata is not None else None
             pred = apply_nodata(pred, raw, nodata)

@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import paddle
 from tqdm import tqdm
 
 from ..runtime import ExecutionPolicy, current_policy, prepare
+from ..utils.infer_options import InferOptions
 from ..utils.logger import get_logger
 from ..utils.metrics import ConfusionMatrix, format_table
 from ..cvlibs.errors import clean_exception
 from .data import CatchErrors, raise_if_error
-from .infer import aug_inference, inference, is_out_of_memory
+from .infer import is_out_of_memory, predict_logits
 
 
 class EvalInterrupted(Exception):
     """Evaluation stopped early because ``should_stop()`` returned True."""
 
 
-def out_of_memory_error(e: BaseException, what: str, path: Any, shape: Any, is_slide: bool,
-                        crop_size: Any) -> MemoryError:
+def out_of_memory_error(e: BaseException, what: str, path: Any, shape: Any, options: InferOptions) -> MemoryError:
     """A MemoryError naming the image and what to do about it."""
-    if is_slide:
-        hint = (f"sliding-window inference with crop_size {crop_size} still does not fit: use a smaller "
-                "--crop_size / --stride (test_config crop_size, stride)")
+    if options.is_slide:
+        hint = (f"sliding-window inference with crop_size {list(options.crop_size)} still does not fit: "
+                "use a smaller --crop_size / --stride (test_config crop_size, stride)")
     else:
         hint = ("use sliding-window inference: --is_slide --crop_size W H --stride W H on the command "
                 "line, or test_config: {is_slide: true, crop_size: [W, H], stride: [W, H]} in the "
@@ -40,30 +40,19 @@ def _single_collate(batch):
     return batch[0]
 
 
-def predict_logits(model: paddle.nn.Layer, img: paddle.Tensor, trans_info, aug_eval: bool = False,
-                   scales: Any = 1.0, flip_horizontal: bool = False, flip_vertical: bool = False,
-                   is_slide: bool = False, crop_size: Any = None, stride: Any = None) -> paddle.Tensor:
-    """Logits (or averaged probabilities with ``aug_eval``) at original resolution."""
-    if aug_eval:
-        return aug_inference(model, img, trans_info, scales, flip_horizontal, flip_vertical,
-                             is_slide, crop_size, stride)
-    return inference(model, img, trans_info, is_slide, crop_size, stride)
-
-
-def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
-             scales: Sequence[float] | float = 1.0, flip_horizontal: bool = False,
-             flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None,
-             stride: Any = None, num_workers: int = 0, print_detail: bool = True,
+def evaluate(model: paddle.nn.Layer, eval_dataset, options: Optional[InferOptions] = None,
+             num_workers: int = 0, print_detail: bool = True,
              progress: bool = True, should_stop: Optional[Callable[[], bool]] = None,
              fold_bn: Optional[bool] = None, policy: Optional[ExecutionPolicy] = None,
              loss_fn: Optional[Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor]] = None,
              on_image: Optional[Callable[[int, Dict[str, Any], np.ndarray], None]] = None) -> Dict[str, Any]:
     """Evaluate ``model`` on ``eval_dataset`` (val mode: labels at original size).
 
-    The images run through a copy of ``model`` prepared for inference by the execution
-    policy (:func:`paddleseg_ext.runtime.prepare`: folded batch norms, Winograd and strip
-    convolutions, ...): the same logits within float rounding; ``model`` itself is not
-    modified. ``fold_bn`` overrides the policy's choice of BatchNorm folding.
+    ``options`` says how each image is inferred (multi-scale / flip, sliding windows;
+    default: one plain forward pass). The images run through a copy of ``model``
+    prepared for inference by the execution policy (:func:`paddleseg_ext.runtime.prepare`:
+    folded batch norms, Winograd and strip convolutions, ...): the same logits within
+    float rounding; ``model`` itself is not modified. ``fold_bn`` overrides the policy's choice of BatchNorm folding.
 
     An out-of-memory error names the image and suggests sliding-window
     inference. ``should_stop`` is polled between images; when it returns True
@@ -72,7 +61,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
 
     ``loss_fn(logits [1, C, H, W], label [1, H, W] int64)`` (training's loss of the main
     output) adds ``loss``: its mean over the images, at label resolution; not with
-    ``aug_eval``, whose output is averaged probabilities, not logits. ``on_image(index,
+    ``options.aug_eval``, whose output is averaged probabilities, not logits. ``on_image(index,
     data, pred)`` sees every image's sample dict and ``H x W`` prediction (e.g. to draw
     some of them).
 
@@ -83,6 +72,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
         ``loss_fn`` is given.
     """
     log = get_logger()
+    options = options or InferOptions()
     if len(eval_dataset) == 0:
         raise ValueError("The evaluation dataset is empty")
     was_training = model.training
@@ -98,8 +88,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
     nranks = paddle.distributed.get_world_size()
     rank = paddle.distributed.get_rank()
     if print_detail:
-        mode = ("aug (scales %s, flip h=%s v=%s)" % (scales, flip_horizontal, flip_vertical)
-                if aug_eval else "plain") + (f", slide crop {crop_size} stride {stride}" if is_slide else "")
+        mode = options.describe()
         if net.applied_rewrites:
             mode += f", rewrites {', '.join(net.applied_rewrites)}"
         log.info("[EVAL] %d images, %s inference", len(eval_dataset), mode)
@@ -129,13 +118,11 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
             img = data["img"]  # the loader already made it a tensor; to_tensor would copy (and warn)
             img = (img if isinstance(img, paddle.Tensor) else paddle.to_tensor(img)).unsqueeze(0)
             try:
-                logit = predict_logits(net, img, data.get("trans_info", []), aug_eval, scales,
-                                       flip_horizontal, flip_vertical, is_slide, crop_size, stride)
+                logit = predict_logits(net, img, data.get("trans_info", []), options)
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
-                raise out_of_memory_error(e, "evaluating", data.get("img_path"), img.shape, is_slide,
-                                          crop_size) from e
+                raise out_of_memory_error(e, "evaluating", data.get("img_path"), img.shape, options) from e
             pred = paddle.argmax(logit, axis=1).numpy()[0]
             label = np.asarray(data["label"])
             if pred.shape != label.shape:
@@ -143,7 +130,7 @@ def evaluate(model: paddle.nn.Layer, eval_dataset, aug_eval: bool = False,
                                  f"{data.get('img_path')}: the val transforms did not record how to "
                                  "undo them (trans_info)")
             cm.update(pred, label)
-            if loss_fn is not None and not aug_eval:
+            if loss_fn is not None and not options.aug_eval:
                 label_t = paddle.to_tensor(label.astype(np.int64)[None])
                 loss_sum += float(loss_fn(logit, label_t))
                 loss_n += 1

@@ -313,7 +313,7 @@ class Config:
         self._check_test_config()
 
     def _check_test_config(self) -> None:
-        """``test_config``: known keys, types, and a complete slide setting."""
+        """``test_config``: known keys, ``nodata``, and the inference options (:class:`InferOptions`)."""
         tc = self.dic.get("test_config")
         if not tc:
             return
@@ -327,31 +327,13 @@ class Config:
                 hint = f" Did you mean: {', '.join(near)}?" if near else ""
                 raise ConfigError(f"Unknown key 'test_config.{key}' in {self.origin('test_config.' + str(key))}."
                                   f"{hint} Valid keys: {', '.join(TEST_CONFIG_KEYS)}.")
-        for key in ("aug_eval", "flip_horizontal", "flip_vertical", "is_slide"):
-            if key in tc and not isinstance(tc[key], bool):
-                raise ConfigError(f"test_config.{key} in {where} must be true or false, got {tc[key]!r}")
-        if "scales" in tc:
-            s = tc["scales"]
-            items = s if isinstance(s, list) else [s]
-            if not items or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0
-                                    for v in items):
-                raise ConfigError(f"test_config.scales in {where} must be a positive number or a list "
-                                  f"of them, got {s!r}")
-        for key in ("crop_size", "stride"):
-            if key in tc and tc[key] is not None:
-                v = tc[key]
-                pair = [v, v] if isinstance(v, int) and not isinstance(v, bool) else v
-                if not (isinstance(pair, list) and len(pair) == 2 and all(
-                        isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in pair)):
-                    raise ConfigError(f"test_config.{key} in {where} must be a positive int or "
-                                      f"[width, height], got {v!r}")
         if "nodata" in tc and tc["nodata"] is not None and (
                 isinstance(tc["nodata"], bool) or not isinstance(tc["nodata"], numbers.Real)):
             raise ConfigError(f"test_config.nodata in {where} must be a number (the value every band "
                               f"holds where there is no data), got {tc['nodata']!r}")
-        if tc.get("is_slide") and (tc.get("crop_size") is None or tc.get("stride") is None):
-            raise ConfigError(f"test_config.is_slide is true in {where} but crop_size and stride "
-                              "([width, height] each) are not both set")
+        from ..utils.infer_options import InferOptions  # it imports this package
+
+        InferOptions.from_config(tc, where)  # the inference keys' rules and messages
 
     # PaddleSeg-style accessors.
     @property

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..core.predict import check_overlay_bands
+from ..cvlibs.errors import ConfigError
+from ..utils.infer_options import InferOptions
 from ..utils.logger import get_logger
 from .blend import PredictFn, check_options, predict_scene
 from .raster import PROB_DTYPES, overlay_path, prob_path
@@ -93,18 +95,31 @@ def scene_output(path: str, base: Optional[str], save_dir: str) -> str:
 
 
 def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, predict_fn: PredictFn,
-                   transforms: Any, output: str = "logits", crop_size: Optional[Sequence[int]] = None,
-                   stride: Optional[Sequence[int]] = None, batch_size: int = 1, block_cells: int = 4,
+                   transforms: Any, output: str = "logits", options: Optional[InferOptions] = None,
+                   batch_size: int = 1, block_cells: int = 4,
                    cmap: Optional[Sequence[int]] = None, probs: Optional[str] = None,
                    tag: str = "[SCENE]", rank: Optional[int] = None, world: Optional[int] = None,
                    overlay: bool = False, overlay_bands: Optional[Sequence[int]] = None) -> SceneReport:
     """Predict this process's share of ``paths`` into ``save_dir`` (see :func:`predict_scene`).
 
+    The window and stride are ``options.crop_size`` / ``options.stride`` (default
+    :data:`DEFAULT_WINDOW`, stride 3/4 of the window); a scene is always predicted window
+    by window, so ``is_slide`` changes nothing.
+
     A scene that cannot be read (file, band count, window) is reported and
     the run goes on; the report lists it.
+
+    Raises:
+        ConfigError: ``options.aug_eval`` (multi-scale / flip inference of a whole image).
+        ValueError: a bad window, stride, batch or output (see :func:`check_options`).
     """
     log = scene_logger()
-    window, stride = check_options(output, batch_size, block_cells, crop_size or DEFAULT_WINDOW, stride, probs)
+    options = options or InferOptions()
+    if options.aug_eval:
+        raise ConfigError("scenes are predicted window by window; multi-scale / flip inference (--aug_eval, "
+                          "--aug_pred or test_config aug_eval) is not available with them")
+    window, stride = check_options(output, batch_size, block_cells, options.crop_size or DEFAULT_WINDOW,
+                                   options.stride, probs)
     if overlay:
         check_overlay_bands(overlay_bands, getattr(transforms, "img_channels", 3))
     if rank is None or world is None:
@@ -139,13 +154,13 @@ def predict_scenes(paths: Sequence[str], base: Optional[str], save_dir: str, pre
     return report
 
 
-def scene_kwargs(args: Any, crop_size: Any = None, stride: Any = None) -> Dict[str, Any]:
-    """predict_scenes keyword arguments from the parsed ``add_scene_args`` options."""
+def scene_kwargs(args: Any) -> Dict[str, Any]:
+    """predict_scenes keyword arguments from the parsed ``add_scene_args`` options (the
+    window and stride come with the :class:`InferOptions`)."""
     if getattr(args, "batch_size", 1) < 1 or args.scene_block < 1:
         raise ValueError(f"--batch_size and --scene_block must be >= 1, got "
                          f"{getattr(args, 'batch_size', 1)}, {args.scene_block}")
-    pair = lambda v: None if v is None else ((int(v), int(v)) if isinstance(v, int) else tuple(v))  # noqa: E731
-    return dict(crop_size=pair(crop_size), stride=pair(stride), batch_size=getattr(args, "batch_size", 1),
+    return dict(batch_size=getattr(args, "batch_size", 1),
                 block_cells=args.scene_block, probs=args.scene_probs, overlay=args.scene_overlay,
                 overlay_bands=getattr(args, "overlay_bands", None))
 
