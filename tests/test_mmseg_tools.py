@@ -186,3 +186,74 @@ def test_onnx_export_and_onnxruntime(case):
     assert sorted(preds) == sorted(r["name"] for r in case["ref"])
     for ref in case["ref"]:
         _agree(ref, np.asarray(preds[ref["name"]]).squeeze(), "deploy/python/infer_onnx.py")
+
+
+def _write_mmseg_file(path, state, torch, meta=None):
+    write_zip(str(path), {"meta": meta if meta is not None else {"mmseg_version": "1.2.2"},
+                          "state_dict": {k: _tensor(v, str(i)) for i, (k, v) in enumerate(state.items())}},
+              torch)
+    return str(path)
+
+
+P18, P50, D50 = (f"{m}-d8_4xb2-80k_cityscapes-512x1024" for m in ("pspnet_r18", "pspnet_r50", "danet_r50"))
+NUM7 = [f"{part}.num_classes=7" for part in ("model", "train_dataset", "val_dataset")]
+
+
+@pytest.mark.parametrize("family,recipe,opts,says", [
+    # wrong architecture, both ways
+    (D50, P50, [], ["detected an mmsegmentation DANet checkpoint, but the model is a PSPNet",
+                    "configs/danet/mmseg/"]),
+    (P18, D50, ["model.backbone.type=ResNet18_vd"],
+     ["detected an mmsegmentation PSPNet checkpoint, but the model is a DANet", "configs/pspnet/mmseg/"]),
+    # wrong variant: depth, head width, backbone switch, DANet's auxiliary head
+    (P50, P18, [], ["mmsegmentation PSPNet checkpoint, but it does not fit this PSPNet",
+                    "backbone.bb_0_0.conv0._conv.weight [64, 64, 1, 1] vs [64, 64, 3, 3]", "same depth"]),
+    (P18, P18, ["model.pp_out_channels=256"], ["psp_module.bottleneck._conv.weight [128, 1024, 3, 3] vs "
+                                               "[256, 1024, 3, 3]"]),
+    (P18, P18, ["model.backbone.contract_dilation=False"], ["contract_dilation=False (mmseg: True)"]),
+    (D50, D50, ["model.aux_head=linear"], ["mmsegmentation DANet checkpoint, but this DANet is built with "
+                                           "aux_head='linear'"]),
+    # wrong num_classes
+    (D50, D50, NUM7, ["mmsegmentation DANet checkpoint, but it does not fit this DANet",
+                      "head.fused_cls.1.weight [19, 512, 1, 1] vs [7, 512, 1, 1]"]),
+])
+def test_a_file_that_does_not_fit_gets_one_clear_error_from_the_tools(tmp_path, fake_torch, capsys,
+                                                                         family, recipe, opts, says):
+    from paddleseg_ext.utils.cli import run_cli
+
+    keys = json.loads((mc.FIXTURES / f"{mc.fixture_name(family)}.json").read_text())["keys"]
+    path = _write_mmseg_file(tmp_path / "peer.pth", mc.random_state(keys, seed=12), fake_torch)
+    cfg = str(ROOT / mc.FAMILIES[recipe])
+    argv = [path, str(tmp_path / "out.pdparams"), "--config", cfg] + (["--opts", *opts] if opts else [])
+    status = run_cli(load_tool("convert_weights").main, argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    # One paragraph, then the tool's hint about tracebacks.
+    assert status == 2 and len(lines) == 2 and "PADDLESEG_EXT_DEBUG=1" in lines[1], lines
+    err = lines[0]
+    assert err.startswith("error: ") and path in err, err
+    for fragment in says:
+        assert fragment in err, f"{fragment!r} not in: {err}"
+    assert not (tmp_path / "out.pdparams").exists()
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_pickle_in_an_mmseg_file_runs_nothing(case, fake_torch, tmp_path, capsys):
+    """The exploit sits where mmseg files keep free-form objects (``meta``), through tools/val.py."""
+    from paddleseg_ext.utils.cli import run_cli
+
+    keys = json.loads((mc.FIXTURES / f"{mc.fixture_name(FAMILY)}.json").read_text())["keys"]
+    marker = tmp_path / "PWNED"
+    path = _write_mmseg_file(tmp_path / "evil.pth", mc.random_state(keys, seed=13), fake_torch,
+                             meta={"mmseg_version": "1.2.2", "hook": _Exploit(marker)})
+    status = run_cli(load_tool("val").main, ["--config", RECIPE, "--model_path", path, "--device", "cpu",
+                                             "--opts", *case["opts"]])
+    err = capsys.readouterr().err
+    assert status == 2 and "system" in err and path in err, err
+    assert not marker.exists()
