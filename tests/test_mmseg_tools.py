@@ -31,7 +31,7 @@ import mmseg_checkpoints as mc  # noqa: E402  (NumPy-only parts)
 import infer  # noqa: E402
 import infer_onnx  # noqa: E402
 from test_deploy import HAS_ONNX, needs_onnx  # noqa: E402
-from test_torch_reader import _tensor, fake_torch, write_zip  # noqa: E402
+from test_torch_reader import _Exploit, _tensor, fake_torch, write_zip  # noqa: E402
 
 FAMILY = "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024"
 RECIPE = str(ROOT / mc.FAMILIES[FAMILY])
@@ -234,14 +234,6 @@ def test_a_file_that_does_not_fit_gets_one_clear_error_from_the_tools(tmp_path, 
     for fragment in says:
         assert fragment in err, f"{fragment!r} not in: {err}"
     assert not (tmp_path / "out.pdparams").exists()
-
-
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_crafted_pickle_in_an_mmseg_file_runs_nothing(case, fake_torch, tmp_path, capsys):
