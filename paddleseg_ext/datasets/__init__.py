@@ -10,7 +10,8 @@ from .collate import collate_fn
 from .dataset import Dataset, read_file_list
 from .landcover import LandCover
 from .random_windows import RandomWindows
+from .remote_sensing import ISAID, LoveDA, Potsdam, Vaihingen
 from .voc import PascalVOC
 
 __all__ = ["Dataset", "Cityscapes", "ADE20K", "PascalVOC", "CamVid", "LandCover",
-           "RandomWindows", "collate_fn", "read_file_list"]
+           "RandomWindows", "LoveDA", "Potsdam", "Vaihingen", "ISAID", "collate_fn", "read_file_list"]

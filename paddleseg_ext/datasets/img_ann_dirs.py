@@ -1,0 +1,52 @@
+"""Base of the datasets in mmsegmentation's converted layout: ``img_dir/`` and ``ann_dir/``."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+
+from .dataset import check_dir
+from .folder_dataset import FilePairs, FolderDataset, reduce_zero_label
+
+
+class ImgAnnDirDataset(FolderDataset):
+    """A dataset as mmsegmentation's converters write it (mmseg's ``BaseSegDataset`` layout).
+
+    Layout under ``dataset_root``::
+
+        img_dir/{train,val}/<name><IMG_SUFFIX>
+        ann_dir/{train,val}/<name><SEG_SUFFIX>     (class ids, one channel)
+
+    Subclasses set ``NUM_CLASSES``, ``CLASS_NAMES``, the suffixes,
+    ``REDUCE_ZERO_LABEL`` (raw 0 ignored, raw ``k`` is class ``k - 1``) and
+    ``CONVERTER``, the mmseg script that writes the layout (named in errors).
+    Arguments as :class:`~paddleseg_ext.datasets.folder_dataset.FolderDataset`.
+    """
+
+    IMG_SUFFIX = ".png"
+    SEG_SUFFIX = ".png"
+    REDUCE_ZERO_LABEL = False
+    CONVERTER = ""
+
+    def find_files(self) -> FilePairs:
+        name = type(self).__name__
+        hint = (f"Expected img_dir/{self.mode}/ and ann_dir/{self.mode}/ as mmsegmentation's "
+                f"{self.CONVERTER} writes them")
+        img_dir = check_dir(os.path.join(self.dataset_root, "img_dir", self.mode),
+                            f"{name}: image folder", hint)
+        ann_dir = check_dir(os.path.join(self.dataset_root, "ann_dir", self.mode),
+                            f"{name}: annotation folder", hint)
+        images = sorted(glob.glob(os.path.join(glob.escape(img_dir), "*" + self.IMG_SUFFIX)))
+        if not images:
+            raise ValueError(f"{name}: no *{self.IMG_SUFFIX} images in {img_dir}")
+
+        def label_of(img: str) -> str:
+            stem = os.path.basename(img)[:-len(self.IMG_SUFFIX)]
+            return os.path.join(ann_dir, stem + self.SEG_SUFFIX)
+
+        return self.pair_labels(images, label_of, hint)
+
+    def convert_label(self, label: np.ndarray) -> np.ndarray:
+        return reduce_zero_label(label, self.ignore_index) if self.REDUCE_ZERO_LABEL else label
