@@ -40,6 +40,14 @@ MMSEG_TEST = {
                            resize=[2048, 512]),
     "voc12aug-512x512": dict(dataset="PascalVOC", num_classes=21, align_corners=False, slide=None,
                              resize=[2048, 512]),
+    "loveda-512x512": dict(dataset="LoveDA", num_classes=7, align_corners=False, slide=None,
+                           resize=[1024, 1024]),
+    "potsdam-512x512": dict(dataset="Potsdam", num_classes=6, align_corners=False, slide=None,
+                            resize=[512, 512]),
+    "vaihingen-512x512": dict(dataset="Vaihingen", num_classes=6, align_corners=False, slide=None,
+                              resize=[512, 512]),
+    "isaid-896x896": dict(dataset="ISAID", num_classes=16, align_corners=False, slide=None,
+                          resize=[896, 896]),
 }
 
 
@@ -114,11 +122,17 @@ def _mmseg_keys(model, depth, num_classes):
 
 
 def _networks():
-    """One recipe per distinct network (model, depth, classes); align_corners adds no tensor."""
+    """Recipes of distinct networks: each (model, depth) at 19 classes, each other class count at
+    the model's smallest depth (a class count changes the classifiers' shapes alone; align_corners
+    adds no tensor)."""
+    zoo = {f.name: f for f in gen.families()}
+    smallest = {m: min(zoo[p.stem].depth for p in RECIPES if zoo[p.stem].model == m) for m in ("pspnet", "danet")}
     seen = {}
     for path in RECIPES:
-        f = {f.name: f for f in gen.families()}[path.stem]
-        seen.setdefault((f.model, f.depth, MMSEG_TEST[f.suffix]["num_classes"]), path)
+        f = zoo[path.stem]
+        classes = MMSEG_TEST[f.suffix]["num_classes"]
+        if classes == 19 or f.depth == smallest[f.model]:
+            seen.setdefault((f.model, f.depth, classes), path)
     return sorted(seen.items())
 
 

@@ -105,13 +105,25 @@ BASES = {
     "cityscapes-769x769": "cityscapes-769x769.yml",
     "ade20k-512x512": "ade20k-512x512.yml",
     "voc12aug-512x512": "voc12aug-512x512.yml",
+    "loveda-512x512": "loveda-512x512.yml",
+    "potsdam-512x512": "potsdam-512x512.yml",
+    "vaihingen-512x512": "vaihingen-512x512.yml",
+    "isaid-896x896": "isaid-896x896.yml",
 }
+#: Classes of each mmseg suffix's dataset.
+NUM_CLASSES = {"cityscapes-512x1024": 19, "cityscapes-769x769": 19, "ade20k-512x512": 150,
+               "voc12aug-512x512": 21, "loveda-512x512": 7, "potsdam-512x512": 6,
+               "vaihingen-512x512": 6, "isaid-896x896": 16}
 #: How each mmseg suffix tests (for the table): crop, test mode.
 TEST_MODES = {
     "cityscapes-512x1024": "whole 2048x1024",
     "cityscapes-769x769": "slide 769 / 513 on 2049x1025, align_corners",
     "ade20k-512x512": "whole, short side 512",
     "voc12aug-512x512": "whole, short side 512",
+    "loveda-512x512": "whole 1024x1024",
+    "potsdam-512x512": "whole 512x512",
+    "vaihingen-512x512": "whole 512x512",
+    "isaid-896x896": "whole 896x896",
 }
 #: Families whose network mmseg's own model was compared with here (benchmarks/mmseg_checkpoints.py).
 PEER_PROVEN = {
@@ -225,8 +237,14 @@ def verified(family: Family) -> str:
     key = family.name.split("_4xb")[0]
     if family.needs:
         return "-"
-    done = ["every tensor placed from mmseg's key list" if family.depth != 101 else
-            "every tensor placed from mmseg's key list, stage 3 extended to 23 blocks"]
+    classes = NUM_CLASSES[family.suffix]
+    smallest = min(f.depth for f in families(family.model) if f.needs is None)
+    keys = "mmseg's key list" + (", stage 3 extended to 23 blocks" if family.depth == 101 else "")
+    if classes == 19 or family.depth == smallest:
+        done = [f"every tensor placed from {keys}"]
+    else:
+        done = [f"every tensor placed from {keys} at 19 classes, and the {classes}-class "
+                f"classifiers at R{smallest}"]
     if key in PEER_PROVEN and family.suffix == "cityscapes-512x1024":
         done.insert(0, PEER_PROVEN[key])
     elif key in PEER_PROVEN:
