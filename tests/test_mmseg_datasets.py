@@ -2,7 +2,7 @@
 
 Tiny synthetic folders in each layout (mmseg's docs/en/user_guides/2_dataset_prepare.md):
 ADEChallengeData2016, VOCdevkit with VOCaug's ``SegmentationClassAug`` + ``aug.txt``, and the
-``img_dir`` / ``ann_dir`` sets (LoveDA, Potsdam, Vaihingen, iSAID), each read through the recipe
+``img_dir`` / ``ann_dir`` sets (LoveDA, Potsdam, Vaihingen, iSAID) and COCO-Stuff 164k, each read through the recipe
 of the same name with its transforms, labels converted by mmseg's rules.
 """
 
@@ -20,16 +20,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PSP = ROOT / "configs" / "pspnet" / "mmseg"
 
 
-def _img_ann_dirs(root, raw_ids, seg_suffix=".png", size=(40, 36), n=(2, 1)):
-    """``img_dir/{train,val}/*.png`` + ``ann_dir/{train,val}/*<seg_suffix>`` with raw ids."""
+#: (image folder, label folder, split folders, image suffix) of mmseg's converted layouts.
+IMG_ANN = ("img_dir", "ann_dir", ("train", "val"), ".png")
+COCO = ("images", "annotations", ("train2017", "val2017"), ".jpg")
+
+
+def _img_ann_dirs(root, raw_ids, seg_suffix=".png", size=(40, 36), n=(2, 1), layout=IMG_ANN):
+    """``<images>/<split>/*<img suffix>`` + ``<labels>/<split>/*<seg_suffix>`` with raw ids."""
+    img_dir, ann_dir, splits, img_suffix = layout
     rng = np.random.default_rng(0)
-    for split, count in zip(("train", "val"), n):
+    for split, count in zip(splits, n):
         for i in range(count):
             stem = f"tile_{split}_{i}"
             label = rng.choice(raw_ids, size=(size[1], size[0])).astype(np.uint8)
-            write_image(os.path.join(root, "img_dir", split, stem + ".png"),
+            write_image(os.path.join(root, img_dir, split, stem + img_suffix),
                         rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-            write_label(os.path.join(root, "ann_dir", split, stem + seg_suffix), label)
+            write_label(os.path.join(root, ann_dir, split, stem + seg_suffix), label)
     return str(root)
 
 
@@ -45,19 +51,21 @@ def test_reduce_zero_label_is_mmsegs_rule():
                                   [[255, 0, 1, 255], [149, 6, 255, 2]])
 
 
-@pytest.mark.parametrize("recipe,raw_ids,seg_suffix,want_classes", [
-    ("pspnet_r18-d8_4xb4-80k_loveda-512x512", [0, 1, 4, 7], ".png", 7),
-    ("pspnet_r18-d8_4xb4-80k_potsdam-512x512", [0, 1, 3, 6], ".png", 6),
-    ("pspnet_r18-d8_4xb4-80k_vaihingen-512x512", [0, 2, 5, 6], ".png", 6),
-    ("pspnet_r18-d8_4xb4-80k_isaid-896x896", [0, 3, 15, 255], "_instance_color_RGB.png", 16),
+@pytest.mark.parametrize("recipe,raw_ids,seg_suffix,want_classes,layout", [
+    ("pspnet_r18-d8_4xb4-80k_loveda-512x512", [0, 1, 4, 7], ".png", 7, IMG_ANN),
+    ("pspnet_r18-d8_4xb4-80k_potsdam-512x512", [0, 1, 3, 6], ".png", 6, IMG_ANN),
+    ("pspnet_r18-d8_4xb4-80k_vaihingen-512x512", [0, 2, 5, 6], ".png", 6, IMG_ANN),
+    ("pspnet_r18-d8_4xb4-80k_isaid-896x896", [0, 3, 15, 255], "_instance_color_RGB.png", 16, IMG_ANN),
+    ("pspnet_r50-d8_4xb4-80k_coco-stuff164k-512x512", [0, 91, 170, 255], "_labelTrainIds.png", 171, COCO),
 ])
-def test_img_ann_dir_sets(tmp_path, recipe, raw_ids, seg_suffix, want_classes):
-    root = _img_ann_dirs(tmp_path / "data", raw_ids, seg_suffix)
+def test_img_ann_dir_sets(tmp_path, recipe, raw_ids, seg_suffix, want_classes, layout):
+    root = _img_ann_dirs(tmp_path / "data", raw_ids, seg_suffix, layout=layout)
     train, val = _datasets(PSP / f"{recipe}.yml", root)
     assert (len(train), len(val)) == (2, 1) and train.num_classes == want_classes
     img, lab = val.file_list[0]
-    assert img.endswith(os.path.join("img_dir", "val", "tile_val_0.png"))
-    assert lab.endswith(os.path.join("ann_dir", "val", "tile_val_0" + seg_suffix))
+    img_dir, ann_dir, splits, img_suffix = layout
+    assert img.endswith(os.path.join(img_dir, splits[1], f"tile_{splits[1]}_0{img_suffix}"))
+    assert lab.endswith(os.path.join(ann_dir, splits[1], f"tile_{splits[1]}_0" + seg_suffix))
     from paddleseg_ext.transforms.loading import read_label
 
     raw = read_label(lab)
@@ -65,7 +73,7 @@ def test_img_ann_dir_sets(tmp_path, recipe, raw_ids, seg_suffix, want_classes):
     if type(val).REDUCE_ZERO_LABEL:
         np.testing.assert_array_equal(got, reduce_zero_label(raw))
         assert (got[raw == 0] == 255).all()
-    else:  # iSAID: 0 is the background class
+    else:  # iSAID: 0 is the background class; COCO-Stuff 164k's ids are already train ids
         np.testing.assert_array_equal(got, raw)
     item = train[0]  # the recipe's training transforms run on it
     assert item["img"].shape[0] == 3 and item["label"].ndim >= 2

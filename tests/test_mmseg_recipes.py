@@ -48,6 +48,8 @@ MMSEG_TEST = {
                               resize=[512, 512]),
     "isaid-896x896": dict(dataset="ISAID", num_classes=16, align_corners=False, slide=None,
                           resize=[896, 896]),
+    "coco-stuff164k-512x512": dict(dataset="COCOStuff164k", num_classes=171, align_corners=False, slide=None,
+                                   resize=[2048, 512]),
 }
 
 
@@ -123,15 +125,19 @@ def _mmseg_keys(model, depth, num_classes):
 
 def _networks():
     """Recipes of distinct networks: each (model, depth) at 19 classes, each other class count at
-    the model's smallest depth (a class count changes the classifiers' shapes alone; align_corners
-    adds no tensor)."""
+    the smallest depth a recipe of the model has it (a class count changes the classifiers' shapes
+    alone; align_corners adds no tensor)."""
     zoo = {f.name: f for f in gen.families()}
-    smallest = {m: min(zoo[p.stem].depth for p in RECIPES if zoo[p.stem].model == m) for m in ("pspnet", "danet")}
+    smallest = {}
+    for path in RECIPES:
+        f = zoo[path.stem]
+        key = (f.model, MMSEG_TEST[f.suffix]["num_classes"])
+        smallest[key] = min(smallest.get(key, f.depth), f.depth)
     seen = {}
     for path in RECIPES:
         f = zoo[path.stem]
         classes = MMSEG_TEST[f.suffix]["num_classes"]
-        if classes == 19 or f.depth == smallest[f.model]:
+        if classes == 19 or f.depth == smallest[(f.model, classes)]:
             seen.setdefault((f.model, f.depth, classes), path)
     return sorted(seen.items())
 

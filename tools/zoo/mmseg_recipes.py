@@ -109,11 +109,12 @@ BASES = {
     "potsdam-512x512": "potsdam-512x512.yml",
     "vaihingen-512x512": "vaihingen-512x512.yml",
     "isaid-896x896": "isaid-896x896.yml",
+    "coco-stuff164k-512x512": "coco-stuff164k-512x512.yml",
 }
 #: Classes of each mmseg suffix's dataset.
 NUM_CLASSES = {"cityscapes-512x1024": 19, "cityscapes-769x769": 19, "ade20k-512x512": 150,
                "voc12aug-512x512": 21, "loveda-512x512": 7, "potsdam-512x512": 6,
-               "vaihingen-512x512": 6, "isaid-896x896": 16}
+               "vaihingen-512x512": 6, "isaid-896x896": 16, "coco-stuff164k-512x512": 171}
 #: How each mmseg suffix tests (for the table): crop, test mode.
 TEST_MODES = {
     "cityscapes-512x1024": "whole 2048x1024",
@@ -124,6 +125,7 @@ TEST_MODES = {
     "potsdam-512x512": "whole 512x512",
     "vaihingen-512x512": "whole 512x512",
     "isaid-896x896": "whole 896x896",
+    "coco-stuff164k-512x512": "whole, short side 512",
 }
 #: Families whose network mmseg's own model was compared with here (benchmarks/mmseg_checkpoints.py).
 PEER_PROVEN = {
@@ -238,7 +240,8 @@ def verified(family: Family) -> str:
     if family.needs:
         return "-"
     classes = NUM_CLASSES[family.suffix]
-    smallest = min(f.depth for f in families(family.model) if f.needs is None)
+    smallest = min(f.depth for f in families(family.model)
+                   if f.needs is None and NUM_CLASSES[f.suffix] == classes)
     keys = "mmseg's key list" + (", stage 3 extended to 23 blocks" if family.depth == 101 else "")
     if classes == 19 or family.depth == smallest:
         done = [f"every tensor placed from {keys}"]
