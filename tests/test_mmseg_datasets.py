@@ -107,3 +107,28 @@ def test_voc_aug_recipe_reads_mmsegs_vocaug_conversion(tmp_path):
     assert len(train) == 4 and all("SegmentationClassAug" in lab for _, lab in train.file_list)
     assert len(val) == 1 and "SegmentationClass" + os.sep in val.file_list[0][1]
     assert val[0]["img"].shape[1:] == (512, 640)  # short side 512
+
+
+@pytest.mark.parametrize("recipe,raw_ids,want", [
+    ("pspnet_r101-d8_4xb4-40k_pascal-context-480x480", [0, 1, 59], 60),
+    ("pspnet_r101-d8_4xb4-40k_pascal-context-59-480x480", [0, 1, 59], 59),
+])
+def test_pascal_context_reads_mmsegs_voc2010_layout(tmp_path, recipe, raw_ids, want):
+    root = tmp_path / "VOCdevkit" / "VOC2010"
+    rng = np.random.default_rng(1)
+    sets = root / "ImageSets" / "SegmentationContext"
+    sets.mkdir(parents=True)
+    for split, ids in (("train", ["2008_000002", "2008_000003"]), ("val", ["2008_000008"])):
+        (sets / f"{split}.txt").write_text("".join(i + "\n" for i in ids))
+        for i in ids:
+            write_image(root / "JPEGImages" / f"{i}.jpg", rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+            write_label(root / "SegmentationClassContext" / f"{i}.png",
+                        rng.choice(raw_ids, size=(30, 40)).astype(np.uint8))
+    train, val = _datasets(PSP / f"{recipe}.yml", root)
+    assert (len(train), len(val), val.num_classes) == (2, 1, want)
+    from paddleseg_ext.transforms.loading import read_label
+
+    raw = read_label(val.file_list[0][1])
+    got = val[0]["label"].squeeze()
+    np.testing.assert_array_equal(got, reduce_zero_label(raw) if want == 59 else raw)
+    assert val[0]["img"].shape[1:] == (390, 520)  # fitted into 520x520 (40x30 -> 520x390)

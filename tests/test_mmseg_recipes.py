@@ -50,6 +50,10 @@ MMSEG_TEST = {
                           resize=[896, 896]),
     "coco-stuff164k-512x512": dict(dataset="COCOStuff164k", num_classes=171, align_corners=False, slide=None,
                                    resize=[2048, 512]),
+    "pascal-context-480x480": dict(dataset="PascalContext", num_classes=60, align_corners=False,
+                                   slide=([480, 480], [320, 320]), resize=[520, 520], sgd=(0.004, 1e-4)),
+    "pascal-context-59-480x480": dict(dataset="PascalContext59", num_classes=59, align_corners=False,
+                                      slide=([480, 480], [320, 320]), resize=[520, 520], sgd=(0.004, 1e-4)),
 }
 
 
@@ -83,6 +87,8 @@ def test_recipe_has_mmsegs_test_settings(path):
     assert d["val_dataset"]["type"] == d["train_dataset"]["type"] == want["dataset"]
     assert model["align_corners"] is want["align_corners"]
     assert cfg.iters == family.iters and cfg.batch_size == family.batch
+    assert (d["lr_scheduler"]["learning_rate"], d["optimizer"]["weight_decay"]) == want.get("sgd", (0.01, 5e-4))
+    assert (d["lr_scheduler"]["power"], d["lr_scheduler"]["end_lr"], d["optimizer"]["momentum"]) == (0.9, 1e-4, 0.9)
     vt = d["val_dataset"]["transforms"]
     assert vt[-1] == {"type": "Normalize", "mean": MEAN, "std": STD}
     if want["resize"] is None:

@@ -10,10 +10,11 @@ from .coco_stuff import COCOStuff164k
 from .collate import collate_fn
 from .dataset import Dataset, read_file_list
 from .landcover import LandCover
+from .pascal_context import PascalContext, PascalContext59
 from .random_windows import RandomWindows
 from .remote_sensing import ISAID, LoveDA, Potsdam, Vaihingen
 from .voc import PascalVOC
 
 __all__ = ["Dataset", "Cityscapes", "ADE20K", "PascalVOC", "CamVid", "LandCover",
            "RandomWindows", "LoveDA", "Potsdam", "Vaihingen", "ISAID",
-           "COCOStuff164k", "collate_fn", "read_file_list"]
+           "COCOStuff164k", "PascalContext", "PascalContext59", "collate_fn", "read_file_list"]

@@ -110,11 +110,14 @@ BASES = {
     "vaihingen-512x512": "vaihingen-512x512.yml",
     "isaid-896x896": "isaid-896x896.yml",
     "coco-stuff164k-512x512": "coco-stuff164k-512x512.yml",
+    "pascal-context-480x480": "pascal-context-480x480.yml",
+    "pascal-context-59-480x480": "pascal-context-59-480x480.yml",
 }
 #: Classes of each mmseg suffix's dataset.
 NUM_CLASSES = {"cityscapes-512x1024": 19, "cityscapes-769x769": 19, "ade20k-512x512": 150,
                "voc12aug-512x512": 21, "loveda-512x512": 7, "potsdam-512x512": 6,
-               "vaihingen-512x512": 6, "isaid-896x896": 16, "coco-stuff164k-512x512": 171}
+               "vaihingen-512x512": 6, "isaid-896x896": 16, "coco-stuff164k-512x512": 171,
+               "pascal-context-480x480": 60, "pascal-context-59-480x480": 59}
 #: How each mmseg suffix tests (for the table): crop, test mode.
 TEST_MODES = {
     "cityscapes-512x1024": "whole 2048x1024",
@@ -126,6 +129,8 @@ TEST_MODES = {
     "vaihingen-512x512": "whole 512x512",
     "isaid-896x896": "whole 896x896",
     "coco-stuff164k-512x512": "whole, short side 512",
+    "pascal-context-480x480": "fitted into 520x520, slide 480 / 320",
+    "pascal-context-59-480x480": "fitted into 520x520, slide 480 / 320",
 }
 #: Families whose network mmseg's own model was compared with here (benchmarks/mmseg_checkpoints.py).
 PEER_PROVEN = {
