@@ -134,6 +134,10 @@ def test_resize_sizes():
     assert d["img"].shape[:2] == (512, 717)  # short side bound: 40 * 12.8
     d = T.Resize(target_size=(100, 100), keep_ratio=True, size_divisor=32)(make_sample(40, 56))
     assert d["img"].shape[:2] == (96, 128)  # 71x100 rounded up to multiples of 32
+    # A half rounds up, as in mmcv: mmseg's Cityscapes 769x769 test size of a 2048x1024 image.
+    from paddleseg_ext.transforms.functional import rescale_size
+
+    assert rescale_size((2048, 1024), (2049, 1025)) == (2049, 1025)
     d = T.ResizeByLong(long_size=112)(make_sample(40, 56))
     assert d["img"].shape[:2] == (80, 112)
     d = T.ResizeByShort(short_size=20)(make_sample(40, 56))

@@ -6,11 +6,15 @@ Importing this package imports every dataset module, which registers them.
 from .ade import ADE20K
 from .camvid import CamVid
 from .cityscapes import Cityscapes
+from .coco_stuff import COCOStuff164k
 from .collate import collate_fn
 from .dataset import Dataset, read_file_list
 from .landcover import LandCover
+from .pascal_context import PascalContext, PascalContext59
 from .random_windows import RandomWindows
+from .remote_sensing import ISAID, LoveDA, Potsdam, Vaihingen
 from .voc import PascalVOC
 
 __all__ = ["Dataset", "Cityscapes", "ADE20K", "PascalVOC", "CamVid", "LandCover",
-           "RandomWindows", "collate_fn", "read_file_list"]
+           "RandomWindows", "LoveDA", "Potsdam", "Vaihingen", "ISAID",
+           "COCOStuff164k", "PascalContext", "PascalContext59", "collate_fn", "read_file_list"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..cvlibs import manager
 from .dataset import check_dir
-from .folder_dataset import FilePairs, FolderDataset
+from .folder_dataset import FilePairs, FolderDataset, reduce_zero_label
 
 ADE20K_CLASSES = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
@@ -72,8 +72,4 @@ class ADE20K(FolderDataset):
 
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         """Raw 0 -> ignore_index, raw k -> k - 1 (reduce_zero_label)."""
-        out = label.astype(np.int64) - 1
-        out[label == 0] = self.ignore_index
-        if 0 <= self.ignore_index <= 255 and out.max(initial=0) <= 255:
-            out = out.astype(np.uint8)  # keep the cheap bincount check and small copies
-        return out
+        return reduce_zero_label(label, self.ignore_index)

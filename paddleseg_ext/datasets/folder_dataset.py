@@ -5,10 +5,26 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
+import numpy as np
+
 from .dataset import Dataset
 
 #: ``(image path, label path or None)``, one per sample.
 FilePairs = List[Tuple[str, Optional[str]]]
+
+
+def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Raw 0 -> ``ignore_index``, raw ``k`` -> ``k - 1``, raw 255 stays 255.
+
+    The rule of datasets whose raw 0 means "no class" (mmsegmentation's
+    ``reduce_zero_label``: ADE20K, Pascal Context 59, LoveDA, Potsdam, Vaihingen).
+    """
+    out = label.astype(np.int64) - 1
+    out[label == 0] = ignore_index
+    out[label == 255] = 255
+    if 0 <= ignore_index <= 255 and out.max(initial=0) <= 255:
+        out = out.astype(np.uint8)  # keep the cheap bincount check and small copies
+    return out
 
 
 class FolderDataset(Dataset):

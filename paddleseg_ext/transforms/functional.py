@@ -189,10 +189,12 @@ def rescale_size(img_size: Tuple[int, int], target_size: Tuple[int, int]) -> Tup
     The long image side is bounded by the long target side and the short side
     by the short target side (the mmseg/PaddleSeg ``keep_ratio`` rule), so
     ``target_size=(2048, 512)`` works for both portrait and landscape images.
+    Halves round up, as mmcv's ``rescale_size`` does (Python's ``round`` would take
+    2048x1024 fitted into 2049x1025 to 2049x1024, where mmseg tests at 2049x1025).
     """
     w, h = img_size
     scale = min(max(target_size) / max(w, h), min(target_size) / min(w, h))
-    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    return max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))
 
 
 def size_for_long(shape: Tuple[int, int], long_size: int) -> Tuple[int, int]:

@@ -1,0 +1,134 @@
+"""The datasets of the mmseg recipes read the layouts mmsegmentation's converters write.
+
+Tiny synthetic folders in each layout (mmseg's docs/en/user_guides/2_dataset_prepare.md):
+ADEChallengeData2016, VOCdevkit with VOCaug's ``SegmentationClassAug`` + ``aug.txt``, and the
+``img_dir`` / ``ann_dir`` sets (LoveDA, Potsdam, Vaihingen, iSAID) and COCO-Stuff 164k, each read through the recipe
+of the same name with its transforms, labels converted by mmseg's rules.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paddleseg_ext.cvlibs import Config, SegBuilder
+from paddleseg_ext.datasets.folder_dataset import reduce_zero_label
+from synthetic import make_ade20k, make_voc, write_image, write_label
+
+ROOT = Path(__file__).resolve().parents[1]
+PSP = ROOT / "configs" / "pspnet" / "mmseg"
+
+
+#: (image folder, label folder, split folders, image suffix) of mmseg's converted layouts.
+IMG_ANN = ("img_dir", "ann_dir", ("train", "val"), ".png")
+COCO = ("images", "annotations", ("train2017", "val2017"), ".jpg")
+
+
+def _img_ann_dirs(root, raw_ids, seg_suffix=".png", size=(40, 36), n=(2, 1), layout=IMG_ANN):
+    """``<images>/<split>/*<img suffix>`` + ``<labels>/<split>/*<seg_suffix>`` with raw ids."""
+    img_dir, ann_dir, splits, img_suffix = layout
+    rng = np.random.default_rng(0)
+    for split, count in zip(splits, n):
+        for i in range(count):
+            stem = f"tile_{split}_{i}"
+            label = rng.choice(raw_ids, size=(size[1], size[0])).astype(np.uint8)
+            write_image(os.path.join(root, img_dir, split, stem + img_suffix),
+                        rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+            write_label(os.path.join(root, ann_dir, split, stem + seg_suffix), label)
+    return str(root)
+
+
+def _datasets(recipe, root):
+    opts = [f"train_dataset.dataset_root={root}", f"val_dataset.dataset_root={root}"]
+    b = SegBuilder(Config(str(recipe), opts=opts))
+    return b.train_dataset, b.val_dataset
+
+
+def test_reduce_zero_label_is_mmsegs_rule():
+    raw = np.array([[0, 1, 2, 255], [150, 7, 0, 3]], np.uint8)
+    np.testing.assert_array_equal(reduce_zero_label(raw),
+                                  [[255, 0, 1, 255], [149, 6, 255, 2]])
+
+
+@pytest.mark.parametrize("recipe,raw_ids,seg_suffix,want_classes,layout", [
+    ("pspnet_r18-d8_4xb4-80k_loveda-512x512", [0, 1, 4, 7], ".png", 7, IMG_ANN),
+    ("pspnet_r18-d8_4xb4-80k_potsdam-512x512", [0, 1, 3, 6], ".png", 6, IMG_ANN),
+    ("pspnet_r18-d8_4xb4-80k_vaihingen-512x512", [0, 2, 5, 6], ".png", 6, IMG_ANN),
+    ("pspnet_r18-d8_4xb4-80k_isaid-896x896", [0, 3, 15, 255], "_instance_color_RGB.png", 16, IMG_ANN),
+    ("pspnet_r50-d8_4xb4-80k_coco-stuff164k-512x512", [0, 91, 170, 255], "_labelTrainIds.png", 171, COCO),
+])
+def test_img_ann_dir_sets(tmp_path, recipe, raw_ids, seg_suffix, want_classes, layout):
+    root = _img_ann_dirs(tmp_path / "data", raw_ids, seg_suffix, layout=layout)
+    train, val = _datasets(PSP / f"{recipe}.yml", root)
+    assert (len(train), len(val)) == (2, 1) and train.num_classes == want_classes
+    img, lab = val.file_list[0]
+    img_dir, ann_dir, splits, img_suffix = layout
+    assert img.endswith(os.path.join(img_dir, splits[1], f"tile_{splits[1]}_0{img_suffix}"))
+    assert lab.endswith(os.path.join(ann_dir, splits[1], f"tile_{splits[1]}_0" + seg_suffix))
+    from paddleseg_ext.transforms.loading import read_label
+
+    raw = read_label(lab)
+    got = val[0]["label"].squeeze()
+    if type(val).REDUCE_ZERO_LABEL:
+        np.testing.assert_array_equal(got, reduce_zero_label(raw))
+        assert (got[raw == 0] == 255).all()
+    else:  # iSAID: 0 is the background class; COCO-Stuff 164k's ids are already train ids
+        np.testing.assert_array_equal(got, raw)
+    item = train[0]  # the recipe's training transforms run on it
+    assert item["img"].shape[0] == 3 and item["label"].ndim >= 2
+
+
+def test_img_ann_dir_layout_errors_name_the_converter(tmp_path):
+    root = _img_ann_dirs(tmp_path / "data", [1, 2])
+    os.rename(os.path.join(root, "ann_dir"), os.path.join(root, "labels"))
+    with pytest.raises(FileNotFoundError, match=r"ann_dir/train.*tools/dataset_converters/loveda.py"):
+        _datasets(PSP / "pspnet_r18-d8_4xb4-80k_loveda-512x512.yml", root)
+    root2 = _img_ann_dirs(tmp_path / "isaid", [0, 1])  # labels without iSAID's suffix
+    with pytest.raises(FileNotFoundError, match="_instance_color_RGB.png"):
+        _datasets(PSP / "pspnet_r18-d8_4xb4-80k_isaid-896x896.yml", root2)
+
+
+def test_ade20k_recipe_reads_adechallengedata2016(tmp_path):
+    root = make_ade20k(tmp_path / "ADEChallengeData2016", size=(60, 40))
+    train, val = _datasets(PSP / "pspnet_r50-d8_4xb4-80k_ade20k-512x512.yml", root)
+    assert (len(train), len(val), val.num_classes) == (2, 2, 150)
+    item = val[0]
+    # mmseg's test resize: short side 512 (60x40 -> 768x512), labels kept at their size
+    assert item["img"].shape[1:] == (512, 768) and item["label"].squeeze().shape == (40, 60)
+    lab = item["label"]
+    assert lab[lab != 255].max() == 149 and (lab == 255).any()
+
+
+def test_voc_aug_recipe_reads_mmsegs_vocaug_conversion(tmp_path):
+    root = make_voc(tmp_path / "VOCdevkit", n_train=2, n_val=1, n_aug_extra=2, size=(50, 40))
+    train, val = _datasets(PSP / "pspnet_r50-d8_4xb4-20k_voc12aug-512x512.yml", root)
+    # aug.txt (VOC train + SBD ids) with SegmentationClassAug labels; val.txt with the VOC labels
+    assert len(train) == 4 and all("SegmentationClassAug" in lab for _, lab in train.file_list)
+    assert len(val) == 1 and "SegmentationClass" + os.sep in val.file_list[0][1]
+    assert val[0]["img"].shape[1:] == (512, 640)  # short side 512
+
+
+@pytest.mark.parametrize("recipe,raw_ids,want", [
+    ("pspnet_r101-d8_4xb4-40k_pascal-context-480x480", [0, 1, 59], 60),
+    ("pspnet_r101-d8_4xb4-40k_pascal-context-59-480x480", [0, 1, 59], 59),
+])
+def test_pascal_context_reads_mmsegs_voc2010_layout(tmp_path, recipe, raw_ids, want):
+    root = tmp_path / "VOCdevkit" / "VOC2010"
+    rng = np.random.default_rng(1)
+    sets = root / "ImageSets" / "SegmentationContext"
+    sets.mkdir(parents=True)
+    for split, ids in (("train", ["2008_000002", "2008_000003"]), ("val", ["2008_000008"])):
+        (sets / f"{split}.txt").write_text("".join(i + "\n" for i in ids))
+        for i in ids:
+            write_image(root / "JPEGImages" / f"{i}.jpg", rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+            write_label(root / "SegmentationClassContext" / f"{i}.png",
+                        rng.choice(raw_ids, size=(30, 40)).astype(np.uint8))
+    train, val = _datasets(PSP / f"{recipe}.yml", root)
+    assert (len(train), len(val), val.num_classes) == (2, 1, want)
+    from paddleseg_ext.transforms.loading import read_label
+
+    raw = read_label(val.file_list[0][1])
+    got = val[0]["label"].squeeze()
+    np.testing.assert_array_equal(got, reduce_zero_label(raw) if want == 59 else raw)
+    assert val[0]["img"].shape[1:] == (390, 520)  # fitted into 520x520 (40x30 -> 520x390)

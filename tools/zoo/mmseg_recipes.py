@@ -1,0 +1,327 @@
+"""Write the mmsegmentation PSPNet / DANet recipes and the model-zoo tables of their READMEs.
+
+    python tools/zoo/mmseg_recipes.py           # (re)write configs/{pspnet,danet}/mmseg/*.yml + tables
+    python tools/zoo/mmseg_recipes.py --check   # exit 1, naming the files, if any would change
+
+:data:`ZOO` lists every model of mmsegmentation 1.2.2's ``configs/pspnet/metafile.yaml`` and
+``configs/danet/metafile.yaml`` (config name, dataset, the published single-scale and
+multi-scale + flip mIoU). A family whose network and dataset this toolkit builds gets a recipe
+named exactly after mmseg's config file, on a base in ``configs/_base_/mmseg/`` that carries
+mmseg's test settings; the others are listed in the table with what they need. The tables sit
+between ``<!-- mmseg-zoo:begin -->`` and ``<!-- mmseg-zoo:end -->`` in
+``configs/<model>/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+BEGIN, END = "<!-- mmseg-zoo:begin -->", "<!-- mmseg-zoo:end -->"
+
+#: (mmseg config name, dataset as the metafile names it, mIoU, mIoU ms+flip or None).
+ZOO: Tuple[Tuple[str, str, float, Optional[float]], ...] = (
+    ("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 77.85, 79.18),
+    ("pspnet_r101-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 78.34, 79.74),
+    ("pspnet_r50-d8_4xb2-40k_cityscapes-769x769", "Cityscapes", 78.26, 79.88),
+    ("pspnet_r101-d8_4xb2-40k_cityscapes-769x769", "Cityscapes", 79.08, 80.28),
+    ("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 74.87, 76.04),
+    ("pspnet_r50-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 78.55, 79.79),
+    ("pspnet_r50-d8-rsb_4xb2-adamw-80k_cityscapes-512x1024", "Cityscapes", 78.47, 79.45),
+    ("pspnet_r101-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 79.76, 81.01),
+    ("pspnet_r101-d8_4xb2-amp-80k_cityscapes-512x1024", "Cityscapes", 79.46, None),
+    ("pspnet_r18-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 75.9, 77.86),
+    ("pspnet_r50-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 79.59, 80.69),
+    ("pspnet_r101-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 79.77, 81.06),
+    ("pspnet_r18b-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 74.23, 75.79),
+    ("pspnet_r50b-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 78.22, 79.46),
+    ("pspnet_r101b-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 79.69, 80.79),
+    ("pspnet_r18b-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 74.92, 76.9),
+    ("pspnet_r50b-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 78.5, 79.96),
+    ("pspnet_r101b-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 78.87, 80.04),
+    # The metafile names this model pspnet_r50b-d32 as well; its weights and figures are the
+    # ResNetV1c d32 model's (pspnet_r50-d32_512x1024_80k_cityscapes_20220316_224840).
+    ("pspnet_r50-d32_4xb2-80k_cityscapes-512x1024", "Cityscapes", 73.88, 76.85),
+    ("pspnet_r50-d32_rsb_4xb2-adamw-80k_cityscapes-512x1024", "Cityscapes", 74.09, 77.18),
+    ("pspnet_r50b-d32_4xb2-80k_cityscapes-512x1024", "Cityscapes", 72.61, 75.51),
+    ("pspnet_r50-d8_4xb4-80k_ade20k-512x512", "ADE20K", 41.13, 41.94),
+    ("pspnet_r101-d8_4xb4-80k_ade20k-512x512", "ADE20K", 43.57, 44.35),
+    ("pspnet_r50-d8_4xb4-160k_ade20k-512x512", "ADE20K", 42.48, 43.44),
+    ("pspnet_r101-d8_4xb4-160k_ade20k-512x512", "ADE20K", 44.39, 45.35),
+    ("pspnet_r50-d8_4xb4-20k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 76.78, 77.61),
+    ("pspnet_r101-d8_4xb4-20k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 78.47, 79.25),
+    ("pspnet_r50-d8_4xb4-40k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 77.29, 78.48),
+    ("pspnet_r101-d8_4xb4-40k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 78.52, 79.57),
+    ("pspnet_r101-d8_4xb4-40k_pascal-context-480x480", "Pascal Context", 46.6, 47.78),
+    ("pspnet_r101-d8_4xb4-80k_pascal-context-480x480", "Pascal Context", 46.03, 47.15),
+    ("pspnet_r101-d8_4xb4-40k_pascal-context-59-480x480", "Pascal Context 59", 52.02, 53.54),
+    ("pspnet_r101-d8_4xb4-80k_pascal-context-59-480x480", "Pascal Context 59", 52.47, 53.99),
+    ("pspnet_r50-d8_4xb4-20k_coco-stuff10k-512x512", "COCO-Stuff 10k", 35.69, 36.62),
+    ("pspnet_r101-d8_4xb4-20k_coco-stuff10k-512x512", "COCO-Stuff 10k", 37.26, 38.52),
+    ("pspnet_r50-d8_4xb4-40k_coco-stuff10k-512x512", "COCO-Stuff 10k", 36.33, 37.24),
+    ("pspnet_r101-d8_4xb4-40k_coco-stuff10k-512x512", "COCO-Stuff 10k", 37.76, 38.86),
+    ("pspnet_r50-d8_4xb4-80k_coco-stuff164k-512x512", "COCO-Stuff 164k", 38.8, 39.19),
+    ("pspnet_r101-d8_4xb4-80k_coco-stuff164k-512x512", "COCO-Stuff 164k", 40.34, 40.79),
+    ("pspnet_r50-d8_4xb4-160k_coco-stuff164k-512x512", "COCO-Stuff 164k", 39.64, 39.97),
+    ("pspnet_r101-d8_4xb4-160k_coco-stuff164k-512x512", "COCO-Stuff 164k", 41.28, 41.66),
+    ("pspnet_r50-d8_4xb4-320k_coco-stuff164k-512x512", "COCO-Stuff 164k", 40.53, 40.75),
+    ("pspnet_r101-d8_4xb4-320k_coco-stuff164k-512x512", "COCO-Stuff 164k", 41.95, 42.42),
+    ("pspnet_r18-d8_4xb4-80k_loveda-512x512", "LoveDA", 48.62, 47.57),
+    ("pspnet_r50-d8_4xb4-80k_loveda-512x512", "LoveDA", 50.46, 50.19),
+    ("pspnet_r101-d8_4xb4-80k_loveda-512x512", "LoveDA", 51.86, 51.34),
+    ("pspnet_r18-d8_4xb4-80k_potsdam-512x512", "Potsdam", 77.09, 78.3),
+    ("pspnet_r50-d8_4xb4-80k_potsdam-512x512", "Potsdam", 78.12, 78.98),
+    ("pspnet_r101-d8_4xb4-80k_potsdam-512x512", "Potsdam", 78.62, 79.47),
+    ("pspnet_r18-d8_4xb4-80k_vaihingen-512x512", "Vaihingen", 71.46, 73.36),
+    ("pspnet_r50-d8_4xb4-80k_vaihingen-512x512", "Vaihingen", 72.36, 73.75),
+    ("pspnet_r101-d8_4xb4-80k_vaihingen-512x512", "Vaihingen", 72.61, 74.18),
+    ("pspnet_r18-d8_4xb4-80k_isaid-896x896", "iSAID", 60.22, 61.25),
+    ("pspnet_r50-d8_4xb4-80k_isaid-896x896", "iSAID", 65.36, 66.48),
+    ("danet_r50-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 78.74, None),
+    ("danet_r101-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 80.52, None),
+    ("danet_r50-d8_4xb2-40k_cityscapes-769x769", "Cityscapes", 78.88, 80.62),
+    ("danet_r101-d8_4xb2-40k_cityscapes-769x769", "Cityscapes", 79.88, 81.47),
+    ("danet_r50-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 79.34, None),
+    ("danet_r101-d8_4xb2-80k_cityscapes-512x1024", "Cityscapes", 80.41, None),
+    ("danet_r50-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 79.27, 80.96),
+    ("danet_r101-d8_4xb2-80k_cityscapes-769x769", "Cityscapes", 80.47, 82.02),
+    ("danet_r50-d8_4xb4-80k_ade20k-512x512", "ADE20K", 41.66, 42.9),
+    ("danet_r101-d8_4xb4-80k_ade20k-512x512", "ADE20K", 43.64, 45.19),
+    ("danet_r50-d8_4xb4-160k_ade20k-512x512", "ADE20K", 42.45, 43.25),
+    ("danet_r101-d8_4xb4-160k_ade20k-512x512", "ADE20K", 44.17, 45.02),
+    ("danet_r50-d8_4xb4-20k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 74.45, 75.69),
+    ("danet_r101-d8_4xb4-20k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 76.02, 77.23),
+    ("danet_r50-d8_4xb4-40k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 76.37, 77.29),
+    ("danet_r101-d8_4xb4-40k_voc12aug-512x512", "Pascal VOC 2012 + Aug", 76.51, 77.32),
+)
+
+#: mmseg dataset-and-crop suffix -> our base in configs/_base_/mmseg/ (the settings mmseg tests with).
+BASES = {
+    "cityscapes-512x1024": "cityscapes-512x1024.yml",
+    "cityscapes-769x769": "cityscapes-769x769.yml",
+    "ade20k-512x512": "ade20k-512x512.yml",
+    "voc12aug-512x512": "voc12aug-512x512.yml",
+    "loveda-512x512": "loveda-512x512.yml",
+    "potsdam-512x512": "potsdam-512x512.yml",
+    "vaihingen-512x512": "vaihingen-512x512.yml",
+    "isaid-896x896": "isaid-896x896.yml",
+    "coco-stuff164k-512x512": "coco-stuff164k-512x512.yml",
+    "pascal-context-480x480": "pascal-context-480x480.yml",
+    "pascal-context-59-480x480": "pascal-context-59-480x480.yml",
+}
+#: Classes of each mmseg suffix's dataset.
+NUM_CLASSES = {"cityscapes-512x1024": 19, "cityscapes-769x769": 19, "ade20k-512x512": 150,
+               "voc12aug-512x512": 21, "loveda-512x512": 7, "potsdam-512x512": 6,
+               "vaihingen-512x512": 6, "isaid-896x896": 16, "coco-stuff164k-512x512": 171,
+               "pascal-context-480x480": 60, "pascal-context-59-480x480": 59}
+#: How each mmseg suffix tests (for the table): crop, test mode.
+TEST_MODES = {
+    "cityscapes-512x1024": "whole 2048x1024",
+    "cityscapes-769x769": "slide 769 / 513 on 2049x1025, align_corners",
+    "ade20k-512x512": "whole, short side 512",
+    "voc12aug-512x512": "whole, short side 512",
+    "loveda-512x512": "whole 1024x1024",
+    "potsdam-512x512": "whole 512x512",
+    "vaihingen-512x512": "whole 512x512",
+    "isaid-896x896": "whole 896x896",
+    "coco-stuff164k-512x512": "whole, short side 512",
+    "pascal-context-480x480": "fitted into 520x520, slide 480 / 320",
+    "pascal-context-59-480x480": "fitted into 520x520, slide 480 / 320",
+}
+#: Families whose network mmseg's own model was compared with here (benchmarks/mmseg_checkpoints.py).
+PEER_PROVEN = {
+    "pspnet_r18-d8": "R18: logits = mmseg's to 4.8e-7 on 1.1 (fp32)",
+    "pspnet_r50-d8": "R50: logits = mmseg's to 8.0e-7 on 0.89 (fp32)",
+    "danet_r50-d8": "R50: logits = mmseg's to 9.5e-7 on 1.4 (fp32)",
+}
+PAPERS = {
+    "pspnet": "PSPNet (Zhao et al., CVPR 2017)",
+    "danet": "DANet (Fu et al., CVPR 2019)",
+}
+
+NAME = re.compile(r"^(?P<model>pspnet|danet)_r(?P<depth>\d+)(?P<b>b?)-d(?P<os>8|32)(?P<rsb>[-_]rsb)?"
+                  r"_(?P<gpus>\d)xb(?P<batch>\d)-(?P<amp>amp-)?(?P<adamw>adamw-)?(?P<iters>\d+)k"
+                  r"_(?P<data>[a-z0-9-]+?)-(?P<crop>\d+x\d+)$")
+
+
+class Family(NamedTuple):
+    """One published mmseg model, parsed from its config name."""
+
+    name: str
+    model: str
+    depth: int
+    dataset: str
+    suffix: str                 # '<dataset>-<crop>' as in the config name
+    iters: int
+    batch: int
+    miou: float
+    miou_ms: Optional[float]
+    needs: Optional[str]        # what this toolkit lacks to build it; None: it has a recipe
+    amp: bool
+
+
+def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Family:
+    m = NAME.match(name)
+    if m is None:
+        raise ValueError(f"{name}: not an mmseg PSPNet/DANet config name this tool understands")
+    suffix = f"{m['data']}-{m['crop']}"
+    needs = None
+    if m["rsb"] or m["adamw"]:
+        needs = ("torchvision-style ResNet (7x7 stem) from mmcls' ResNet-strikes-back weights, "
+                 "AdamW + step schedule")
+    elif m["b"]:
+        needs = "ResNetV1b backbone: torchvision's 7x7 stem (`type='ResNet'`)"
+    elif m["os"] == "32":
+        needs = "output stride 32 with dilations (1, 1, 2, 4) on strides (1, 2, 2, 2)"
+    elif suffix not in BASES:
+        needs = f"the {dataset} dataset and its mmseg test setting"
+    return Family(name, m["model"], int(m["depth"]), dataset, suffix, int(m["iters"]) * 1000,
+                  int(m["batch"]), miou, miou_ms, needs, bool(m["amp"]))
+
+
+def families(model: Optional[str] = None) -> List[Family]:
+    out = [parse(*row) for row in ZOO]
+    return [f for f in out if model is None or f.model == model]
+
+
+def recipe_path(family: Family) -> Path:
+    return ROOT / "configs" / family.model / "mmseg" / f"{family.name}.yml"
+
+
+def _line(code: str, comment: str) -> str:
+    return f"{code.ljust(30)}# {comment}"
+
+
+def _head_lines(family: Family) -> List[str]:
+    lines = [f"  type: {'PSPNet' if family.model == 'pspnet' else 'DANet'}", "  backbone:",
+             f"    type: ResNet{family.depth}_vd"]
+    if family.model == "pspnet":
+        ch, aux, stage4 = (512, 256, 2048) if family.depth >= 50 else (128, 64, 512)
+        return lines + [
+            _line(f"  pp_out_channels: {ch}", f"PSPHead channels={ch} (PPM branches {stage4}/4 = {ch})"),
+            _line(f"  aux_inter_channels: {aux}", f"FCNHead channels={aux}, one conv")]
+    return lines + [
+        _line("  inter_channels: 512", "DAHead channels=512, pam_channels=64 (512 / PAM reduction 8)"),
+        _line("  aux_head: fcn", "FCNHead on stage 3, channels=256, one conv"),
+        _line("  align_mode: 0", "mmseg resizes logits with half-pixel centres")]
+
+
+def recipe_text(family: Family) -> str:
+    """The YAML recipe of ``family`` (a family with a recipe)."""
+    backbone = f"ResNet{family.depth}-V1c d8"
+    lines = [f"# mmsegmentation 1.2.2 configs/{family.model}/{family.name}.py:",
+             f"# {PAPERS[family.model]} on {backbone}, tested as mmseg tests it; its",
+             "# published checkpoint loads with --model_path (configs/"
+             f"{family.model}/README.md says what was verified).",
+             "# Written by tools/zoo/mmseg_recipes.py: change the generator, not this file.",
+             f"_base_: '../../_base_/mmseg/{BASES[family.suffix]}'",
+             "",
+             f"iters: {family.iters}"]
+    if family.amp:
+        lines += ["# mmseg trained this one with mixed precision (AmpOptimWrapper, loss scale 512):",
+                  "# tools/train.py --precision fp16 does the same here; eval is unaffected."]
+    lines += ["", "model:", *_head_lines(family), ""]
+    if family.model == "pspnet":
+        lines += ["loss:", "  types:", "    - type: CrossEntropyLoss",
+                  _line("  coef: [1, 0.4]", "decode head 1.0, auxiliary head 0.4")]
+    else:
+        lines += ["# Training outputs [fused, pam, cam, aux]: DAHead's pam_cam, pam and cam losses weigh 1 each,",
+                  "# the auxiliary head 0.4.",
+                  "loss:", "  types:", "    - type: CrossEntropyLoss", "  coef: [1, 1, 1, 0.4]"]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def verified(family: Family) -> str:
+    """What this repository checked for ``family`` (the tests that check it)."""
+    key = family.name.split("_4xb")[0]
+    if family.needs:
+        return "-"
+    classes = NUM_CLASSES[family.suffix]
+    smallest = min(f.depth for f in families(family.model)
+                   if f.needs is None and NUM_CLASSES[f.suffix] == classes)
+    keys = "mmseg's key list" + (", stage 3 extended to 23 blocks" if family.depth == 101 else "")
+    if classes == 19 or family.depth == smallest:
+        done = [f"every tensor placed from {keys}"]
+    else:
+        done = [f"every tensor placed from {keys} at 19 classes, and the {classes}-class "
+                f"classifiers at R{smallest}"]
+    if key in PEER_PROVEN and family.suffix == "cityscapes-512x1024":
+        done.insert(0, PEER_PROVEN[key])
+    elif key in PEER_PROVEN:
+        done.append("same network as the 512x1024 peer proof"
+                    + (" but align_corners=True (not compared)" if family.suffix.endswith("769x769")
+                       else f", {family.dataset} classes"))
+    return "; ".join(done)
+
+
+def table(model: str) -> str:
+    rows = ["| mmseg config (= recipe `mmseg/<name>.yml` where one exists) | dataset | crop | iters "
+            "| batch | test | mmseg's mIoU (ss / ms+flip) | recipe here | verified here |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for f in families(model):
+        crop = f.suffix.rsplit("-", 1)[1]
+        recipe = f"`mmseg/{f.name}.yml`" if f.needs is None else f"none: needs {f.needs}"
+        test = TEST_MODES.get(f.suffix, "-")
+        rows.append(f"| `{f.name}` | {f.dataset} | {crop} | {f.iters // 1000}k | {f.batch} x 4 | {test} "
+                    f"| {_fmt(f.miou)} / {_fmt(f.miou_ms)} | {recipe} | {verified(f)} |")
+    n_recipes = sum(f.needs is None for f in families(model))
+    return "\n".join([
+        BEGIN,
+        f"All {len(families(model))} models of mmsegmentation 1.2.2's `configs/{model}/metafile.yaml`; "
+        f"{n_recipes} have a recipe. The mIoU figures are mmseg's (its metafile), not measured here: "
+        "the real checkpoints cannot be downloaded on this machine. Written by "
+        "`python tools/zoo/mmseg_recipes.py`.",
+        "",
+        *rows,
+        END])
+
+
+def planned() -> Dict[Path, str]:
+    """Every file the generator owns, with its content."""
+    out: Dict[Path, str] = {recipe_path(f): recipe_text(f) for f in families() if f.needs is None}
+    for model in PAPERS:
+        readme = ROOT / "configs" / model / "README.md"
+        text = readme.read_text()
+        if BEGIN not in text or END not in text:
+            raise ValueError(f"{readme}: add the lines {BEGIN} and {END} where the mmseg table goes")
+        head, rest = text.split(BEGIN, 1)
+        out[readme] = head + table(model) + rest.split(END, 1)[1]
+    return out
+
+
+def stale() -> List[Path]:
+    """Generated files missing or different from what the generator writes, and recipes it does not own."""
+    plan = planned()
+    bad = [p for p, text in plan.items() if not p.is_file() or p.read_text() != text]
+    for model in PAPERS:
+        bad += sorted(p for p in (ROOT / "configs" / model / "mmseg").glob("*.yml") if p not in plan)
+    return bad
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only report files that would change")
+    args = p.parse_args(argv)
+    if args.check:
+        bad = stale()
+        for path in bad:
+            print(f"out of date: {path.relative_to(ROOT)}")
+        return 1 if bad else 0
+    for path, text in planned().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
