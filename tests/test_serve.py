@@ -536,12 +536,16 @@ def test_load_script_runs_and_counts(rgb, tmp_path):
     cv2.imwrite(str(image), (np.random.RandomState(0).rand(24, 40, 3) * 255).astype(np.uint8))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "serve_load.py"), "--config",
                            rgb.config, "--image", str(image), "--clients", "4", "--duration", "2",
-                           "--baseline_s", "1", "--max_requests", "400"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+                           "--baseline_s", "1", "--max_requests", "400", "--runtime", rgb.runtime,
+                           "--also_max_batch", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in proc.stdout.splitlines()
             if line.startswith("| ") and "run" not in line.split("|")[1]}
-    assert set(rows) == {"sequential, in process", "sequential, HTTP", "concurrent, HTTP"}
-    clients, rps, _, _, ok, _, errors = [c.strip() for c in rows["concurrent, HTTP"][:7]]
-    assert clients == "4" and float(rps) > 0 and int(ok) > 0 and errors == "0"
-    assert "service RSS:" in proc.stdout and f" on {rgb.runtime} (2 worker(s)" in proc.stdout
+    assert set(rows) == {"sequential, in process", "sequential, HTTP", "concurrent, HTTP, max_batch 8",
+                         "concurrent, HTTP, max_batch 1"}
+    for name in ("concurrent, HTTP, max_batch 8", "concurrent, HTTP, max_batch 1"):
+        clients, rps, _, _, ok, _, errors = [c.strip() for c in rows[name][:7]]
+        assert clients == "4" and float(rps) > 0 and int(ok) > 0 and errors == "0"
+        assert re.match(r"queue [\d.]+, prepare [\d.]+, run [\d.]+, finish [\d.]+, HTTP -?[\d.]+; batch [\d.]+",
+                        rows[name][-1].strip())
+    assert "service RSS" in proc.stdout and f" on {rgb.runtime} (2 worker(s)" in proc.stdout

@@ -132,14 +132,6 @@ class Model:
         return [{"id": i, "name": name, "color": self.palette[3 * i:3 * i + 3]}
                 for i, name in enumerate(self.class_names)]
 
-    def predict(self, predictor: BasePredictor, img: np.ndarray, fmt: str) -> Dict[str, Any]:
-        """Class map (and probabilities for ``npy``) of one decoded image, encoded as ``fmt``."""
-        start = time.perf_counter()
-        data = predictor.preprocess(img)
-        result = self.finish(predictor.run(data["img"][None])[0], data["trans_info"], fmt)
-        result["ms"] = 1e3 * (time.perf_counter() - start)
-        return result
-
     def finish(self, out: np.ndarray, trans_info: List[Any], fmt: str) -> Dict[str, Any]:
         """The answer from one image's raw output ``out`` (``[C, H, W]`` or ``[H, W]``)."""
         pred = self.processing.postprocess(out, trans_info)
