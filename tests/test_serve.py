@@ -463,6 +463,30 @@ def test_pool_batches_waiting_jobs_of_one_shape():
         pool.close()
 
 
+def test_pool_shares_the_queue_among_idle_workers():
+    """Two workers and two waiting jobs: one job each (side by side), not both in one call."""
+    release = threading.Event()
+    predictors = [_Doubler(), _Doubler()]
+    pool = serve_pool.PredictorPool(predictors, max_queue=8, timeout_s=30, max_batch=8)
+
+    async def scenario():
+        busy = [asyncio.ensure_future(pool.submit(lambda p: release.wait(30))) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        futures = [asyncio.ensure_future(pool.submit(_Item(v))) for v in (1, 2)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(*busy)
+        assert await asyncio.gather(*futures) == [(2.0, 1), (4.0, 1)]
+        # each call took one job (which worker ran the second depends on the scheduler)
+        assert sorted(c for p in predictors for c in p.calls) == [(1, 2), (1, 2)]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.close()
+
+
 def _asgi_post(app, body, content_type="image/png"):
     """``(status, headers, body)`` of one POST /predict sent straight to the ASGI app."""
     sent = []

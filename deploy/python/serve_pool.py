@@ -13,8 +13,9 @@ until it does, so timeouts cannot let the queue grow past its bound.
 
 Micro-batching: a :class:`BatchJob` is prepared (decoded, pre-processed), run
 and finished in three steps. A worker that takes one from the queue also
-takes the batch jobs already waiting behind it (up to ``max_batch`` in all,
-never waiting for more), prepares each, runs those whose inputs have the same
+takes the batch jobs already waiting behind it (up to ``max_batch`` in all
+and its share of the queue among the workers, never waiting for more),
+prepares each, runs those whose inputs have the same
 shape as one stacked predictor call, and finishes each with its own row of
 the output. One call over ``n`` small images costs less than ``n`` calls
 (larger GEMMs, one dispatch), so under concurrent load the service does more
@@ -131,9 +132,12 @@ class PredictorPool:
             self._service_s = per_job if not self._service_s else 0.8 * self._service_s + 0.2 * per_job
 
     def _take(self, first: _Entry) -> List[_Entry]:
-        """``first`` and the batch jobs queued behind it, up to ``max_batch``, without waiting."""
+        """``first`` and the batch jobs queued behind it, without waiting: up to ``max_batch``, and
+        no more than this worker's share of the queue, so that two requests waiting for two idle
+        workers run side by side rather than one after the other in one call."""
         entries = [first]
-        while isinstance(first.job, BatchJob) and len(entries) < self.max_batch:
+        limit = min(self.max_batch, math.ceil((self._queue.qsize() + 1) / self.workers))
+        while isinstance(first.job, BatchJob) and len(entries) < limit:
             try:
                 entry = self._queue.get_nowait()
             except queue.Empty:
