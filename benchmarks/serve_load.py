@@ -32,7 +32,8 @@ service's peak resident memory over the run and in its first and last
 tenth (flat = no growth), the concurrent throughput over each sequential
 one, and where a request's time went (mean ms from the service's
 ``X-Timing``: queue wait, decode + preprocess, the predictor call, postprocess
-+ encode; the rest of the client's latency is HTTP, both ends). A Markdown
++ encode; the rest of the client's latency is HTTP at both ends and, in a
+batch, the other requests' decode and encode on the same worker). A Markdown
 table goes to stdout.
 """
 
@@ -215,13 +216,14 @@ class Run:
         return sum(n for s, n in self.statuses.items() if s not in (200, 503))
 
     def where(self) -> str:
-        """Mean ms per stage of the 200 answers, and what is left of the latency (HTTP)."""
+        """Mean ms per stage of the 200 answers, and what is left of the latency: HTTP at both ends,
+        and in a batch the other requests' decode and encode on the same worker."""
         if not self.lat or not self.timing:
             return "-"
         mean = {k: float(np.mean(v)) for k, v in self.timing.items()}
         stages = [k for k in ("queue", "prepare", "run", "finish") if k in mean]
-        http = 1e3 * float(np.mean(self.lat)) - sum(mean[k] for k in stages)
-        return ", ".join([f"{k} {mean[k]:.1f}" for k in stages] + [f"HTTP {http:.1f}"]) + \
+        rest = 1e3 * float(np.mean(self.lat)) - sum(mean[k] for k in stages)
+        return ", ".join([f"{k} {mean[k]:.1f}" for k in stages] + [f"rest {rest:.1f}"]) + \
             (f"; batch {mean['batch']:.2f}" if "batch" in mean else "")
 
 

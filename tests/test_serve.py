@@ -427,7 +427,8 @@ class _Item(serve_pool.BatchJob):
             raise ValueError(f"item {self.value} cannot be decoded")
         return (self.side,), np.full((self.side,), self.value, np.float32)
 
-    def finish(self, output, batch_size):
+    def finish(self, output, batch_size, call_ms):
+        assert call_ms >= 0
         return float(output[0]), batch_size
 
 
@@ -570,6 +571,6 @@ def test_load_script_runs_and_counts(rgb, tmp_path):
     for name in ("concurrent, HTTP, max_batch 8", "concurrent, HTTP, max_batch 1"):
         clients, rps, _, _, ok, _, errors = [c.strip() for c in rows[name][:7]]
         assert clients == "4" and float(rps) > 0 and int(ok) > 0 and errors == "0"
-        assert re.match(r"queue [\d.]+, prepare [\d.]+, run [\d.]+, finish [\d.]+, HTTP -?[\d.]+; batch [\d.]+",
+        assert re.match(r"queue [\d.]+, prepare [\d.]+, run [\d.]+, finish [\d.]+, rest -?[\d.]+; batch [\d.]+",
                         rows[name][-1].strip())
     assert "service RSS" in proc.stdout and f" on {rgb.runtime} (2 worker(s)" in proc.stdout

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
+from typing import Any, Dict, Hashable, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -66,8 +66,9 @@ class BatchJob:
         """The predictor's output for a stacked ``batch`` (first axis: the jobs)."""
         return predictor.run(batch)
 
-    def finish(self, output: np.ndarray, batch_size: int) -> Any:
-        """This job's answer from its row ``output`` of a call over ``batch_size`` jobs."""
+    def finish(self, output: np.ndarray, batch_size: int, call_ms: float) -> Any:
+        """This job's answer from its row ``output`` of a call over ``batch_size`` jobs that took
+        ``call_ms``."""
         raise NotImplementedError
 
 
@@ -180,17 +181,19 @@ class PredictorPool:
                 continue
             groups.setdefault(key, []).append((entry, arr))
         for group in groups.values():
+            start = time.perf_counter()
             try:
                 out = group[0][0].job.run(predictor, np.stack([arr for _, arr in group]))
             except BaseException as e:  # noqa: BLE001
                 for entry, _ in group:
                     entry.future.set_exception(e)
                 continue
+            call_ms = 1e3 * (time.perf_counter() - start)
             with self._lock:
                 self.batches[len(group)] = self.batches.get(len(group), 0) + 1
             for i, (entry, _) in enumerate(group):
                 try:
-                    entry.future.set_result(entry.job.finish(out[i], len(group)))
+                    entry.future.set_result(entry.job.finish(out[i], len(group), call_ms))
                 except BaseException as e:  # noqa: BLE001
                     entry.future.set_exception(e)
 

@@ -244,9 +244,11 @@ def choose(reference: Runner, candidates: Dict[str, Callable[[], Runner]], probe
         next(c for c in report if c.runtime == name).ms = ms
     choice = RuntimeChoice("", "", reference_name, list(probe.shape), depth, fan_in, report)
     if not runners:
-        raise RuntimeError("serve.py --runtime auto: no runtime is exact on this export: " + "; ".join(
-            f"{c.runtime}: {c.error or f'max |diff| {c.max_abs_diff} vs bound {c.bound:.3g}, argmax {c.argmax_agree:.4f}'}"
-            for c in report))
+        def why(c: Candidate) -> str:
+            return c.error or f"max |diff| {c.max_abs_diff} vs bound {c.bound:.3g}, argmax {c.argmax_agree:.4f}"
+
+        raise RuntimeError("serve.py --runtime auto: no runtime is exact on this export: "
+                           + "; ".join(f"{c.runtime}: {why(c)}" for c in report))
     best = min((c for c in report if c.exact), key=lambda c: c.ms)
     others = ", ".join(f"{c.runtime} {c.ms:.1f} ms" if c.exact else
                        f"{c.runtime} {'failed' if c.error else 'not exact'}" for c in report if c is not best)
