@@ -234,6 +234,7 @@ def run(ctx: Context) -> Section:
                       f"{'x'.join(map(str, shape))}, images/s)", COLUMNS)
     x = np.random.RandomState(0).standard_normal(shape).astype("float32")
     onnx_notes: List[str] = []
+    autos: List[str] = []
     try:
         for name in MODELS:
             ctx.log(f"[deploy] {name}: build + export")
@@ -305,6 +306,8 @@ def run(ctx: Context) -> Section:
                         **_compare(outs[(runtime, variant)], ref),
                     })
                 del cands, outs
+            if dirs["onnx"]:
+                autos.append(_auto_choice(name, dirs["onnx"], threads[-1], shape))
             del model, folded, xt
             gc.collect()
     finally:
@@ -344,9 +347,28 @@ def run(ctx: Context) -> Section:
         "native bf16, shown for its speed, not exact" if infer_openvino is not None else
         "openvino: not installed (pip install openvino), no rows",
         "fastest exact runtime per model (rel diff <= 1e-4 and argmax 100 %): " + fastest_exact(section.rows),
+        "fastest exact exported runtime per model (what serve.py can serve): "
+        + fastest_exact([r for r in section.rows if not r["runtime"].startswith("dygraph")]),
+        "serve.py --runtime auto on each export, run right after its rows (its own probe and timing, "
+        f"{threads[-1]} thread(s), deploy/python/serve_runtime.py): " + "; ".join(autos),
     ]
     section.notes += onnx_notes
     return section
+
+
+def _auto_choice(name: str, export_dir: str, threads: int, shape: Sequence[int]) -> str:
+    """``model: runtime (candidate ms, ...)`` as serve.py --runtime auto chooses for an export."""
+    infer, _ = _deploy_modules()
+    import serve_runtime
+
+    try:
+        with _quiet():
+            choice = serve_runtime.auto_runtime(infer.DeployConfig(export_dir), threads, side=min(shape[2:]))
+    except Exception as e:  # noqa: BLE001 - a failed choice is a result, not a crash
+        return f"{name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    figures = ", ".join(f"{c.runtime} {c.ms:.1f} ms" if c.exact else
+                        f"{c.runtime} {'failed' if c.error else 'not exact'}" for c in choice.candidates)
+    return f"{name}: {choice.runtime} ({figures})"
 
 
 def fastest_exact(rows: List[Dict[str, Any]], rel_tol: float = 1e-4) -> str:

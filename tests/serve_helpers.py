@@ -94,8 +94,9 @@ def multipart(field: str, filename: str, data: bytes, content_type: str = "appli
 
 
 @contextlib.contextmanager
-def serving(config: str, tmp, *args: str, startup_s: float = 120) -> Iterator[Server]:
-    """Start ``serve.py --config config`` on a free loopback port; wait for /health; stop it after."""
+def serving(config: str, tmp, *args: str, startup_s: float = 300) -> Iterator[Server]:
+    """Start ``serve.py --config config`` on a free loopback port; wait for /health (start-up includes
+    --runtime auto's probe of every installed runtime); stop it after."""
     port = free_port()
     log_path = str(tmp / f"serve_{port}.log")
     env = dict(os.environ, PYTHONUNBUFFERED="1")

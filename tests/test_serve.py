@@ -92,12 +92,15 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
-    """The ONNX tiny model served with runtime auto, 2 workers, a small body limit."""
+    """The ONNX tiny model served with runtime auto, 2 workers, a small body limit; the reference
+    predictor runs the runtime auto chose."""
+    import serve
+
     tmp = tmp_path_factory.mktemp("serve_rgb")
     config = export_tiny(tmp, "rgb", onnx=True)
-    reference = infer_onnx.OnnxPredictor(infer.DeployConfig(config, "onnx"), cpu_threads=1)
     with serving(config, tmp, "--workers", "2", "--cpu_threads", "1", "--max_bytes", str(MAX_BYTES)) as server:
-        server.reference, server.config = reference, config
+        server.runtime = server.json("GET", "/metadata")[1]["runtime"]
+        server.reference, server.config = serve.make_predictor(config, server.runtime, 1), config
         yield server
 
 
@@ -118,7 +121,7 @@ def _reference_map(server, path):
 
 
 def _assert_correct(server, files):
-    """A correct PNG prediction: the class map infer_onnx.py computes for the same file."""
+    """A correct PNG prediction: the class map deploy/python computes for the same file (same runtime)."""
     body, headers = multipart("image", "img.png", files["png"], "image/png")
     status, head, data = server.call("POST", "/predict", body=body, headers=headers)
     assert status == 200, data
@@ -139,7 +142,13 @@ def test_health_and_metadata(rgb):
     assert status == 200 and health["status"] == "ok" and health["workers"] == 2
     status, meta = rgb.json("GET", "/metadata")
     assert status == 200
-    assert meta["runtime"] == "onnx" and meta["input_bands"] == 3 and meta["num_classes"] == 3
+    assert meta["input_bands"] == 3 and meta["num_classes"] == 3
+    # auto: the fastest of the exact candidates, each probed and reported (serve_runtime.py)
+    choice = meta["runtime_choice"]
+    exact = [c for c in choice["candidates"] if c["exact"]]
+    assert meta["runtime"] == choice["runtime"] == min(exact, key=lambda c: c["ms"])["runtime"]
+    assert {c["runtime"] for c in choice["candidates"]} >= {"onnx"} and "fastest exact" in choice["reason"]
+    assert "graph optimisations off" in choice["reference"] and choice["depth"] > 0 and choice["fan_in"] > 0
     assert [c["id"] for c in meta["classes"]] == [0, 1, 2]
     assert meta["classes"][1]["color"] == [128, 0, 0]  # the palette infer.py's PNGs use
     assert meta["probabilities"] is False and meta["limits"]["max_bytes"] == MAX_BYTES
@@ -152,12 +161,39 @@ def test_predict_png_multipart_and_raw_body(rgb, files):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), _reference_map(rgb, files["png_path"]))
 
 
+def test_concurrent_requests_each_get_their_own_answer(rgb, files, tmp_path):
+    """Requests of two sizes at once (which the pool may batch by size): each answer is its image's."""
+    rng = np.random.RandomState(3)
+    imgs = [(rng.rand(24, 40, 3) * 255).astype(np.uint8) for _ in range(3)] + \
+           [(rng.rand(32, 48, 3) * 255).astype(np.uint8) for _ in range(3)]
+    paths = []
+    for i, img in enumerate(imgs):
+        paths.append(str(tmp_path / f"c{i}.png"))
+        cv2.imwrite(paths[-1], img)
+    answers = [None] * len(paths)
+
+    def post(i):
+        answers[i] = rgb.call("POST", "/predict", body=open(paths[i], "rb").read(),
+                              headers={"Content-Type": "image/png"})
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(paths))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for path, (status, head, data) in zip(paths, answers):
+        assert status == 200, data
+        assert 1 <= int(head["x-batch-size"]) <= 8 and set(dict(
+            kv.split("=") for kv in head["x-timing"].split(","))) == {"queue", "prepare", "run", "finish"}
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), _reference_map(rgb, path))
+
+
 def test_predict_json_counts(rgb, files):
     status, out = rgb.json("POST", "/predict?format=json", body=files["jpg"],
                            headers={"Content-Type": "application/octet-stream"})
     assert status == 200
     expect = _reference_map(rgb, files["jpg_path"])
-    assert (out["height"], out["width"], out["runtime"]) == (24, 40, "onnx")
+    assert (out["height"], out["width"], out["runtime"]) == (24, 40, rgb.runtime)
     assert {c["id"]: c["pixels"] for c in out["classes"]} == {
         int(c): int((expect == c).sum()) for c in np.unique(expect)}
     assert sum(c["share"] for c in out["classes"]) == pytest.approx(1.0)
@@ -249,6 +285,7 @@ def test_multiband_tiff_probabilities(bands6, files):
     data = open(path, "rb").read()
     status, meta = bands6.json("GET", "/metadata")
     assert meta["runtime"] == "paddle" and meta["input_bands"] == 6 and meta["probabilities"] is True
+    assert "no ONNX model" in meta["runtime_choice"]["reason"] and meta["runtime_choice"]["candidates"] == []
     status, head, body = bands6.call("POST", "/predict", body=data, headers={"Content-Type": "image/tiff"})
     assert status == 200, body
     expect = _reference_map(bands6, path)
@@ -370,6 +407,87 @@ def test_pool_timeout_keeps_the_slot_until_the_job_ends():
         pool.close()
 
 
+class _Doubler:
+    """A predictor that records the batch shapes it is called with and doubles its input."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, batch):
+        self.calls.append(batch.shape)
+        return batch * 2
+
+
+class _Item(serve_pool.BatchJob):
+    def __init__(self, value, side=2, bad=False):
+        self.value, self.side, self.bad = value, side, bad
+
+    def prepare(self):
+        if self.bad:
+            raise ValueError(f"item {self.value} cannot be decoded")
+        return (self.side,), np.full((self.side,), self.value, np.float32)
+
+    def finish(self, output, batch_size, call_ms):
+        assert call_ms >= 0
+        return float(output[0]), batch_size
+
+
+def test_pool_batches_waiting_jobs_of_one_shape():
+    """Jobs queued behind a busy worker run as one call per input shape, each answered with its own row;
+    a job that cannot be prepared fails alone; a batch takes at most max_batch jobs."""
+    release = threading.Event()
+    predictor = _Doubler()
+    pool = serve_pool.PredictorPool([predictor], max_queue=8, timeout_s=30, max_batch=4)
+
+    async def scenario():
+        busy = asyncio.ensure_future(pool.submit(lambda p: release.wait(30)))
+        await asyncio.sleep(0.05)
+        items = [_Item(1), _Item(2), _Item(3, side=3), _Item(4, bad=True), _Item(5)]
+        futures = [asyncio.ensure_future(pool.submit(item)) for item in items]
+        await asyncio.sleep(0.05)
+        assert pool.pending == 6
+        release.set()
+        await busy
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert results[:3] == [(2.0, 2), (4.0, 2), (6.0, 1)]
+        assert isinstance(results[3], ValueError) and "item 4" in str(results[3])
+        assert results[4] == (10.0, 1)  # the fifth job is past max_batch: the next call
+        assert predictor.calls == [(2, 2), (1, 3), (1, 2)]
+        assert pool.batches == {2: 1, 1: 2} and pool.pending == 0
+        # a lone job runs at once, alone
+        assert await pool.submit(_Item(7)) == (14.0, 1)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_pool_shares_the_queue_among_idle_workers():
+    """Two workers and two waiting jobs: one job each (side by side), not both in one call."""
+    release = threading.Event()
+    predictors = [_Doubler(), _Doubler()]
+    pool = serve_pool.PredictorPool(predictors, max_queue=8, timeout_s=30, max_batch=8)
+
+    async def scenario():
+        busy = [asyncio.ensure_future(pool.submit(lambda p: release.wait(30))) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        futures = [asyncio.ensure_future(pool.submit(_Item(v))) for v in (1, 2)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(*busy)
+        assert await asyncio.gather(*futures) == [(2.0, 1), (4.0, 1)]
+        # each call took one job (which worker ran the second depends on the scheduler)
+        assert sorted(c for p in predictors for c in p.calls) == [(1, 2), (1, 2)]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.close()
+
+
 def _asgi_post(app, body, content_type="image/png"):
     """``(status, headers, body)`` of one POST /predict sent straight to the ASGI app."""
     sent = []
@@ -422,6 +540,8 @@ def test_pool_arguments_are_checked():
         serve_pool.PredictorPool([], 1, 1)
     with pytest.raises(ValueError, match="--max_queue must be >= 0"):
         serve_pool.PredictorPool(["p"], -1, 1)
+    with pytest.raises(ValueError, match="--max_batch must be >= 1"):
+        serve_pool.PredictorPool(["p"], 1, 1, max_batch=0)
 
 
 def test_bad_config_is_one_error_line(tmp_path):
@@ -441,12 +561,16 @@ def test_load_script_runs_and_counts(rgb, tmp_path):
     cv2.imwrite(str(image), (np.random.RandomState(0).rand(24, 40, 3) * 255).astype(np.uint8))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "serve_load.py"), "--config",
                            rgb.config, "--image", str(image), "--clients", "4", "--duration", "2",
-                           "--baseline_s", "1", "--max_requests", "400"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+                           "--baseline_s", "1", "--max_requests", "400", "--runtime", rgb.runtime,
+                           "--also_max_batch", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in proc.stdout.splitlines()
             if line.startswith("| ") and "run" not in line.split("|")[1]}
-    assert set(rows) == {"sequential, in process", "sequential, HTTP", "concurrent, HTTP"}
-    clients, rps, _, _, ok, _, errors = [c.strip() for c in rows["concurrent, HTTP"][:7]]
-    assert clients == "4" and float(rps) > 0 and int(ok) > 0 and errors == "0"
-    assert "service RSS:" in proc.stdout and " on onnx (2 worker(s)" in proc.stdout
+    assert set(rows) == {"sequential, in process", "sequential, HTTP", "concurrent, HTTP, max_batch 8",
+                         "concurrent, HTTP, max_batch 1"}
+    for name in ("concurrent, HTTP, max_batch 8", "concurrent, HTTP, max_batch 1"):
+        clients, rps, _, _, ok, _, errors = [c.strip() for c in rows[name][:7]]
+        assert clients == "4" and float(rps) > 0 and int(ok) > 0 and errors == "0"
+        assert re.match(r"queue [\d.]+, prepare [\d.]+, run [\d.]+, finish [\d.]+, rest -?[\d.]+; batch [\d.]+",
+                        rows[name][-1].strip())
+    assert "service RSS" in proc.stdout and f" on {rgb.runtime} (2 worker(s)" in proc.stdout

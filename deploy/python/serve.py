@@ -16,7 +16,11 @@ Endpoints (deploy/README.md has curl examples):
   overlay, legend and per-class shares.
 
 The model runs on a small pool of predictors behind a bounded queue
-(serve_pool.py): when it is full the answer is 503 with ``Retry-After``.
+(serve_pool.py): when it is full the answer is 503 with ``Retry-After``;
+requests of one image size that wait together run as one batch (``--max_batch``).
+``--runtime auto`` (the default) probes the installed runtimes at start-up and
+serves on the fastest one whose logits match a reference within float32
+rounding (serve_runtime.py); ``/metadata`` reports the choice and its figures.
 Uploads are checked before decoding (serve_input.py): every bad input gets a
 4xx with one JSON ``{"error": ...}`` message. Pre- and post-processing are
 deploy/python/infer.py's (``BasePredictor.preprocess`` / ``postprocess``), so
@@ -44,48 +48,54 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from infer import BasePredictor, DeployConfig  # noqa: E402
 from serve_input import (HOW_TO_SEND, RAW_CONTENT_TYPES, ImageLimits, RequestError, check_size,  # noqa: E402
                          decode_upload, header_size)
-from serve_pool import PoolFull, PoolTimeout, PredictorPool  # noqa: E402
+from serve_pool import BatchJob, PoolFull, PoolTimeout, PredictorPool  # noqa: E402
+from serve_runtime import RuntimeChoice, auto_runtime  # noqa: E402
 from paddleseg_ext.transforms.functional import reverse_transform  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
 from paddleseg_ext.utils.visualize import get_color_map_list, get_pseudo_color_map  # noqa: E402
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-RUNTIMES = ("auto", "onnx", "paddle", "openvino")
+RUNTIMES = ("auto", "onnx", "paddle", "paddle-mkldnn", "openvino")
 FORMATS = ("png", "json", "npy")
 
 
-def make_predictor(cfg_path: str, runtime: str, cpu_threads: int) -> BasePredictor:
-    """One predictor for ``runtime`` (``onnx``: onnxruntime, ``paddle``: Paddle Inference,
-    ``openvino``: OpenVINO in float32)."""
+def make_predictor_for(cfg: DeployConfig, runtime: str, cpu_threads: int) -> BasePredictor:
+    """One predictor of ``cfg`` for ``runtime`` (``onnx``: onnxruntime, ``paddle``: Paddle Inference,
+    ``paddle-mkldnn``: Paddle Inference with oneDNN kernels, ``openvino``: OpenVINO in float32)."""
     if runtime == "onnx":
         from infer_onnx import OnnxPredictor
 
-        return OnnxPredictor(DeployConfig(cfg_path, "onnx"), cpu_threads=cpu_threads)
+        return OnnxPredictor(cfg, cpu_threads=cpu_threads)
     if runtime == "openvino":
         from infer_openvino import OpenVinoPredictor
 
-        return OpenVinoPredictor(DeployConfig(cfg_path, "onnx"), cpu_threads=cpu_threads)
+        return OpenVinoPredictor(cfg, cpu_threads=cpu_threads)
     from infer import Predictor
 
-    return Predictor(DeployConfig(cfg_path, "paddle"), cpu_threads=cpu_threads)
+    return Predictor(cfg, cpu_threads=cpu_threads, enable_mkldnn=runtime == "paddle-mkldnn")
 
 
-def pick_runtime(cfg: DeployConfig, runtime: str) -> str:
-    """``auto``: onnxruntime when the export has an ONNX model and onnxruntime is installed, else
-    Paddle Inference. Measured (docs/benchmarks.md, "Deployment runtimes"): onnxruntime is exact on
-    all four models at both sizes measured; OpenVINO (``--runtime openvino``) is as fast or faster
-    for some models depending on the run, always for PointRend, but missed the exactness bar on
-    PSANet at 256x512."""
+def make_predictor(cfg_path: str, runtime: str, cpu_threads: int) -> BasePredictor:
+    """:func:`make_predictor_for` the deploy.yaml at ``cfg_path``."""
+    return make_predictor_for(DeployConfig(cfg_path, "paddle" if runtime.startswith("paddle") else "onnx"),
+                              runtime, cpu_threads)
+
+
+def probe_side(cfg: DeployConfig, side: int) -> int:
+    """The probe's side: the export's fixed input size when it has one (square probes only then
+    when H == W), else ``side``."""
+    shape = cfg.dic.get("input_shape") or []
+    fixed = [int(v) for v in shape[2:4] if isinstance(v, int) and v > 0]
+    return fixed[0] if len(fixed) == 2 and fixed[0] == fixed[1] else side
+
+
+def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64) -> RuntimeChoice:
+    """The runtime to serve on: ``runtime`` as given, or for ``auto`` the fastest exact one measured
+    on this machine (serve_runtime.auto_runtime, which says why in ``reason``)."""
     if runtime != "auto":
-        return runtime
-    if cfg.onnx_file and os.path.isfile(cfg.onnx_file):
-        try:
-            import onnxruntime  # noqa: F401
-            return "onnx"
-        except ImportError:
-            pass
-    return "paddle"
+        return RuntimeChoice(runtime, f"--runtime {runtime} (given)")
+    return auto_runtime(cfg, threads, probe_side(cfg, side))
 
 
 class Model:
@@ -96,11 +106,14 @@ class Model:
         runtime: ``onnx``, ``openvino`` or ``paddle``.
         num_classes: classes of the output (deploy.yaml's ``num_classes``; older exports: from a
             probability output, else unknown).
+        choice: how the runtime was chosen (``/metadata``).
     """
 
-    def __init__(self, cfg: DeployConfig, runtime: str, num_classes: Optional[int]) -> None:
+    def __init__(self, cfg: DeployConfig, runtime: str, num_classes: Optional[int],
+                 choice: Optional[RuntimeChoice] = None) -> None:
         self.cfg = cfg
         self.runtime = runtime
+        self.choice = choice or RuntimeChoice(runtime, f"--runtime {runtime} (given)")
         self.num_classes = num_classes
         self.img_channels = cfg.transforms.img_channels
         # deploy/python/quantize_onnx.py records ``onnx.int8`` when model.onnx became model_int8.onnx;
@@ -112,17 +125,16 @@ class Model:
         self.class_names = (list(names) if isinstance(names, list) and len(names) == n
                             else [f"class {i}" for i in range(n)])
         self.palette = get_color_map_list(256)
+        # infer.py's pre- and post-processing (they depend on the config only, not on a runtime)
+        self.processing = BasePredictor(cfg)
 
     def classes(self) -> List[Dict[str, Any]]:
         return [{"id": i, "name": name, "color": self.palette[3 * i:3 * i + 3]}
                 for i, name in enumerate(self.class_names)]
 
-    def predict(self, predictor: BasePredictor, img: np.ndarray, fmt: str) -> Dict[str, Any]:
-        """Class map (and probabilities for ``npy``) of one decoded image, encoded as ``fmt``."""
-        start = time.perf_counter()
-        data = predictor.preprocess(img)
-        out = predictor.run(data["img"][None])[0]
-        pred = predictor.postprocess(out, data["trans_info"])
+    def finish(self, out: np.ndarray, trans_info: List[Any], fmt: str) -> Dict[str, Any]:
+        """The answer from one image's raw output ``out`` (``[C, H, W]`` or ``[H, W]``)."""
+        pred = self.processing.postprocess(out, trans_info)
         counts = np.bincount(pred.ravel(), minlength=self.num_classes or 0)
         result: Dict[str, Any] = {"counts": counts, "height": pred.shape[0], "width": pred.shape[1]}
         if fmt == "png":
@@ -131,12 +143,46 @@ class Model:
             result["body"] = buf.getvalue()
         elif fmt == "npy":
             probs = out if self.cfg.output_op == "softmax" else _softmax(out)
-            probs = reverse_transform(probs.transpose(1, 2, 0), data["trans_info"], "bilinear")
+            probs = reverse_transform(probs.transpose(1, 2, 0), trans_info, "bilinear")
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(probs.reshape(pred.shape + (-1,)).transpose(2, 0, 1),
                                               dtype=np.float32))
             result["body"] = buf.getvalue()
-        result["ms"] = 1e3 * (time.perf_counter() - start)
+        return result
+
+
+class ServeJob(BatchJob):
+    """One request's image through the pool: decoded and pre-processed on a worker, batched with
+    other requests of its input size, answered in ``fmt``; ``timing`` records where its time went
+    (ms: waiting in the queue, decode + preprocess, the predictor call it shared, postprocess +
+    encode; the other jobs of its batch are prepared and finished on the same worker before
+    and after the call), sent back as ``X-Timing``.
+    """
+
+    def __init__(self, model: Model, buf: bytes, name: str, fmt: str, limits: ImageLimits) -> None:
+        self.model, self.buf, self.name, self.fmt, self.limits = model, buf, name, fmt, limits
+        self.created = time.perf_counter()
+        self.timing: Dict[str, float] = {}
+        self.trans_info: List[Any] = []
+
+    def prepare(self) -> tuple:
+        start = time.perf_counter()
+        self.timing["queue"] = 1e3 * (start - self.created)
+        img = decode_upload(self.buf, self.name, self.model.img_channels, self.limits)
+        data = self.model.processing.preprocess(img)
+        self.trans_info = data["trans_info"]
+        arr = np.ascontiguousarray(data["img"], dtype=np.float32)
+        self.timing["prepare"] = 1e3 * (time.perf_counter() - start)
+        return arr.shape, arr
+
+    def finish(self, output: np.ndarray, batch_size: int, call_ms: float) -> Dict[str, Any]:
+        start = time.perf_counter()
+        self.timing["run"] = call_ms
+        result = self.model.finish(output, self.trans_info, self.fmt)
+        self.timing["finish"] = 1e3 * (time.perf_counter() - start)
+        result["ms"] = self.timing["prepare"] + self.timing["run"] + self.timing["finish"]
+        result["batch"] = batch_size
+        result["timing"] = self.timing
         return result
 
 
@@ -220,13 +266,11 @@ def create_app(model: Model, pool: PredictorPool, limits: ImageLimits) -> Any:
         _, w, h = header_size(buf)  # cheap: refuse a huge or broken image before it queues
         check_size(w, h, limits)
 
-        def job(predictor: BasePredictor) -> Dict[str, Any]:
-            return model.predict(predictor, decode_upload(buf, name, model.img_channels, limits), fmt)
-
-        out = await pool.submit(job)
+        out = await pool.submit(ServeJob(model, buf, name, fmt, limits))
         pixels = class_pixels(out["counts"])
         headers = {"X-Class-Pixels": json.dumps(pixels, separators=(",", ":")),
-                   "X-Inference-Ms": f"{out['ms']:.1f}"}
+                   "X-Inference-Ms": f"{out['ms']:.1f}", "X-Batch-Size": str(out["batch"]),
+                   "X-Timing": ",".join(f"{k}={v:.2f}" for k, v in out["timing"].items())}
         if fmt == "png":
             return Response(out["body"], media_type="image/png", headers=headers)
         if fmt == "npy":
@@ -235,23 +279,27 @@ def create_app(model: Model, pool: PredictorPool, limits: ImageLimits) -> Any:
         names = model.class_names
         return JSONResponse({
             "height": out["height"], "width": out["width"], "runtime": model.runtime, "ms": round(out["ms"], 2),
+            "batch": out["batch"],
             "classes": [{"id": i, "name": names[i] if i < len(names) else f"class {i}", "pixels": c,
                          "share": c / total} for i, c in pixels.items()],
         })
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "pending": pool.pending, "workers": pool.workers,
-                             "max_queue": pool.max_queue})
+                             "max_queue": pool.max_queue,
+                             "batches": {str(k): v for k, v in sorted(getattr(pool, "batches", {}).items())}})
 
     async def metadata(request: Request) -> Response:
         return JSONResponse({
             "model": model.cfg.path, "runtime": model.runtime, "precision": model.precision,
+            "runtime_choice": model.choice.to_dict(),
             "input_bands": model.img_channels,
             "num_classes": model.num_classes, "classes": model.classes(), "output_op": model.cfg.output_op,
             "probabilities": model.cfg.output_op != "argmax", "formats": list(FORMATS),
             "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
                        "max_side": limits.max_side, "min_side": limits.min_side},
             "workers": pool.workers, "max_queue": pool.max_queue, "timeout_s": pool.timeout_s,
+            "max_batch": getattr(pool, "max_batch", 1),
         })
 
     async def page(request: Request) -> Response:
@@ -307,12 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="auto: onnxruntime when the export has model.onnx, else Paddle Inference "
-                        "(openvino: faster for PointRend, docs/benchmarks.md)")
+                   help="auto: the fastest runtime whose logits match onnxruntime's unoptimised graph within "
+                        "float32 rounding, measured at start-up (Paddle Inference for an export without "
+                        "model.onnx); /metadata says why")
+    p.add_argument("--probe_side", type=int, default=64,
+                   help="auto: side of the square probe image the runtimes are checked and timed on "
+                        "(an export with a fixed input size is probed at that size)")
     p.add_argument("--workers", type=int, default=2, help="predictors running requests in parallel")
     p.add_argument("--cpu_threads", type=int, default=0,
                    help="threads per predictor (0 = the cores divided among the workers)")
     p.add_argument("--max_queue", type=int, default=16, help="requests that may wait; beyond: 503 + Retry-After")
+    p.add_argument("--max_batch", type=int, default=8,
+                   help="most waiting requests of one image size run as one predictor call (1: no batching)")
     p.add_argument("--timeout_s", type=float, default=30.0, help="longest wait for an answer (then 504)")
     p.add_argument("--max_bytes", type=int, default=ImageLimits.max_bytes, help="largest request body")
     p.add_argument("--max_pixels", type=int, default=ImageLimits.max_pixels, help="largest image (H*W)")
@@ -328,12 +382,16 @@ def _positive(name: str, value: float) -> None:
 
 def load(args: argparse.Namespace) -> tuple:
     """The model, its predictor pool and the limits from the parsed arguments (warmed up)."""
-    for name in ("workers", "max_bytes", "max_pixels", "max_side", "min_side", "timeout_s"):
+    for name in ("workers", "max_bytes", "max_pixels", "max_side", "min_side", "timeout_s", "max_batch",
+                 "probe_side"):
         _positive(name, getattr(args, name))
     cfg = DeployConfig(args.config, "onnx" if args.runtime in ("onnx", "openvino") else "paddle")
-    runtime = pick_runtime(cfg, args.runtime)
     threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
-    predictors = [make_predictor(cfg.path, runtime, threads) for _ in range(args.workers)]
+    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side)
+    runtime = choice.runtime
+    if args.runtime == "auto":
+        get_logger().info("[SERVE] --runtime auto: %s (%s)", runtime, choice.reason)
+    predictors = [make_predictor_for(cfg, runtime, threads) for _ in range(args.workers)]
     limits = ImageLimits(args.max_bytes, args.max_pixels, args.max_side, args.min_side)
     # Warm-up: the first run of a predictor sets up its kernels; it also tells the class count of a
     # probability output when an older deploy.yaml lacks num_classes.
@@ -346,8 +404,8 @@ def load(args: argparse.Namespace) -> tuple:
     num_classes = cfg.dic.get("num_classes")
     if num_classes is None and cfg.output_op != "argmax":
         num_classes = next(iter(shapes))[1]
-    model = Model(cfg, runtime, num_classes)
-    pool = PredictorPool(predictors, args.max_queue, args.timeout_s)
+    model = Model(cfg, runtime, num_classes, choice)
+    pool = PredictorPool(predictors, args.max_queue, args.timeout_s, args.max_batch)
     return model, pool, limits
 
 
@@ -357,9 +415,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     model, pool, limits = load(args)
     log = get_logger()
-    log.info("[SERVE] %s on %s (%d worker(s) x %d thread(s), queue %d); http://%s:%d/", model.cfg.path,
-             model.runtime, pool.workers, args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers),
-             pool.max_queue, args.host, args.port)
+    log.info("[SERVE] %s on %s (%d worker(s) x %d thread(s), queue %d, batch <= %d); http://%s:%d/",
+             model.cfg.path, model.runtime, pool.workers,
+             args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers), pool.max_queue, pool.max_batch,
+             args.host, args.port)
     try:
         uvicorn.run(create_app(model, pool, limits), host=args.host, port=args.port, access_log=False,
                     log_level="warning", timeout_graceful_shutdown=5)
