@@ -91,12 +91,12 @@ def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
     _check_variant(state, model)
     m = _Mover(state)
     _move_backbone(m)
-    for branch in ("reduce", "reduce_p"):
-        m.conv_bn(f"decode_head.{branch}.conv", f"decode_head.{branch}.bn", f"psa.{branch}")
-    for branch in ("attention", "attention_p"):
-        peer = f"decode_head.{branch}"
-        m.conv_bn(f"{peer}.0.conv", f"{peer}.0.bn", f"psa.{branch}.0")
-        m.prefix(f"{peer}.1.weight", f"psa.{branch}.1.weight")
+    # In the peer's key order (the step counters are reported in it).
+    for reduce, attention in (("reduce", "attention"), ("reduce_p", "attention_p")):
+        m.conv_bn(f"decode_head.{reduce}.conv", f"decode_head.{reduce}.bn", f"psa.{reduce}")
+        peer = f"decode_head.{attention}"
+        m.conv_bn(f"{peer}.0.conv", f"{peer}.0.bn", f"psa.{attention}.0")
+        m.prefix(f"{peer}.1.weight", f"psa.{attention}.1.weight")
     m.conv_bn("decode_head.proj.conv", "decode_head.proj.bn", "psa.proj")
     m.conv_bn("decode_head.bottleneck.conv", "decode_head.bottleneck.bn", "bottleneck")
     m.prefix("decode_head.conv_seg.", "cls.")
