@@ -45,10 +45,11 @@ def _mmseg_shrink(h, w, s=2):
 
 @pytest.mark.parametrize("hw", [(8, 12), (9, 13), (9, 12), (8, 13), (7, 7)])
 def test_psa_mmseg_resize_rule_sizes(hw):
+    x = paddle.zeros([1, 16, *hw])
     module = PSAModule(16, 8, "bi-direction", (5, 5), resize_rule="mmseg")
-    assert module._shrunk_size(list(hw)) == (list(_mmseg_shrink(*hw)[0]), _mmseg_shrink(*hw)[1])
+    assert module._shrunk_size(x) == (list(_mmseg_shrink(*hw)[0]), _mmseg_shrink(*hw)[1])
     authors = PSAModule(16, 8, "bi-direction", (5, 5))
-    assert authors._shrunk_size(list(hw)) == ([(hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1], True)
+    assert authors._shrunk_size(x) == ([(hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1], True)
 
 
 def test_psa_proj_padding_adds_a_ring_of_relu_bn_zero():

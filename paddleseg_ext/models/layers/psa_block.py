@@ -274,18 +274,22 @@ class PSAModule(nn.Layer):
         self.proj = ConvBNReLU(mid_channels * n_branches, in_channels, 1, padding=proj_padding)
 
     # -- forward --------------------------------------------------------------
-    def _shrunk_size(self, hw: Sequence) -> Tuple[List, bool]:
-        """The shrunk ``[h', w']`` of a map of size ``hw`` and the align_corners of both resizes."""
+    def _shrunk_size(self, x: paddle.Tensor) -> Tuple[Sequence, bool]:
+        """The shrunk ``[h', w']`` of ``x``'s map and the align_corners of both resizes."""
         s = self.shrink_factor
         if self.resize_rule == "authors":
+            hw = spatial_size(x)
             return [(hw[0] - 1) // s + 1, (hw[1] - 1) // s + 1], True
-        if isinstance(hw, paddle.Tensor):  # the rule branches on the size: it must be static
+        # mmseg's rule picks its resize from the size, so it needs the size as Python ints:
+        # the static shape (a traced program with a fixed input shape has it too).
+        h, w = (int(d) if d is not None else -1 for d in x.shape[2:])
+        if h < 0 or w < 0:
             raise ValueError("PSAModule: resize_rule='mmseg' picks its resize from the feature "
-                             "size, which must be known when the model is traced: export with a "
-                             "fixed input shape")
-        if hw[0] % s and hw[1] % s:
-            return [(hw[0] - 1) // s + 1, (hw[1] - 1) // s + 1], True
-        return [hw[0] // s, hw[1] // s], False
+                             "size, which must be known when the model is traced: export with "
+                             "a fixed input shape (--input_shape 1 3 H W)")
+        if h % s and w % s:
+            return [(h - 1) // s + 1, (w - 1) // s + 1], True
+        return [h // s, w // s], False
 
     def _shrink(self, feat: paddle.Tensor, size: List, align_corners: bool) -> paddle.Tensor:
         if self.shrink_factor == 1:
@@ -320,7 +324,7 @@ class PSAModule(nn.Layer):
         """``[x, ctx]``, the two halves :meth:`forward` concatenates (a
         consumer that is linear in channels can skip the concat)."""
         in_size = spatial_size(x)
-        size, align = self._shrunk_size(in_size)
+        size, align = self._shrunk_size(x)
         if self.shrink_factor == 1 and self.resize_rule == "mmseg":
             align = self.align_corners
         if self.psa_type == 2:
