@@ -5,6 +5,7 @@ Runs only in the peer environment (PyTorch, mmengine, mmcv-lite, mmsegmentation)
     bash benchmarks/setup_peer_env.sh
     .venv-peers/bin/python benchmarks/mmseg_checkpoints.py              # logits table
     .venv-peers/bin/python benchmarks/mmseg_checkpoints.py --fixtures   # rewrite tests/fixtures/mmseg/
+    .venv-peers/bin/python benchmarks/mmseg_checkpoints.py --fixtures --only CONFIG...  # some
     .venv-peers/bin/python -m pytest tests/test_peer_mmseg.py -q -p no:cacheprovider
 
 For each checkpoint family, mmsegmentation's own model is built from its own
@@ -13,7 +14,9 @@ given random weights and random BatchNorm statistics, saved the way
 mmsegmentation saves it, loaded into ours (built from the recipe of the same
 name in ``configs/<model>/mmseg/``) through ``load_model_weights`` (what
 ``--model_path`` uses), and both models' eval logits (mmseg's
-``EncoderDecoder.encode_decode``) are compared.
+``EncoderDecoder.encode_decode``) are compared: in float32 at :data:`SIZES`, and
+in float64 at :data:`F64_SIZES` (see there) and the odd sizes. PSANet's and
+PointRend's compiled ``mmcv.ops`` are the stand-ins of ``mmcv_ops_standin.py``.
 
 :func:`random_state` needs only NumPy: the main suite draws the same seeded
 state from the committed key/shape list and checks its logits against the
@@ -32,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "mmseg"
+#: mmseg's config folder of each model (ours is the model's name).
+PEER_FOLDER = {"pspnet": "pspnet", "danet": "danet", "psanet": "psanet", "pointrend": "point_rend"}
 #: mmseg config name -> our recipe of the same name (the families this toolkit loads).
 FAMILIES = {
     name: f"configs/{name.split('_')[0]}/mmseg/{name}.yml" for name in (
@@ -40,21 +45,52 @@ FAMILIES = {
         "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
         "danet_r50-d8_4xb2-40k_cityscapes-512x1024",
         "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
+        *(f"psanet_r{d}-d8_{s}" for d in (50, 101) for s in (
+            "4xb2-40k_cityscapes-512x1024", "4xb2-80k_cityscapes-512x1024",
+            "4xb4-80k_ade20k-512x512", "4xb4-160k_ade20k-512x512")),
+        *(f"pointrend_r{d}_{s}" for d in (50, 101) for s in (
+            "4xb2-80k_cityscapes-512x1024", "4xb4-160k_ade20k-512x512")),
     )
 }
-#: One family per distinct network (the 40k/80k schedules build the same one).
+#: One family per distinct network (the 40k/80k schedules build the same one; R101 differs
+#: from R50 only in the number of stage-3 blocks, checked by test_recipe_builds_the_peer_network).
 NETWORKS = ("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
             "pspnet_r50-d8_4xb2-80k_cityscapes-512x1024",
-            "danet_r50-d8_4xb2-80k_cityscapes-512x1024")
-#: (H, W) of the compared inputs; the second is odd and not a multiple of 8.
-SIZES = ((64, 96), (67, 93))
+            "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
+            "psanet_r50-d8_4xb2-80k_cityscapes-512x1024",   # 97x97 masks
+            "psanet_r50-d8_4xb4-80k_ade20k-512x512",        # 66x66 masks (even)
+            "pointrend_r50_4xb2-80k_cityscapes-512x1024")
+#: (H, W) of the compared inputs. The first is a multiple of 32; the second is odd, not a
+#: multiple of 8 (a 9x12 stage-4 map at d8: PSAHead's h//2 shrink) and overshot by PointRend's
+#: uncapped subdivision (68x96); the third gives a 9x13 d8 map (both odd: PSAHead's
+#: (h-1)//2+1 shrink with align_corners=True).
+SIZES = ((64, 96), (67, 93), (65, 97))
+#: The float64 comparison: every network whose peer runs in float64 (mmseg's PointHead builds
+#: its test points in float32, which mmcv's point_sample refuses with a float64 map), at a size
+#: where every resize ratio of every network is a dyadic fraction (an 8x8 d8 map; PSPNet's bins
+#: 1, 2, 3, 6; PSANet's 4x4 shrink and 6x6 padded proj): Paddle 3.3.1's CPU bilinear
+#: interpolation computes its source coordinates in float32 even for float64 tensors, so at
+#: other ratios (the odd sizes) the two sides agree only to ~1e-7 (the float32 coordinates).
+F64_NETWORKS = tuple(f for f in NETWORKS if not f.startswith("pointrend"))
+F64_SIZES = ((64, 64),)
+#: Our architecture name of each model folder (the adapters' layout names).
+ARCH = {"pspnet": "PSPNet", "danet": "DANet", "psanet": "PSANet", "pointrend": "PointRend"}
 #: The seeded small cases whose mmseg logits are committed (network, seed, input size).
 GOLDEN = (("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024", 7, (33, 45)),
-          ("danet_r50-d8_4xb2-80k_cityscapes-512x1024", 8, (25, 35)))
+          ("danet_r50-d8_4xb2-80k_cityscapes-512x1024", 8, (25, 35)),
+          ("psanet_r50-d8_4xb2-80k_cityscapes-512x1024", 9, (33, 49)),
+          # 150 classes: kept small, but every d8 side >= 4: a side of 2 or 3 shrinks to 1 under
+          # mmseg's rule, and Paddle's bilinear resize to a side of 1 (align_corners=False)
+          # reads the first pixel where torch reads the centre (measured here, 17x25 input).
+          ("psanet_r50-d8_4xb4-80k_ade20k-512x512", 10, (25, 25)),
+          ("pointrend_r50_4xb2-80k_cityscapes-512x1024", 11, (45, 70)))
 
 
 def fixture_name(family: str) -> str:
-    return family.split("_4xb2")[0]
+    """``<model>_<backbone>``, plus the dataset for a network that differs by dataset (ADE20K
+    PSANet: 66x66 masks, 150 classes); the schedule never changes the network."""
+    name = family.split("_4xb")[0]
+    return f"{name}_ade20k" if family.endswith("ade20k-512x512") else name
 
 
 def random_state(keys: Mapping[str, Sequence[int]], seed: int) -> Dict[str, np.ndarray]:
@@ -94,16 +130,19 @@ def random_input(size: Tuple[int, int], seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------- peer side
 #: The compiled ``mmcv.ops`` that mmsegmentation 1.2.2 imports when it registers its models.
-#: mmcv-lite has no compiled ops (PyPI has no CPU build of them); PSPNet and DANet call none.
-MMCV_OPS = ("CrissCrossAttention", "DeformConv2d", "ModulatedDeformConv2d", "PSAMask",
-            "point_sample", "sigmoid_focal_loss")
+#: mmcv-lite has no compiled ops (PyPI has no CPU build of them); PSPNet and DANet call none,
+#: PSANet and PointRend call PSAMask and point_sample (stand-ins: mmcv_ops_standin.py).
+MMCV_OPS = ("CrissCrossAttention", "DeformConv2d", "ModulatedDeformConv2d",
+            "sigmoid_focal_loss")
 
 
 def _mmcv_ops_stand_in() -> None:
     """Make ``import mmcv.ops`` succeed without the compiled ops.
 
-    Each name is a placeholder that raises, naming the op, when it is built or
-    called, so a model that needs a compiled op fails loudly instead of running
+    ``PSAMask`` and ``point_sample`` are the stand-ins of ``mmcv_ops_standin.py``
+    (written from the ops' documented semantics); every other name is a
+    placeholder that raises, naming the op, when it is built or called, so a
+    model that needs another compiled op fails loudly instead of running
     anything else in its place.
     """
     import importlib
@@ -125,6 +164,11 @@ def _mmcv_ops_stand_in() -> None:
     ops.__doc__ = "Stand-in for mmcv's compiled ops (benchmarks/mmseg_checkpoints.py)."
     for name in MMCV_OPS:
         setattr(ops, name, missing(name))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import mmcv_ops_standin
+
+    ops.PSAMask = mmcv_ops_standin.PSAMask
+    ops.point_sample = mmcv_ops_standin.point_sample
     sys.modules["mmcv.ops"] = ops
     import mmcv
 
@@ -134,7 +178,8 @@ def _mmcv_ops_stand_in() -> None:
 def peer_config_path(family: str) -> Path:
     import mmseg
 
-    path = Path(mmseg.__file__).parent / ".mim" / "configs" / family.split("_")[0] / f"{family}.py"
+    folder = PEER_FOLDER[family.split("_")[0]]
+    path = Path(mmseg.__file__).parent / ".mim" / "configs" / folder / f"{family}.py"
     if not path.is_file():
         raise FileNotFoundError(f"mmseg config {path} not found (mmsegmentation 1.2.2 wheel?)")
     return path
@@ -150,9 +195,14 @@ def peer_model(family: str) -> Any:
     register_all_modules()
     cfg = Config.fromfile(str(peer_config_path(family)))
     cfg.model.pretrained = None  # open-mmlab:// ImageNet weights: not wanted, not reachable
-    for part in ("backbone", "decode_head", "auxiliary_head"):
+    parts = [cfg.model.backbone]
+    for part in ("decode_head", "auxiliary_head"):
+        heads = cfg.model.get(part)
+        parts += heads if isinstance(heads, list) else [heads] if heads else []
+    for part in parts:
         # SyncBN needs a process group; a single-process eval runs it as BatchNorm.
-        cfg.model[part].norm_cfg = dict(type="BN", requires_grad=True)
+        if (part.get("norm_cfg") or {}).get("type") == "SyncBN":
+            part.norm_cfg = dict(type="BN", requires_grad=True)
     model = MODELS.build(cfg.model)
     return model.eval()
 
@@ -204,8 +254,11 @@ def save_like_mmseg(model: Any, path: Path, style: str) -> None:
 
 
 def peer_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    """mmseg's ``encode_decode`` logits in the dtype of ``x`` (the model is cast to it)."""
     import torch
 
+    if x.dtype == np.float64:
+        model = model.double()
     h, w = x.shape[2:]
     metas = [dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w))]
     with torch.no_grad():
@@ -223,15 +276,20 @@ def our_model(family: str) -> Any:
 
 
 def our_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    """Our eval logits in the dtype of ``x`` (the model is cast to it)."""
     import paddle
 
+    if x.dtype == np.float64:
+        model.to(dtype="float64")
     with paddle.no_grad():
         return model(paddle.to_tensor(x))[0].numpy()
 
 
-def compare(family: str, tmp: Path, style: str = "mmcv1",
-            seed: int = 0) -> List[Tuple[Tuple[int, int], float, float]]:
-    """``[(size, max abs diff, max |peer logit|)]`` for a random checkpoint of ``family``."""
+def compare(family: str, tmp: Path, style: str = "mmcv1", seed: int = 0,
+            dtype: str = "float32", sizes: Sequence[Tuple[int, int]] = SIZES
+            ) -> List[Tuple[Tuple[int, int], float, float]]:
+    """``[(size, max abs diff, max |peer logit|)]`` for a random checkpoint of ``family``,
+    both models run in ``dtype`` (the checkpoint is float32, as the peer's files)."""
     from paddleseg_ext.checkpoints.weights import load_model_weights
 
     peer = randomized_peer(family, seed)
@@ -240,27 +298,29 @@ def compare(family: str, tmp: Path, style: str = "mmcv1",
     ours = our_model(family)
     load_model_weights(ours, str(path))
     rows = []
-    for i, size in enumerate(SIZES):
-        x = random_input(size, seed + 100 + i)
+    for i, size in enumerate(sizes):
+        x = random_input(size, seed + 100 + i).astype(dtype)
         want, got = peer_logits(peer, x), our_logits(ours, x)
         assert got.shape == want.shape, (got.shape, want.shape)
         rows.append((size, float(np.abs(got - want).max()), float(np.abs(want).max())))
     return rows
 
 
-def write_fixtures() -> None:
-    """Key/shape lists of every network and the golden logits of the seeded small cases."""
+def write_fixtures(networks: Sequence[str] = NETWORKS, tiny_file: bool = True) -> None:
+    """Key/shape lists of ``networks``, the golden logits of their seeded small cases and
+    (``tiny_file``) the small mmengine checkpoint."""
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    for family in NETWORKS:
+    for family in networks:
         doc = {"peer": "mmsegmentation 1.2.2 (mmcv-lite 2.1.0)", "config": family,
                "recipe": FAMILIES[family],
                "made_by": "benchmarks/mmseg_checkpoints.py --fixtures",
                "keys": key_shapes(family)}
         (FIXTURES / f"{fixture_name(family)}.json").write_text(json.dumps(doc, indent=0) + "\n")
-    for family, seed, size in GOLDEN:
+    for family, seed, size in (g for g in GOLDEN if g[0] in networks):
         logits = peer_logits(randomized_peer(family, seed), random_input(size, seed))
         np.save(FIXTURES / f"{fixture_name(family)}_golden_seed{seed}.npy", logits)
-    write_tiny_mmengine_file(FIXTURES / "mmengine_tiny.pth")
+    if tiny_file:
+        write_tiny_mmengine_file(FIXTURES / "mmengine_tiny.pth")
 
 
 def write_tiny_mmengine_file(path: Path) -> None:
@@ -315,17 +375,24 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fixtures", action="store_true", help="rewrite tests/fixtures/mmseg/")
+    ap.add_argument("--only", nargs="+", choices=NETWORKS, metavar="CONFIG",
+                    help="with --fixtures: only these networks' files (not mmengine_tiny.pth)")
     args = ap.parse_args()
     if args.fixtures:
-        write_fixtures()
+        write_fixtures(args.only or NETWORKS, tiny_file=not args.only)
         print(f"wrote {FIXTURES}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         for family in NETWORKS:
-            for style in ("mmcv1", "mmengine"):
-                for size, diff, scale in compare(family, Path(tmp), style):
-                    print(f"{family:46s} {style:8s} {size[0]}x{size[1]}  max|diff| {diff:.3g}  "
-                          f"max|logit| {scale:.3g}  ratio {diff / scale:.3g}")
+            runs = [("mmcv1", "float32", SIZES), ("mmengine", "float32", SIZES)]
+            if family in F64_NETWORKS:
+                runs.append(("mmcv1", "float64", F64_SIZES + SIZES[1:]))
+            for style, dtype, sizes in runs:
+                for size, diff, scale in compare(family, Path(tmp), style, dtype=dtype,
+                                                 sizes=sizes):
+                    print(f"{family:46s} {style:8s} {dtype} {size[0]}x{size[1]}  "
+                          f"max|diff| {diff:.3g}  max|logit| {scale:.3g}  "
+                          f"ratio {diff / scale:.3g}", flush=True)
 
 
 if __name__ == "__main__":

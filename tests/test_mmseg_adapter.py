@@ -1,4 +1,5 @@
-"""mmsegmentation 1.2.2 PSPNet / DANet checkpoints converted exactly, guarded without the peer.
+"""mmsegmentation 1.2.2 checkpoints (PSPNet, DANet, PSANet, PointRend) converted exactly, guarded
+without the peer.
 
 The key/shape lists and golden logits in ``tests/fixtures/mmseg/`` were taken
 from mmsegmentation's own models (``benchmarks/mmseg_checkpoints.py --fixtures``
@@ -110,7 +111,7 @@ def test_seeded_state_gives_mmsegs_golden_logits(family, seed, size):
     model.set_state_dict(native)
     with paddle.no_grad():
         got = model(paddle.to_tensor(mc.random_input(size, seed)))[0].numpy()
-    assert got.shape == want.shape == (1, 19, *size)
+    assert got.shape == want.shape == (1, model.num_classes, *size)
     scale = float(np.abs(want).max())
     assert scale > 0.1, f"golden logits too small to mean anything ({scale})"
     # Both sides run float32 convolutions (ours as conv2d or Winograd under the suite's

@@ -11,8 +11,11 @@ random BatchNorm statistics, is saved as mmseg saves it (the model zoo's
 ``{'meta', 'state_dict'}`` in torch's legacy layout, and mmengine's
 ``save_checkpoint`` with a ``message_hub``), loaded into ours through
 ``load_model_weights`` with the recipe of the same name, and the eval logits
-(mmseg's ``encode_decode``) are compared at two input sizes, one odd. The
-main suite guards the same conversions from the committed key/shape lists and
+(mmseg's ``encode_decode``) are compared at three input sizes (two odd), and in
+float64 where both sides run in it. PSANet's ``PSAMask`` and PointRend's
+``point_sample`` are compiled mmcv ops that mmcv-lite lacks: the stand-ins of
+``benchmarks/mmcv_ops_standin.py`` run in their place, checked here against
+this toolkit's own references. The main suite guards the same conversions from the committed key/shape lists and
 golden logits (``tests/test_mmseg_adapter.py``); the last tests here check
 that those are still mmseg's.
 """
@@ -34,6 +37,8 @@ import mmseg_checkpoints as mc  # noqa: E402
 
 #: The issue's criterion: max abs diff <= 1e-5 of the largest logit magnitude, float32.
 RELATIVE = 1e-5
+#: The same in float64 (both sides sum in float64: measured ratios ~3e-13).
+RELATIVE_F64 = 1e-9
 
 
 @pytest.mark.parametrize("style", ["mmcv1", "mmengine"])
@@ -46,12 +51,80 @@ def test_mmseg_checkpoint_gives_mmseg_logits(family, style, tmp_path, caplog):
         assert scale > 0.1, f"{family} {size}: logits too small to mean anything ({scale})"
         assert diff <= RELATIVE * scale, \
             f"{family} {style} {size}: max abs diff {diff} > {RELATIVE} x {scale}"
-    model = "DANet" if family.startswith("danet") else "PSPNet"
+    model = mc.ARCH[family.split("_")[0]]
     lines = [r.getMessage() for r in caplog.records if "detected mmsegmentation" in r.getMessage()]
     assert len(lines) == 1 and f"mmsegmentation {model} checkpoint" in lines[0]
     assert "num_batches_tracked" in lines[0]
     left_out = "message_hub, meta" if style == "mmengine" else "meta"
     assert any(f"leaving out {left_out}" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("family", mc.F64_NETWORKS)
+def test_float64_logits_are_mmsegs(family, tmp_path):
+    rows = mc.compare(family, tmp_path, "mmcv1", dtype="float64", sizes=mc.F64_SIZES)
+    for size, diff, scale in rows:
+        assert scale > 0.1, f"{family} {size}: logits too small to mean anything ({scale})"
+        assert diff <= RELATIVE_F64 * scale, \
+            f"{family} float64 {size}: max abs diff {diff} > {RELATIVE_F64} x {scale}"
+
+
+@pytest.mark.parametrize("mask", [(9, 13), (10, 12), (8, 8), (66, 66), (97, 97)])
+@pytest.mark.parametrize("direction", [0, 1])
+def test_psamask_stand_in_is_our_psa_mask(mask, direction):
+    """The PSAMask stand-in equals our psa_mask reference, odd and even windows."""
+    import paddle
+    import torch
+    from mmcv_ops_standin import PSAMask
+
+    from paddleseg_ext.ops.psa_mask import psa_mask_reference
+
+    for h, w in ((5, 7), (6, 4), (9, 13)):
+        x = np.random.default_rng(h * w).normal(size=(2, mask[0] * mask[1], h, w)).astype(np.float32)
+        got = PSAMask(("collect", "distribute")[direction], mask)(torch.from_numpy(x)).numpy()
+        want = psa_mask_reference(paddle.to_tensor(x), direction, mask).numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_point_sample_stand_in_is_our_zero_padded_point_sample():
+    import paddle
+    import torch
+    from mmcv_ops_standin import point_sample
+
+    from paddleseg_ext.models.layers.point_geometry import point_sample as ours
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(2, 3, 5, 7)).astype(np.float32)
+    points = rng.uniform(-0.05, 1.05, size=(2, 40, 2)).astype(np.float32)  # edges included
+    got = point_sample(torch.from_numpy(feats), torch.from_numpy(points)).numpy()
+    want = ours(paddle.to_tensor(feats), paddle.to_tensor(points), "zeros").numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family,switch,size", [
+    ("psanet_r50-d8_4xb2-80k_cityscapes-512x1024", "psa_resize_rule=authors", (64, 96)),
+    ("psanet_r50-d8_4xb2-80k_cityscapes-512x1024", "psa_proj_padding=0", (65, 97)),
+    ("pointrend_r50_4xb2-80k_cityscapes-512x1024", "fpn_upsample=to_next_level", (67, 93)),
+    ("pointrend_r50_4xb2-80k_cityscapes-512x1024", "subdivision_cap=True", (67, 93)),
+    ("pointrend_r50_4xb2-80k_cityscapes-512x1024", "point_padding=border", (67, 93)),
+])
+def test_each_mmseg_switch_is_needed(family, switch, size, tmp_path):
+    """With one switch back at our default, the same tensors no longer give mmseg's logits."""
+    from paddleseg_ext.checkpoints.weights import load_model_weights
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    peer = mc.randomized_peer(family, 0)
+    path = tmp_path / "m.pth"
+    mc.save_like_mmseg(peer, path, "mmcv1")
+    ours = mc.our_model(family)
+    load_model_weights(ours, str(path))
+    variant = SegBuilder(Config(str(mc.ROOT / mc.FAMILIES[family]), opts=[f"model.{switch}"])).model
+    variant.set_state_dict(ours.state_dict())
+    variant.eval()
+    x = mc.random_input(size, 3)
+    want = mc.peer_logits(peer, x)
+    scale = float(np.abs(want).max())
+    assert float(np.abs(mc.our_logits(ours, x) - want).max()) <= RELATIVE * scale
+    assert float(np.abs(mc.our_logits(variant, x) - want).max()) > 1e-3 * scale, switch
 
 
 @pytest.mark.parametrize("family", mc.NETWORKS)

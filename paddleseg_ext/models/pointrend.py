@@ -11,9 +11,9 @@ import paddle.nn.functional as F
 from paddleseg_ext.cvlibs import manager
 from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, FRACTION, NON_NEGATIVE_INT,
                                              NUMBER_AT_LEAST_ONE, POSITIVE_INT, feature_indices,
-                                             int_at_least, one_of, validated)
+                                             int_at_least, one_of, optional, validated)
 from paddleseg_ext.models.layers import resize_to, spatial_size
-from paddleseg_ext.models.layers.fpn import FPN, SemanticFPNHead
+from paddleseg_ext.models.layers.fpn import FPN, FPN_UPSAMPLE_RULES, SemanticFPNHead
 from paddleseg_ext.models.layers.paddleseg_fpn import PaddleSegFPN, PaddleSegFPNHead
 from paddleseg_ext.models.layers.point_geometry import (most_uncertain_points, point_sample,
                                                         sample_training_points, scatter_points)
@@ -22,12 +22,14 @@ from paddleseg_ext.utils.pretrained import load_pretrained
 
 #: PointRend's FPN neck + decoder: PaddleSeg 2.x's, or the papers' Semantic FPN.
 DECODERS = ("paddleseg", "semantic_fpn")
+#: Padding of the point sampling: the border value, or zeros (the reference code's).
+PADDING_MODES = ("border", "zeros")
 
 
 @manager.HEADS.register
 @validated(in_channels=POSITIVE_INT, num_classes=POSITIVE_INT, channels=POSITIVE_INT,
            num_fcs=NON_NEGATIVE_INT, coarse_pred_each_layer=BOOL,
-           padding_mode=one_of("border", "zeros"))
+           padding_mode=one_of(*PADDING_MODES))
 class PointHead(nn.Layer):
     """PointRend's point head: a shared MLP that re-predicts single points.
 
@@ -90,7 +92,9 @@ class PointHead(nn.Layer):
            coarse_pred_each_layer=BOOL, num_points=POSITIVE_INT,
            oversample_ratio=NUMBER_AT_LEAST_ONE, importance_sample_ratio=FRACTION,
            subdivision_steps=NON_NEGATIVE_INT, subdivision_num_points=POSITIVE_INT,
-           align_corners=BOOL, decoder=one_of(*DECODERS))
+           align_corners=BOOL, decoder=one_of(*DECODERS),
+           fpn_upsample=one_of(*FPN_UPSAMPLE_RULES), point_padding=optional(one_of(*PADDING_MODES)),
+           subdivision_cap=BOOL)
 class PointRend(nn.Layer):
     """PointRend on Semantic FPN, for semantic segmentation.
 
@@ -142,6 +146,20 @@ class PointRend(nn.Layer):
         subdivision_num_points: points re-predicted per round (8196).
         align_corners: for bilinear resizing of features and logits.
         decoder: ``"paddleseg"`` or ``"semantic_fpn"`` (see above).
+        fpn_upsample: the Semantic FPN decoder's upsampling rule (see
+            :class:`~paddleseg_ext.models.layers.fpn.SemanticFPNHead`):
+            ``"to_next_level"`` (ours) or ``"fixed_x2"`` (mmsegmentation's
+            ``FPNHead``). Unused by the ``"paddleseg"`` decoder.
+        point_padding: padding of the point sampling, ``"border"`` or
+            ``"zeros"`` (the reference code's: mmsegmentation's
+            ``point_sample``, PaddleSeg's); None (default) picks ``"zeros"``
+            for the ``"paddleseg"`` decoder and ``"border"`` for
+            ``"semantic_fpn"``.
+        subdivision_cap: each subdivision step doubles the logits' size but
+            never beyond the input size (True, ours), or doubles it
+            regardless (False: mmsegmentation's ``PointHead.predict``, whose
+            last step can overshoot the input by a few pixels when its size is
+            not a multiple of 4; the result is resized to the input).
         pretrained: path or URL of whole-model weights, or None.
     """
 
@@ -152,7 +170,9 @@ class PointRend(nn.Layer):
                  num_points: int = 2048, oversample_ratio: float = 3,
                  importance_sample_ratio: float = 0.75, subdivision_steps: int = 2,
                  subdivision_num_points: int = 8196, align_corners: bool = False,
-                 decoder: str = "paddleseg", pretrained: Optional[str] = None) -> None:
+                 decoder: str = "paddleseg", fpn_upsample: str = "to_next_level",
+                 point_padding: Optional[str] = None, subdivision_cap: bool = True,
+                 pretrained: Optional[str] = None) -> None:
         super().__init__()
         idx = feature_indices("PointRend", backbone, backbone_indices, count=None,
                               meaning="(fine to coarse)", needs=("feat_channels", "feat_strides"))
@@ -166,6 +186,7 @@ class PointRend(nn.Layer):
         self.importance_sample_ratio = float(importance_sample_ratio)
         self.subdivision_steps = subdivision_steps
         self.subdivision_num_points = subdivision_num_points
+        self.subdivision_cap = subdivision_cap
 
         self.decoder = decoder
         in_channels = [backbone.feat_channels[i] for i in idx]
@@ -177,10 +198,10 @@ class PointRend(nn.Layer):
             self.neck = FPN(in_channels, fpn_channels)
             self.fpn_head = SemanticFPNHead(fpn_channels, [backbone.feat_strides[i] for i in idx],
                                             fpn_head_channels, num_classes, dropout,
-                                            self.align_corners)
+                                            self.align_corners, fpn_upsample)
         # The point head's fine-grained features: the stride-4 level, or PaddleSeg's coarsest.
         self.fine_level = -1 if decoder == "paddleseg" else 0
-        self.padding_mode = "zeros" if decoder == "paddleseg" else "border"
+        self.padding_mode = point_padding or ("zeros" if decoder == "paddleseg" else "border")
         self.point_head = PointHead(fpn_channels, num_classes, point_channels, point_num_fcs,
                                     coarse_pred_each_layer, self.padding_mode)
         self.pretrained = pretrained
@@ -230,7 +251,9 @@ class PointRend(nn.Layer):
         logits = coarse
         for _ in range(self.subdivision_steps):
             shape = paddle.shape(logits)
-            size = paddle.minimum(shape[2:] * 2, max_size.astype(shape.dtype))
+            size = shape[2:] * 2
+            if self.subdivision_cap:
+                size = paddle.minimum(size, max_size.astype(shape.dtype))
             logits = F.interpolate(logits, size=size, mode="bilinear",
                                    align_corners=self.align_corners)
             logits = self.refine_step(logits, fine, coarse)[0]

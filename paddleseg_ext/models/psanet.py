@@ -8,11 +8,11 @@ import paddle
 import paddle.nn as nn
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, feature_indices,
-                                             validated)
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, NON_NEGATIVE_INT, POSITIVE_INT,
+                                             feature_indices, validated)
 from paddleseg_ext.models.layers import AuxHead, ConvBNReLU, resize_to, spatial_size
 from paddleseg_ext.models.layers.psa_block import (NORMALIZATION_FACTOR, PSA_CONCAT_ORDER,
-                                                   PSA_TYPE, PSAModule)
+                                                   PSA_RESIZE_RULE, PSA_TYPE, PSAModule)
 from paddleseg_ext.utils.pretrained import load_pretrained
 
 __all__ = ["PSANet"]
@@ -28,7 +28,8 @@ _HEAD_CHANNELS = 512
            shrink_factor=POSITIVE_INT, normalization_factor=NORMALIZATION_FACTOR,
            psa_softmax=BOOL, use_psa=BOOL, compact=BOOL, enable_auxiliary_loss=BOOL,
            align_corners=BOOL, dropout=DROPOUT,
-           psa_concat_order=PSA_CONCAT_ORDER)
+           psa_concat_order=PSA_CONCAT_ORDER, psa_resize_rule=PSA_RESIZE_RULE,
+           psa_proj_padding=NON_NEGATIVE_INT)
 class PSANet(nn.Layer):
     """PSANet semantic segmentation model.
 
@@ -64,7 +65,7 @@ class PSANet(nn.Layer):
             size.
         enable_auxiliary_loss: build and (in training) run the aux head.
         align_corners: for the final logit resizes (the PSA module's internal
-            shrink/expand always uses align_corners=True, as the authors do).
+            shrink/expand follows ``psa_resize_rule``).
         dropout: dropout probability before both classifiers.
         psa_concat_order: bi-direction only, the order of the two branch
             contexts fed to the PSA projection: ``'collect_first'`` (the
@@ -72,6 +73,14 @@ class PSANet(nn.Layer):
             (PSANet_paddle, justld/PSANet_paddle, whose published Cityscapes
             checkpoint needs it). Both train the same function class; the
             order decides which checkpoints give the same logits.
+        psa_resize_rule: ``'authors'`` (hszhao/semseg: shrink to
+            ``(h-1)//2+1`` and expand back with align_corners=True) or
+            ``'mmseg'`` (mmsegmentation's ``PSAHead``: that only when both
+            sides are odd, else ``h//2`` with align_corners=False for both
+            resizes); see :class:`~paddleseg_ext.models.layers.psa_block.PSAModule`.
+        psa_proj_padding: zero padding of the PSA module's 1x1 ``proj`` conv:
+            0 (ours, the authors') or 1 (mmsegmentation's ``PSAHead``, whose
+            checkpoints need it: a 2-pixel-larger context resized back).
         pretrained: path or URL of whole-model weights, or None.
 
     How the PSA attention runs (the compiled PSA mask, pure Paddle, the fused
@@ -97,6 +106,7 @@ class PSANet(nn.Layer):
                  enable_auxiliary_loss: bool = True, align_corners: bool = False,
                  dropout: float = 0.1,
                  psa_concat_order: str = "collect_first",
+                 psa_resize_rule: str = "authors", psa_proj_padding: int = 0,
                  pretrained: Optional[str] = None) -> None:
         super().__init__()
         # The arguments were checked by @validated, so errors name PSANet and the YAML key.
@@ -115,7 +125,8 @@ class PSANet(nn.Layer):
 
         self.psa = (PSAModule(feat_ch, _PSA_MID_CHANNELS, psa_type_id, mask_size, shrink_factor,
                               normalization_factor, psa_softmax, compact,
-                              concat_order=concat_order)
+                              concat_order=concat_order, resize_rule=psa_resize_rule,
+                              proj_padding=psa_proj_padding, align_corners=align_corners)
                     if use_psa else None)
         head_in = self.psa.out_channels if self.psa is not None else feat_ch
         self.bottleneck = ConvBNReLU(head_in, _HEAD_CHANNELS, 3)

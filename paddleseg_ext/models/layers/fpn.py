@@ -8,7 +8,12 @@ from typing import List, Sequence
 import paddle
 import paddle.nn as nn
 
-from paddleseg_ext.cvlibs.validators import DROPOUT, POSITIVE_INT, BOOL, list_of, validated
+from paddleseg_ext.cvlibs.validators import (BOOL, DROPOUT, POSITIVE_INT, list_of, one_of,
+                                             validated)
+
+#: ``SemanticFPNHead(upsample=...)``: each 2x step to the next finer level's exact size
+#: (ours), or by a fixed factor 2 and then one resize to the finest level (mmsegmentation).
+FPN_UPSAMPLE_RULES = ("to_next_level", "fixed_x2")
 
 from .conv_bn import ConvBNReLU
 from .resize import resize_to, spatial_size
@@ -55,8 +60,14 @@ class FPN(nn.Layer):
         return outs[::-1]
 
 
+def _doubled(size):
+    """Twice a spatial size: a static ``[h, w]`` or a traced shape tensor."""
+    return size * 2 if isinstance(size, paddle.Tensor) else [d * 2 for d in size]
+
+
 @validated(in_channels=POSITIVE_INT, feature_strides=list_of(POSITIVE_INT), channels=POSITIVE_INT,
-           num_classes=POSITIVE_INT, dropout=DROPOUT, align_corners=BOOL)
+           num_classes=POSITIVE_INT, dropout=DROPOUT, align_corners=BOOL,
+           upsample=one_of(*FPN_UPSAMPLE_RULES))
 class SemanticFPNHead(nn.Layer):
     """Semantic FPN decoder: merge all pyramid levels at the finest stride.
 
@@ -80,6 +91,12 @@ class SemanticFPNHead(nn.Layer):
         num_classes: K.
         dropout: dropout probability before the classifier.
         align_corners: for the bilinear upsampling.
+        upsample: ``'to_next_level'`` (each 2x step resized to the next finer
+            level's exact size) or ``'fixed_x2'`` (mmsegmentation's ``FPNHead``,
+            ``mmseg/models/decode_heads/fpn_head.py``: each step doubles the
+            size, then the level is resized to the finest level's size once).
+            The two agree when the input size is a multiple of the coarsest
+            stride; otherwise they are different functions.
 
     Shape:
         feats: list of ``[N, in_channels, H_i, W_i]`` -> logits
@@ -87,7 +104,8 @@ class SemanticFPNHead(nn.Layer):
     """
 
     def __init__(self, in_channels: int, feature_strides: Sequence[int], channels: int,
-                 num_classes: int, dropout: float = 0.1, align_corners: bool = False) -> None:
+                 num_classes: int, dropout: float = 0.1, align_corners: bool = False,
+                 upsample: str = "to_next_level") -> None:
         super().__init__()
         strides = feature_strides
         base = strides[0]
@@ -104,6 +122,7 @@ class SemanticFPNHead(nn.Layer):
                                  f"got {feature_strides!r}")
             self.steps.append(targets)
         self.align_corners = bool(align_corners)
+        self.upsample = upsample
         self.scale_heads = nn.LayerList()
         for targets in self.steps:
             n_conv = max(1, len(targets))
@@ -121,11 +140,16 @@ class SemanticFPNHead(nn.Layer):
             raise ValueError(f"SemanticFPNHead: expected {len(self.scale_heads)} feature maps, "
                              f"got {len(feats)}")
         out = None
+        finest = spatial_size(feats[0])
         for feat, convs, targets in zip(feats, self.scale_heads, self.steps):
             y = feat
             for k, conv in enumerate(convs):
                 y = conv(y)
                 if k < len(targets):
-                    y = resize_to(y, spatial_size(feats[targets[k]]), self.align_corners)
+                    size = (spatial_size(feats[targets[k]]) if self.upsample == "to_next_level"
+                            else _doubled(spatial_size(y)))
+                    y = resize_to(y, size, self.align_corners)
+            if self.upsample == "fixed_x2" and targets:
+                y = resize_to(y, finest, self.align_corners)
             out = y if out is None else out + y
         return self.cls(self.dropout(out))

@@ -162,9 +162,11 @@ def most_uncertain_points(logits: paddle.Tensor,
     # k stays a tensor: with dynamic export shapes H*W is unknown at trace time.
     k = paddle.minimum(h * w, paddle.full([], num_points, dtype="int64"))
     indices = paddle.topk(scores, k=k, axis=1)[1]
-    hf, wf = h.astype("float32"), w.astype("float32")
-    xs = ((indices % w).astype("float32") + 0.5) / wf
-    ys = ((indices // w).astype("float32") + 0.5) / hf
+    # In the logits' dtype: grid_sample takes points of its input's dtype (float64 runs too).
+    dtype = logits.dtype
+    hf, wf = h.astype(dtype), w.astype(dtype)
+    xs = ((indices % w).astype(dtype) + 0.5) / wf
+    ys = ((indices // w).astype(dtype) + 0.5) / hf
     return indices, paddle.stack([xs, ys], axis=-1)
 
 

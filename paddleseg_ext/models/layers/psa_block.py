@@ -49,7 +49,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddleseg_ext.cvlibs.validators import (BOOL, POSITIVE_INT, POSITIVE_NUMBER, one_of,
+from paddleseg_ext.cvlibs.validators import (BOOL, NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, one_of,
                                              optional, validated)
 from paddleseg_ext.ops import psa_mask
 
@@ -57,7 +57,8 @@ from .conv_bn import ConvBNReLU
 from .resize import spatial_size
 from .softmax import channel_softmax
 
-__all__ = ["PSAModule", "psa_aggregate", "matching_dtypes", "parse_psa_type", "PSA_TYPES", "PSA_CONCAT_ORDERS"]
+__all__ = ["PSAModule", "psa_aggregate", "matching_dtypes", "parse_psa_type", "PSA_TYPES", "PSA_CONCAT_ORDERS",
+           "PSA_RESIZE_RULES"]
 
 #: Accepted ``psa_type`` names and PaddleSeg's integer codes.
 PSA_TYPES = {"collect": 0, "distribute": 1, "bi-direction": 2}
@@ -68,6 +69,9 @@ _DTYPE_BYTES = {f"paddle.{k}": v for k, v in
 #: the context fed to ``proj`` (the authors' code: collect; PSANet_paddle:
 #: distribute).
 PSA_CONCAT_ORDERS = ("collect_first", "distribute_first")
+#: Accepted ``resize_rule`` values: how the branch input is shrunk and the
+#: context expanded back (see :class:`PSAModule`).
+PSA_RESIZE_RULES = ("authors", "mmseg")
 
 PsaType = Union[str, int]
 
@@ -81,6 +85,7 @@ PSA_TYPE = one_of(*PSA_TYPES, aliases={**PSA_TYPES, **{v: v for v in PSA_TYPES.v
                   normalise=str.lower,
                   words="one of 'collect', 'distribute', 'bi-direction' (or PaddleSeg's 0, 1, 2)")
 PSA_CONCAT_ORDER = one_of(*PSA_CONCAT_ORDERS)
+PSA_RESIZE_RULE = one_of(*PSA_RESIZE_RULES)
 #: Attention sums are divided by it; None means the window size (the authors' convention).
 NORMALIZATION_FACTOR = optional(POSITIVE_NUMBER)
 
@@ -173,7 +178,8 @@ def psa_aggregate(feat: paddle.Tensor, attn: paddle.Tensor, direction: int,
 
 @validated(in_channels=POSITIVE_INT, mid_channels=POSITIVE_INT, psa_type=PSA_TYPE,
            shrink_factor=POSITIVE_INT, normalization_factor=NORMALIZATION_FACTOR,
-           psa_softmax=BOOL, compact=BOOL, concat_order=PSA_CONCAT_ORDER)
+           psa_softmax=BOOL, compact=BOOL, concat_order=PSA_CONCAT_ORDER,
+           resize_rule=PSA_RESIZE_RULE, proj_padding=NON_NEGATIVE_INT, align_corners=BOOL)
 class PSAModule(nn.Layer):
     """Point-wise spatial attention module (Zhao et al., ECCV 2018, Fig. 3).
 
@@ -207,6 +213,21 @@ class PSAModule(nn.Layer):
             ``paddle.concat([x_dis, x_col])``), i.e. which half of ``proj``'s
             input channels reads which branch. The same function class; it
             only decides which checkpoints fit.
+        resize_rule: how a map of ``h x w`` is shrunk by ``s`` and the context
+            expanded back. ``'authors'`` (hszhao/semseg): to
+            ``((h-1)//s+1, (w-1)//s+1)`` and back, both bilinear with
+            align_corners=True. ``'mmseg'`` (mmsegmentation's ``PSAHead``,
+            ``mmseg/models/decode_heads/psa_head.py``): when *both* ``h`` and
+            ``w`` are not multiples of ``s``, as the authors; otherwise to
+            ``(h//s, w//s)`` with align_corners=False; the expand uses the same
+            align_corners as the shrink (``align_corners`` below when
+            ``shrink_factor`` is 1). Equal for odd ``h`` and ``w``.
+        proj_padding: zero padding of the 1x1 ``proj`` conv (0, ours). mmseg's
+            ``PSAHead`` builds it with ``padding=1``: the projected context is
+            2 pixels larger, its outer ring the constant ``ReLU(BN(0))``, and
+            the expand resizes that larger map to the input size.
+        align_corners: the expand's align_corners under ``resize_rule='mmseg'``
+            with ``shrink_factor`` 1 (mmseg's head setting); unused otherwise.
 
     Shape:
         x: ``[N, C, H, W]`` -> ``[N, 2C, H, W]`` (input, then context).
@@ -215,7 +236,9 @@ class PSAModule(nn.Layer):
     def __init__(self, in_channels: int, mid_channels: int = 512, psa_type: PsaType = 2,
                  mask_size: Sequence[int] = (59, 59), shrink_factor: int = 2,
                  normalization_factor: Optional[float] = 1.0, psa_softmax: bool = True,
-                 compact: bool = False, concat_order: str = "collect_first") -> None:
+                 compact: bool = False, concat_order: str = "collect_first",
+                 resize_rule: str = "authors", proj_padding: int = 0,
+                 align_corners: bool = False) -> None:
         super().__init__()
         owner = "PSAModule"
         size = tuple(mask_size) if isinstance(mask_size, (list, tuple)) else ()
@@ -231,6 +254,9 @@ class PSAModule(nn.Layer):
         self.psa_softmax = psa_softmax
         self.compact = compact
         self.concat_order = concat_order
+        self.resize_rule = resize_rule
+        self.proj_padding = proj_padding
+        self.align_corners = align_corners
         self.in_channels = in_channels
         self.out_channels = 2 * in_channels
 
@@ -245,17 +271,31 @@ class PSAModule(nn.Layer):
             self.reduce_p = ConvBNReLU(in_channels, mid_channels, 1)
             self.attention_p = attention()
             n_branches = 2
-        self.proj = ConvBNReLU(mid_channels * n_branches, in_channels, 1)
+        self.proj = ConvBNReLU(mid_channels * n_branches, in_channels, 1, padding=proj_padding)
 
     # -- forward --------------------------------------------------------------
-    def _shrink(self, feat: paddle.Tensor) -> paddle.Tensor:
+    def _shrunk_size(self, x: paddle.Tensor) -> Tuple[Sequence, bool]:
+        """The shrunk ``[h', w']`` of ``x``'s map and the align_corners of both resizes."""
         s = self.shrink_factor
-        if s == 1:
+        if self.resize_rule == "authors":
+            hw = spatial_size(x)
+            return [(hw[0] - 1) // s + 1, (hw[1] - 1) // s + 1], True
+        # mmseg's rule picks its resize from the size, so it needs the size as Python ints:
+        # the static shape (a traced program with a fixed input shape has it too).
+        h, w = (int(d) if d is not None else -1 for d in x.shape[2:])
+        if h < 0 or w < 0:
+            raise ValueError("PSAModule: resize_rule='mmseg' picks its resize from the feature "
+                             "size, which must be known when the model is traced: export with "
+                             "a fixed input shape (--input_shape 1 3 H W)")
+        if h % s and w % s:
+            return [(h - 1) // s + 1, (w - 1) // s + 1], True
+        return [h // s, w // s], False
+
+    def _shrink(self, feat: paddle.Tensor, size: List, align_corners: bool) -> paddle.Tensor:
+        if self.shrink_factor == 1:
             return feat
-        hw = spatial_size(feat)
-        size = [(hw[0] - 1) // s + 1, (hw[1] - 1) // s + 1]
         # align_corners=True: for h = s*k+1 this picks exactly every s-th pixel.
-        return F.interpolate(feat, size=size, mode="bilinear", align_corners=True)
+        return F.interpolate(feat, size=size, mode="bilinear", align_corners=align_corners)
 
     def aggregate(self, feat: paddle.Tensor, attn: paddle.Tensor, direction: int) -> paddle.Tensor:
         """:func:`psa_aggregate` with this module's settings.
@@ -273,8 +313,8 @@ class PSAModule(nn.Layer):
                              normalization_factor=self.normalization_factor)
 
     def _branch(self, x: paddle.Tensor, reduce: nn.Layer, attention: nn.Layer,
-                direction: int) -> paddle.Tensor:
-        feat = self._shrink(reduce(x))
+                direction: int, size: List, align_corners: bool) -> paddle.Tensor:
+        feat = self._shrink(reduce(x), size, align_corners)
         return self.aggregate(*matching_dtypes(feat, attention(feat)), direction)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -283,17 +323,21 @@ class PSAModule(nn.Layer):
     def forward_parts(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         """``[x, ctx]``, the two halves :meth:`forward` concatenates (a
         consumer that is linear in channels can skip the concat)."""
+        in_size = spatial_size(x)
+        size, align = self._shrunk_size(x)
+        if self.shrink_factor == 1 and self.resize_rule == "mmseg":
+            align = self.align_corners
         if self.psa_type == 2:
-            branches = [self._branch(x, self.reduce, self.attention, 0),
-                        self._branch(x, self.reduce_p, self.attention_p, 1)]
+            branches = [self._branch(x, self.reduce, self.attention, 0, size, align),
+                        self._branch(x, self.reduce_p, self.attention_p, 1, size, align)]
             if self.concat_order == "distribute_first":
                 branches.reverse()
             ctx = paddle.concat(branches, axis=1)
         else:
-            ctx = self._branch(x, self.reduce, self.attention, self.psa_type)
+            ctx = self._branch(x, self.reduce, self.attention, self.psa_type, size, align)
         ctx = self.proj(ctx)
-        if self.shrink_factor != 1:
-            ctx = F.interpolate(ctx, size=spatial_size(x), mode="bilinear", align_corners=True)
+        if self.shrink_factor != 1 or self.proj_padding:
+            ctx = F.interpolate(ctx, size=in_size, mode="bilinear", align_corners=align)
         return [x, ctx]
 
     def extra_repr(self) -> str:
@@ -302,4 +346,5 @@ class PSAModule(nn.Layer):
                 f"shrink_factor={self.shrink_factor}, compact={self.compact}, "
                 f"psa_softmax={self.psa_softmax}, "
                 f"normalization_factor={self.normalization_factor}, "
-                f"concat_order={self.concat_order}")
+                f"concat_order={self.concat_order}, resize_rule={self.resize_rule}, "
+                f"proj_padding={self.proj_padding}")
