@@ -4,8 +4,9 @@
 #   -> predict (colour maps + overlays) -> export -> Paddle Inference deployment -> summary.
 # Usage: bash scripts/quickstart.sh [config]   (env: OUT=output/quickstart, ITERS=<override iters>,
 #        PATIENCE=<early stopping patience in evaluations, default 2; 0: train all iters>)
-# Training evaluates every 100 iterations and stops early when val mIoU has not improved for
-# PATIENCE evaluations (README.md, "The quick start's curve"); best_model is the model used after.
+# Training evaluates every 100 iterations a moving average of the weights (--ema_decay) and stops
+# early when its val mIoU has not improved for PATIENCE evaluations (README.md, "The quick start's
+# curve"); best_model (that average at its best evaluation) is the model used after.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -23,7 +24,7 @@ prepare_demo_data "$DATA"
 echo "== 2/7 training $CONFIG"
 start=$(date +%s)
 python tools/train.py --config "$CONFIG" --save_dir "$OUT" --do_eval --use_vdl ${ITERS:+--iters "$ITERS"} \
-    --save_interval 100 --log_iters 50 --keep_checkpoint_max 2 --seed 0 \
+    --save_interval 100 --log_iters 50 --keep_checkpoint_max 2 --seed 0 --ema_decay 0.99 \
     --early_stop_patience "${PATIENCE:-2}" "${BANDS[@]/--overlay_bands/--vdl_bands}"
 train_s=$(( $(date +%s) - start ))
 
