@@ -6,7 +6,7 @@ https://github.com/hszhao/semseg whose path is in ``SEMSEG_ROOT``:
     bash benchmarks/setup_peer_env.sh
     SEMSEG_ROOT=/path/to/semseg .venv-peers/bin/python benchmarks/semseg_checkpoints.py
     SEMSEG_ROOT=... .venv-peers/bin/python benchmarks/semseg_checkpoints.py --fixtures
-    SEMSEG_ROOT=... .venv-peers/bin/python -m pytest tests/test_peer_semseg.py -q -p no:cacheprovider
+    SEMSEG_ROOT=... .venv-peers/bin/python -m pytest tests/test_peer_semseg.py -q -s -p no:cacheprovider
 
 For each network, semseg's own ``PSPNet`` / ``PSANet`` (``model/pspnet.py``,
 ``model/psanet.py`` of the checkout) is built as its config file sets it, given

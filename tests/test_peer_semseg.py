@@ -6,8 +6,12 @@ every test here is skipped with the reason. To run them:
 
     bash benchmarks/setup_peer_env.sh
     git clone https://github.com/hszhao/semseg /tmp/semseg
-    SEMSEG_ROOT=/tmp/semseg .venv-peers/bin/python -m pytest tests/test_peer_semseg.py -q \
+    SEMSEG_ROOT=/tmp/semseg .venv-peers/bin/python -m pytest tests/test_peer_semseg.py -q -s \
         -p no:cacheprovider
+
+(``-s``: with pytest's output capture on, a run that holds PyTorch and Paddle in
+one process was seen to stall, idle, in a float64 case; without it the same tests
+run in seconds, as does ``benchmarks/semseg_checkpoints.py``.)
 
 semseg's own PSPNet / PSANet, built as its config files set them with random
 weights and random BatchNorm statistics, is saved as its ``tool/train.py``
