@@ -33,7 +33,7 @@ import pytest
 
 pytest.importorskip("torch", reason="PyTorch is installed only in the peer environment: bash "
                     "benchmarks/setup_peer_env.sh && SEMSEG_ROOT=<semseg checkout> "
-                    ".venv-peers/bin/python -m pytest tests/test_peer_semseg.py")
+                    ".venv-peers/bin/python -m pytest tests/test_peer_semseg.py -s")
 pytestmark = pytest.mark.skipif(
     not os.environ.get("SEMSEG_ROOT"),
     reason="needs $SEMSEG_ROOT: a checkout of https://github.com/hszhao/semseg (its model "
