@@ -17,7 +17,8 @@ PY="$PADDLESEG_EXT_VENV/bin/python"
 PEER_TORCH="${PEER_TORCH:-torch==2.13.0+cpu}"
 PEER_TORCH_INDEX="${PEER_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 stamp="$PADDLESEG_EXT_VENV/.mmseg_peer"
-want="$PEER_TORCH;ftfy;mmengine==0.10.7;mmcv-lite==2.1.0;mmsegmentation==1.2.2"
+PEER_TORCHVISION="${PEER_TORCHVISION:-torchvision==0.28.0}"  # the release paired with torch 2.13
+want="$PEER_TORCH;$PEER_TORCHVISION;ftfy;mmengine==0.10.7;mmcv-lite==2.1.0;mmsegmentation==1.2.2"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[peer-setup] installing $PEER_TORCH, mmengine, mmcv-lite 2.1.0, mmsegmentation 1.2.2"
   log="$PADDLESEG_EXT_VENV/peer_setup.log"
@@ -36,6 +37,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # ftfy and regex: mmseg.utils imports its CLIP tokenizer unconditionally.
   pipi addict yapf termcolor rich matplotlib packaging prettytable scipy ftfy regex
   pipi --no-deps mmengine==0.10.7 mmcv-lite==2.1.0 mmsegmentation==1.2.2
+  # torchvision's ResNet definitions (the torchvision ImageNet file check of
+  # benchmarks/semseg_checkpoints.py); --no-deps keeps the CPU torch above.
+  pipi --no-deps "$PEER_TORCHVISION"
   echo "$want" > "$stamp"
 fi
 "$PY" -c "import cv2, torch, mmengine, mmcv, mmseg, paddle; print('[peer-setup] torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmseg', mmseg.__version__, 'paddle', paddle.__version__, 'cv2', cv2.__version__)"

@@ -10,7 +10,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddleseg_ext.cvlibs import manager
-from paddleseg_ext.cvlibs.validators import BOOL, POSITIVE_INT, copy_rules, list_of, one_of, validated
+from paddleseg_ext.cvlibs.validators import (BOOL, POSITIVE_INT, copy_rules, list_of, one_of,
+                                             optional, validated)
 from paddleseg_ext.models.layers import ConvBN, ConvBNReLU
 from paddleseg_ext.utils.pretrained import load_pretrained
 
@@ -23,6 +24,11 @@ _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
 #: How a strided shortcut subsamples: ResNet-D's 2x2 average pool before a 1x1
 #: conv, or the original ResNet's 1x1 conv with stride 2 (mmseg ``ResNetV1c``).
 SHORTCUTS = ("avg_pool", "strided_conv")
+#: The stem before the max-pool: ResNet-D's three 3x3 convs (``conv1_1..3``), or
+#: the original ResNet's one 7x7 conv with stride 2 (``conv1``, torchvision).
+STEMS = ("deep", "7x7")
+#: Stem widths when ``stem_channels`` is not given: ResNet-D's, and torchvision's 7x7 conv.
+_STEM_CHANNELS = {"deep": (32, 32, 64), "7x7": (64,)}
 
 
 class ResidualBlock(nn.Layer):
@@ -84,7 +90,8 @@ class ResidualBlock(nn.Layer):
 
 @validated(depth=one_of(*_ARCH), output_stride=one_of(*_DILATIONS), in_channels=POSITIVE_INT,
            multi_grid=list_of(POSITIVE_INT), shortcut=one_of(*SHORTCUTS),
-           identity_shortcut=BOOL, contract_dilation=BOOL, dilate_basic_second_conv=BOOL)
+           identity_shortcut=BOOL, contract_dilation=BOOL, dilate_basic_second_conv=BOOL,
+           stem=one_of(*STEMS), stem_channels=optional(list_of(POSITIVE_INT)))
 class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
     """ResNet-vd backbone returning the four stage features.
 
@@ -122,6 +129,15 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
         dilate_basic_second_conv: whether a basic block's second 3x3 conv
             uses the block's dilation (the default) or none (mmsegmentation's
             ``BasicBlock``: its ``conv2`` always has dilation 1, ResNet18/34).
+        stem: ``"deep"`` (the default): three 3x3 ConvBNReLU ``conv1_1``,
+            ``conv1_2``, ``conv1_3``, the first with stride 2 (ResNet-C/D);
+            ``"7x7"``: one 7x7 ConvBNReLU ``conv1`` with stride 2 (He et al.
+            2016; torchvision's ``conv1``/``bn1``, mmsegmentation's
+            ``ResNet``). Either is followed by a 3x3 max-pool with stride 2.
+        stem_channels: output widths of the stem convs, three for
+            ``"deep"`` and one for ``"7x7"``; the last is what stage 1 takes.
+            ``None`` takes ``[32, 32, 64]`` (ResNet-vd) or ``[64]``; the
+            authors' semseg ResNet (``deep_base=True``) is ``[64, 64, 128]``.
 
     Shape:
         x: ``[N, in_channels, H, W]`` -> list of 4 tensors,
@@ -133,9 +149,15 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
                  multi_grid: Sequence[int] = (1, 1, 1), in_channels: int = 3,
                  pretrained: Optional[str] = None, shortcut: str = "avg_pool",
                  identity_shortcut: bool = False, contract_dilation: bool = False,
-                 dilate_basic_second_conv: bool = True) -> None:
+                 dilate_basic_second_conv: bool = True, stem: str = "deep",
+                 stem_channels: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         kind, blocks = _ARCH[depth]
+        widths = list(_STEM_CHANNELS[stem] if stem_channels is None else stem_channels)
+        if len(widths) != len(_STEM_CHANNELS[stem]):
+            raise ValueError(f"ResNet{depth}_vd: stem_channels={list(widths)!r} needs "
+                             f"{len(_STEM_CHANNELS[stem])} width(s) for stem={stem!r} (one per "
+                             f"stem conv), e.g. {list(_STEM_CHANNELS[stem])!r}")
         grid = self._check_multi_grid(multi_grid, blocks[3], depth)
         if contract_dilation and any(g != 1 for g in grid):
             raise ValueError(f"ResNet{depth}_vd: contract_dilation=True sets the first block's "
@@ -149,6 +171,8 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
         self.identity_shortcut = identity_shortcut
         self.contract_dilation = contract_dilation
         self.dilate_basic_second_conv = dilate_basic_second_conv
+        self.stem = stem
+        self.stem_channels = widths
         expansion = 4 if kind == "bottleneck" else 1
         planes = (64, 128, 256, 512)
         self.feat_channels: List[int] = [p * expansion for p in planes]
@@ -160,14 +184,21 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             total *= s
             self.feat_strides.append(total)
 
-        self.conv1_1 = ConvBNReLU(in_channels, 32, 3, stride=2)
-        self.conv1_2 = ConvBNReLU(32, 32, 3)
-        self.conv1_3 = ConvBNReLU(32, 64, 3)
+        # The stem convs are registered by name (PaddleSeg's conv1_1..3, or conv1);
+        # `stem_names` keeps their order for forward.
+        if stem == "7x7":
+            self.stem_names = ["conv1"]
+            self.conv1 = ConvBNReLU(in_channels, widths[0], 7, stride=2)
+        else:
+            self.stem_names = ["conv1_1", "conv1_2", "conv1_3"]
+            for j, (name, width) in enumerate(zip(self.stem_names, widths)):
+                cin = in_channels if j == 0 else widths[j - 1]
+                self.add_sublayer(name, ConvBNReLU(cin, width, 3, stride=2 if j == 0 else 1))
 
         # Blocks are registered flat as bb_<stage>_<i> (PaddleSeg key names);
         # `stages` keeps the grouping for forward without re-registering them.
         self.stages: List[List[str]] = []
-        in_ch = 64
+        in_ch = widths[-1]
         for s in range(4):
             names = []
             for i in range(blocks[s]):
@@ -206,7 +237,9 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
         """The four stage features; with ``keep``, only those stage indices
         (the others are None, so their memory is freed while later stages run:
         large-image inference that needs one stage)."""
-        y = self.conv1_3(self.conv1_2(self.conv1_1(x)))
+        y = x
+        for name in self.stem_names:
+            y = self._sub_layers[name](y)
         y = F.max_pool2d(y, kernel_size=3, stride=2, padding=1)
         feats: List[Optional[paddle.Tensor]] = []
         for i, names in enumerate(self.stages):
