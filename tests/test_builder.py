@@ -82,6 +82,10 @@ def test_constructor_errors_keep_their_type_and_say_where(tmp_path):
     with pytest.raises(ValueError, match=r"ResNet18_vd \(at model.backbone in .*tiny.yml\): "
                                          r"multi_grid must have 2 entries"):
         SegBuilder(Config(path, opts=["model.backbone.multi_grid=[1, 2, 4]"])).model
+    # Paddle checks some arguments with assert: still the config's mistake, said where
+    with pytest.raises(ConfigError, match=r"PolynomialDecay \(at lr_scheduler in .*tiny.yml\):.*'power' must be "
+                                          r"greater than 0"):
+        SegBuilder(Config(path, opts=["lr_scheduler.type=PolynomialDecay", "lr_scheduler.power=0"])).lr_scheduler
 
 
 def test_missing_dataset_file_names_path(tmp_path):

@@ -70,12 +70,20 @@ def _examples(rule):
     raise AssertionError(f"no examples for {rule!r}: add them here")
 
 
+#: Good values for arguments whose length goes with another argument (checked in the
+#: constructor body, like ``feature_indices``): ``stem_channels`` needs one width per stem
+#: conv of the default ``stem='deep'`` (three).
+GOOD = {("ResNet_vd", "stem_channels"): [[32, 32, 64], [64, 64, 128]]}
+
+
 def _cases():
     for reg in ROLES:
         for name in reg:
             owner, rules = V.rules_of(reg.get(name))
             for arg, rule in rules.items():
                 good, bad = _examples(rule)
+                if (owner, arg) in GOOD:
+                    good = [None] * (None in good) + GOOD[owner, arg]
                 for value in good:
                     yield pytest.param(reg, name, arg, value, True, id=f"{name}-{arg}-ok-{value!r}")
                 for value in bad:

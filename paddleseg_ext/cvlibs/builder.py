@@ -101,7 +101,9 @@ class ComponentBuilder:
             raise ConfigError(f"{name} (at {where} in {self.origin(where)}): {e}") from e
         except Exception as e:  # keep the original type, add the where
             msg = f"{name} (at {where} in {self.origin(where)}): {e}"
-            if isinstance(e, TypeError):  # a wrong value type in the config
+            # a wrong value type in the config; Paddle checks arguments with assert
+            # (e.g. PolynomialDecay's power > 0): both are the config's mistake
+            if isinstance(e, (TypeError, AssertionError)):
                 raise ConfigError(msg) from e
             try:
                 err = type(e)(msg)
