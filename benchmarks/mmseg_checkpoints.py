@@ -45,8 +45,8 @@ FAMILIES = {
         "pspnet_r50-d8_4xb2-80k_cityscapes-512x1024",
         "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
         # "b": mmseg's type='ResNet', torchvision's 7x7 stem
-        "pspnet_r18b-d8_4xb2-80k_cityscapes-512x1024",
-        "pspnet_r50b-d8_4xb2-80k_cityscapes-512x1024",
+        *(f"pspnet_r{d}b-d8_4xb2-80k_cityscapes-{c}" for d in (18, 50, 101)
+          for c in ("512x1024", "769x769")),
         "danet_r50-d8_4xb2-40k_cityscapes-512x1024",
         "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
         *(f"psanet_r{d}-d8_{s}" for d in (50, 101) for s in (
