@@ -4,6 +4,7 @@ Runs only in the peer environment (PyTorch, mmengine, mmcv-lite, mmsegmentation)
 
     bash benchmarks/setup_peer_env.sh
     .venv-peers/bin/python benchmarks/mmseg_checkpoints.py              # logits table
+    .venv-peers/bin/python benchmarks/mmseg_checkpoints.py --only CONFIG...  # of some
     .venv-peers/bin/python benchmarks/mmseg_checkpoints.py --fixtures   # rewrite tests/fixtures/mmseg/
     .venv-peers/bin/python benchmarks/mmseg_checkpoints.py --fixtures --only CONFIG...  # some
     .venv-peers/bin/python -m pytest tests/test_peer_mmseg.py -q -p no:cacheprovider
@@ -43,6 +44,9 @@ FAMILIES = {
         "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024",
         "pspnet_r50-d8_4xb2-80k_cityscapes-512x1024",
         "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
+        # "b": mmseg's type='ResNet', torchvision's 7x7 stem
+        *(f"pspnet_r{d}b-d8_4xb2-80k_cityscapes-{c}" for d in (18, 50, 101)
+          for c in ("512x1024", "769x769")),
         "danet_r50-d8_4xb2-40k_cityscapes-512x1024",
         "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
         *(f"psanet_r{d}-d8_{s}" for d in (50, 101) for s in (
@@ -56,6 +60,8 @@ FAMILIES = {
 #: from R50 only in the number of stage-3 blocks, checked by test_recipe_builds_the_peer_network).
 NETWORKS = ("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024",
             "pspnet_r50-d8_4xb2-80k_cityscapes-512x1024",
+            "pspnet_r18b-d8_4xb2-80k_cityscapes-512x1024",  # 7x7 stem
+            "pspnet_r50b-d8_4xb2-80k_cityscapes-512x1024",
             "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
             "psanet_r50-d8_4xb2-80k_cityscapes-512x1024",   # 97x97 masks
             "psanet_r50-d8_4xb4-80k_ade20k-512x512",        # 66x66 masks (even)
@@ -77,6 +83,8 @@ F64_SIZES = ((64, 64),)
 ARCH = {"pspnet": "PSPNet", "danet": "DANet", "psanet": "PSANet", "pointrend": "PointRend"}
 #: The seeded small cases whose mmseg logits are committed (network, seed, input size).
 GOLDEN = (("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024", 7, (33, 45)),
+          ("pspnet_r18b-d8_4xb2-80k_cityscapes-512x1024", 12, (37, 51)),
+          ("pspnet_r50b-d8_4xb2-80k_cityscapes-512x1024", 13, (41, 33)),
           ("danet_r50-d8_4xb2-80k_cityscapes-512x1024", 8, (25, 35)),
           ("psanet_r50-d8_4xb2-80k_cityscapes-512x1024", 9, (33, 49)),
           # 150 classes: kept small, but every d8 side >= 4: a side of 2 or 3 shrinks to 1 under
@@ -376,14 +384,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fixtures", action="store_true", help="rewrite tests/fixtures/mmseg/")
     ap.add_argument("--only", nargs="+", choices=NETWORKS, metavar="CONFIG",
-                    help="with --fixtures: only these networks' files (not mmengine_tiny.pth)")
+                    help="only these networks: their logits, or with --fixtures their files "
+                         "(not mmengine_tiny.pth)")
     args = ap.parse_args()
     if args.fixtures:
         write_fixtures(args.only or NETWORKS, tiny_file=not args.only)
         print(f"wrote {FIXTURES}")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        for family in NETWORKS:
+        for family in args.only or NETWORKS:
             runs = [("mmcv1", "float32", SIZES), ("mmengine", "float32", SIZES)]
             if family in F64_NETWORKS:
                 runs.append(("mmcv1", "float64", F64_SIZES + SIZES[1:]))

@@ -233,3 +233,30 @@ def test_model_pretrained_takes_an_mmseg_file_too(tmp_path, fake_torch):
     model = build(family, [f"model.pretrained={path}"])
     np.testing.assert_array_equal(model.state_dict()["backbone.conv1_1._conv.weight"].numpy(),
                                   state["backbone.stem.0.weight"])
+
+
+def test_b_variant_places_the_7x7_stem():
+    family = "pspnet_r18b-d8_4xb2-80k_cityscapes-512x1024"
+    state = mc.random_state(fixture(family)["keys"], seed=14)
+    assert not any(k.startswith("backbone.stem.") for k in state)
+    native, _ = to_native(state, build(family))
+    pairs = {"backbone.conv1.weight": "backbone.conv1._conv.weight",
+             "backbone.bn1.weight": "backbone.conv1._batch_norm.weight",
+             "backbone.bn1.running_mean": "backbone.conv1._batch_norm._mean",
+             "backbone.layer1.0.conv2.weight": "backbone.bb_0_0.conv1._conv.weight"}
+    for peer, ours in pairs.items():
+        np.testing.assert_array_equal(native[ours], state[peer], err_msg=peer)
+
+
+@pytest.mark.parametrize("file_v,model_v", [("", "b"), ("b", "")])
+def test_a_file_of_the_other_stem_is_one_clear_error(file_v, model_v):
+    """A ResNetV1c (deep stem) file for a "b" recipe, and a "b" (7x7 stem) file for a V1c one."""
+    state = mc.random_state(fixture(f"pspnet_r18{file_v}-d8_4xb2-80k_cityscapes-512x1024")["keys"], 15)
+    model = build(f"pspnet_r18{model_v}-d8_4xb2-80k_cityscapes-512x1024")
+    with pytest.raises(ValueError) as e:
+        to_native(state, model, source="psp.pth")
+    msg = str(e.value)
+    file_stem, model_stem = ("7x7" if file_v else "deep"), ("7x7" if model_v else "deep")
+    assert msg.count("\n") == 0 and msg.startswith("psp.pth: detected an mmsegmentation PSPNet")
+    assert f"built with stem={model_stem!r}" in msg and f"build it with stem: {file_stem}" in msg
+    assert ("the 'b' configs, r<depth>b-d8" in msg) == bool(file_v)

@@ -66,11 +66,13 @@ def test_recipes_are_named_after_mmseg_configs():
     assert len(zoo) == len(gen.ZOO)  # names are unique
     assert RECIPES and all(p.stem in zoo and zoo[p.stem].needs is None for p in RECIPES)
     assert sorted(p.stem for p in RECIPES) == sorted(f.name for f in zoo.values() if f.needs is None)
-    # The families the peer proof covers are recipes here.
-    assert set(mc.FAMILIES) <= {p.stem for p in RECIPES}
-    # Every V1c d8 PSPNet / DANet family on Cityscapes, ADE20K and VOC aug has one.
+    # The PSPNet / DANet families the peer proof covers are recipes here.
+    assert {f for f in mc.FAMILIES if f.startswith(("pspnet", "danet"))} <= {p.stem for p in RECIPES}
+    # Every V1c d8 PSPNet / DANet family on Cityscapes, ADE20K and VOC aug has one, and every
+    # d8 "b" (7x7 stem) family.
     assert all(f.needs is None for f in zoo.values()
-               if f.suffix in gen.BASES and re.search(r"_r\d+-d8_4xb", f.name))
+               if f.suffix in gen.BASES and re.search(r"_r\d+b?-d8_4xb", f.name))
+    assert sum(f.b and f.needs is None for f in zoo.values()) == 6
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -101,6 +103,8 @@ def test_recipe_has_mmsegs_test_settings(path):
     else:
         assert test["is_slide"] and [test["crop_size"], test["stride"]] == list(want["slide"])
     bb = model["backbone"]
+    # mmseg's "b" configs replace ResNetV1c by type='ResNet': torchvision's 7x7 stem.
+    assert bb.get("stem", "deep") == ("7x7" if "b-d8_" in path.stem else "deep")
     assert (bb["output_stride"], bb["shortcut"], bb["identity_shortcut"], bb["contract_dilation"],
             bb["dilate_basic_second_conv"]) == (8, "strided_conv", True, True, False)
     if family.model == "pspnet":
@@ -112,14 +116,16 @@ def test_recipe_has_mmsegs_test_settings(path):
         assert d["loss"]["coef"] == [1, 1, 1, 0.4]
 
 
-def _mmseg_keys(model, depth, num_classes):
-    """mmseg's key/shape list for ``model`` at ``depth`` with ``num_classes`` classifiers.
+def _mmseg_keys(model, depth, num_classes, b=False):
+    """mmseg's key/shape list for ``model`` at ``depth`` (``b``: the 7x7-stem "b" variant) with
+    ``num_classes`` classifiers.
 
     ResNet18 and 50 lists are mmseg's own (committed fixtures); mmseg's ResNet101 differs from
     its ResNet50 only in stage 3, 23 bottlenecks instead of 6, each like block 5.
     """
-    base = "pspnet_r18-d8_4xb2-80k_cityscapes-512x1024" if depth == 18 else \
-        f"{model}_r50-d8_4xb2-80k_cityscapes-512x1024"
+    v = "b" if b else ""
+    base = f"pspnet_r18{v}-d8_4xb2-80k_cityscapes-512x1024" if depth == 18 else \
+        f"{model}_r50{v}-d8_4xb2-80k_cityscapes-512x1024"
     keys = json.loads((mc.FIXTURES / f"{mc.fixture_name(base)}.json").read_text())["keys"]
     if depth == 101:
         block = {k[len("backbone.layer3.5."):]: v for k, v in keys.items() if k.startswith("backbone.layer3.5.")}
@@ -144,16 +150,16 @@ def _networks():
         f = zoo[path.stem]
         classes = MMSEG_TEST[f.suffix]["num_classes"]
         if classes == 19 or f.depth == smallest[(f.model, classes)]:
-            seen.setdefault((f.model, f.depth, classes), path)
+            seen.setdefault((f.model, f.depth, classes, f.b), path)
     return sorted(seen.items())
 
 
 @pytest.mark.parametrize("network,path", _networks(), ids=lambda x: "-".join(map(str, x)) if isinstance(x, tuple)
                          else "")
 def test_every_network_takes_an_mmseg_state_whole(network, path):
-    model_name, depth, num_classes = network
+    model_name, depth, num_classes, b = network
     model = SegBuilder(Config(str(path))).model
-    keys = _mmseg_keys(model_name, depth, num_classes)
+    keys = _mmseg_keys(model_name, depth, num_classes, b)
     state = mc.random_state(keys, seed=depth + num_classes)
     native, conv = to_native(state, model, source=path.name)
     own = model.state_dict()
@@ -161,7 +167,12 @@ def test_every_network_takes_an_mmseg_state_whole(network, path):
     assert all(list(native[k].shape) == list(own[k].shape) for k in own)
     counters = [k for k in state if k.endswith("num_batches_tracked")]
     assert len(native) + len(counters) == len(state)
-    np.testing.assert_array_equal(native["backbone.conv1_1._conv.weight"], state["backbone.stem.0.weight"])
+    if b:  # torchvision's 7x7 stem
+        np.testing.assert_array_equal(native["backbone.conv1._conv.weight"], state["backbone.conv1.weight"])
+        np.testing.assert_array_equal(native["backbone.conv1._batch_norm._variance"],
+                                      state["backbone.bn1.running_var"])
+    else:
+        np.testing.assert_array_equal(native["backbone.conv1_1._conv.weight"], state["backbone.stem.0.weight"])
     if depth == 101:
         assert sum(k.startswith("backbone.bb_2_") and k.endswith("conv0._conv.weight") for k in native) == 23
 

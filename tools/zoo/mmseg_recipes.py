@@ -136,6 +136,8 @@ TEST_MODES = {
 PEER_PROVEN = {
     "pspnet_r18-d8": "R18: logits = mmseg's to 4.8e-7 on 1.1 (fp32)",
     "pspnet_r50-d8": "R50: logits = mmseg's to 8.0e-7 on 0.89 (fp32)",
+    "pspnet_r18b-d8": "R18, 7x7 stem: logits = mmseg's to 6.0e-7 on 1.2 (fp32)",
+    "pspnet_r50b-d8": "R50, 7x7 stem: logits = mmseg's to 8.3e-7 on 0.95 (fp32)",
     "danet_r50-d8": "R50: logits = mmseg's to 9.5e-7 on 1.4 (fp32)",
 }
 PAPERS = {
@@ -162,6 +164,7 @@ class Family(NamedTuple):
     miou_ms: Optional[float]
     needs: Optional[str]        # what this toolkit lacks to build it; None: it has a recipe
     amp: bool
+    b: bool                     # mmseg's "b" variant: type='ResNet', torchvision's 7x7 stem
 
 
 def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Family:
@@ -173,14 +176,12 @@ def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Fam
     if m["rsb"] or m["adamw"]:
         needs = ("torchvision-style ResNet (7x7 stem) from mmcls' ResNet-strikes-back weights, "
                  "AdamW + step schedule")
-    elif m["b"]:
-        needs = "ResNetV1b backbone: torchvision's 7x7 stem (`type='ResNet'`)"
     elif m["os"] == "32":
         needs = "output stride 32 with dilations (1, 1, 2, 4) on strides (1, 2, 2, 2)"
     elif suffix not in BASES:
         needs = f"the {dataset} dataset and its mmseg test setting"
     return Family(name, m["model"], int(m["depth"]), dataset, suffix, int(m["iters"]) * 1000,
-                  int(m["batch"]), miou, miou_ms, needs, bool(m["amp"]))
+                  int(m["batch"]), miou, miou_ms, needs, bool(m["amp"]), bool(m["b"]))
 
 
 def families(model: Optional[str] = None) -> List[Family]:
@@ -199,6 +200,10 @@ def _line(code: str, comment: str) -> str:
 def _head_lines(family: Family) -> List[str]:
     lines = [f"  type: {'PSPNet' if family.model == 'pspnet' else 'DANet'}", "  backbone:",
              f"    type: ResNet{family.depth}_vd"]
+    if family.b:
+        lines += [_line("    stem: 7x7", "mmseg type='ResNet': torchvision's conv1 / bn1"),
+                  "    # mmseg initialises it from torchvision's ImageNet ResNet file, which",
+                  "    # `pretrained:` takes here too (checkpoints/adapters/torchvision_resnet.py)."]
     if family.model == "pspnet":
         ch, aux, stage4 = (512, 256, 2048) if family.depth >= 50 else (128, 64, 512)
         return lines + [
@@ -212,7 +217,8 @@ def _head_lines(family: Family) -> List[str]:
 
 def recipe_text(family: Family) -> str:
     """The YAML recipe of ``family`` (a family with a recipe)."""
-    backbone = f"ResNet{family.depth}-V1c d8"
+    backbone = (f"ResNet{family.depth} (mmseg type='ResNet', 7x7 stem) d8" if family.b
+                else f"ResNet{family.depth}-V1c d8")
     lines = [f"# mmsegmentation 1.2.2 configs/{family.model}/{family.name}.py:",
              f"# {PAPERS[family.model]} on {backbone}, tested as mmseg tests it; its",
              "# published checkpoint loads with --model_path (configs/"

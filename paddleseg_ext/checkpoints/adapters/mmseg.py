@@ -21,6 +21,7 @@ parameter to our ``[1]``:
 mmsegmentation                                 paddleseg_ext
 =============================================  ==============================================
 ``backbone.stem.{0,3,6}`` / ``{1,4,7}``        ``backbone.conv1_{1,2,3}`` conv / BN
+``backbone.conv1`` / ``backbone.bn1`` ("b")    ``backbone.conv1`` conv / BN (``stem: 7x7``)
 ``backbone.layer<s>.<i>.conv<j>/bn<j>``        ``backbone.bb_<s-1>_<i>.conv<j-1>``
 ``backbone.layer<s>.<i>.downsample.0/1``       ``backbone.bb_<s-1>_<i>.short``
 ``decode_head.psp_modules.<i>.1``              ``psp_module.stages.<i>.1``
@@ -35,6 +36,12 @@ mmsegmentation                                 paddleseg_ext
 ``auxiliary_head.convs.0``                     ``aux_head.conv_bn_relu``
 ``auxiliary_head.conv_seg``                    ``aux_head.conv``
 =============================================  ==============================================
+
+mmseg's "b" configs (``pspnet_r50b-d8_...``: ``type='ResNet'``, initialised from
+torchvision's ImageNet ResNets) replace ResNetV1c's deep stem by torchvision's
+7x7 ``conv1`` / ``bn1``: ours with ``stem: 7x7`` and otherwise the same switches
+(mmseg's ``ResNet`` and ``ResNetV1c`` share every other layer). A file of one
+stem given to a backbone of the other is refused naming both.
 
 A BatchNorm's ``num_batches_tracked`` (a training step counter, unused in
 eval with a fixed momentum) is reported as not loaded. The proof that the
@@ -52,7 +59,7 @@ import numpy as np
 
 from .base import Conversion, register_adapter, rename_prefix
 
-__all__ = ["PSPNET", "DANET", "BACKBONE_SWITCHES"]
+__all__ = ["PSPNET", "DANET", "BACKBONE_SWITCHES", "STEMS"]
 
 State = Dict[str, np.ndarray]
 PSPNET = "mmsegmentation PSPNet"
@@ -60,6 +67,11 @@ DANET = "mmsegmentation DANet"
 #: The ResNet_vd switches that build mmseg's ResNetV1c (d8).
 BACKBONE_SWITCHES = {"shortcut": "strided_conv", "identity_shortcut": True,
                      "contract_dilation": True, "dilate_basic_second_conv": False}
+#: Our ``stem`` switch for each mmseg stem, by the key that only that stem has: ResNetV1c's
+#: deep stem, or ResNet's (the "b" configs) 7x7 conv.
+STEMS = {"backbone.stem.0.weight": "deep", "backbone.conv1.weight": "7x7"}
+_STEM_NAMES = {"deep": "ResNetV1c's deep stem (backbone.stem.*)",
+               "7x7": "ResNet's 7x7 stem (backbone.conv1 / bn1, the 'b' configs)"}
 _COUNTER = "num_batches_tracked"
 _COUNTER_REASON = "BatchNorm step counters (num_batches_tracked, unused in eval)"
 _BLOCK = re.compile(r"backbone\.layer(\d+)\.(\d+)\.")
@@ -84,7 +96,13 @@ def _model_is(model: object, name: str) -> bool:
 
 def _is_mmseg(keys: Sequence[str]) -> bool:
     names = set(keys)
-    return "backbone.stem.0.weight" in names and any(k.startswith("decode_head.") for k in names)
+    return any(k in names for k in STEMS) and any(k.startswith("decode_head.") for k in names)
+
+
+def _file_stem(keys: Sequence[str]) -> str:
+    """Our ``stem`` switch for the file's stem (the deep stem when it has neither key)."""
+    names = set(keys)
+    return next((stem for key, stem in STEMS.items() if key in names), "deep")
 
 
 class _Mover:
@@ -126,12 +144,26 @@ class _Mover:
                           not_loaded={_COUNTER_REASON: self.counters} if self.counters else {})
 
 
-def _check_model(model: object, name: str, layout: str, hint: str) -> None:
-    """Refuse a model of another architecture before listing every key that differs."""
+def _check_model(model: object, name: str, layout: str, hint: str,
+                 keys: Sequence[str] = ()) -> None:
+    """Refuse a model of another architecture, or a backbone of another stem than the file's
+    (``keys``), before listing every key that differs."""
     if model is not None and not _model_is(model, name):
         raise ValueError(f"detected an {layout} checkpoint, but the model is a "
                          f"{type(model).__name__}. {hint}")
     _check_backbone(model, layout, hint)
+    if model is not None and keys:
+        _check_stem(_file_stem(keys), model.backbone.stem, layout, name.lower())
+
+
+def _check_stem(file_stem: str, model_stem: str, layout: str, folder: str) -> None:
+    if file_stem != model_stem:
+        configs = "the 'b' configs, r<depth>b-d8" if file_stem == "7x7" else "r<depth>-d8"
+        raise ValueError(
+            f"detected an {layout} checkpoint with {_STEM_NAMES[file_stem]}, but this model's "
+            f"ResNet_vd is built with stem={model_stem!r}, {_STEM_NAMES[model_stem]}: build it "
+            f"with stem: {file_stem}, as the recipes of mmseg's {configs} do (configs/{folder}"
+            f"/mmseg/<config>.yml)")
 
 
 def _check_backbone(model: object, layout: str, hint: str) -> None:
@@ -153,6 +185,8 @@ def _check_backbone(model: object, layout: str, hint: str) -> None:
 
 
 def _move_backbone(m: _Mover) -> None:
+    if _file_stem(m.src) == "7x7":
+        m.conv_bn("backbone.conv1", "backbone.bn1", "backbone.conv1")
     for j, ours in enumerate(("conv1_1", "conv1_2", "conv1_3")):
         m.conv_bn(f"backbone.stem.{3 * j}", f"backbone.stem.{3 * j + 1}", f"backbone.{ours}")
     blocks = sorted({(int(b.group(1)), int(b.group(2))) for b in map(_BLOCK.match, m.src) if b})
@@ -174,7 +208,7 @@ def _detect_pspnet(keys: Sequence[str], model: object) -> bool:
 
 def _convert_pspnet(state: State, model: object) -> Conversion:
     hint = _hint("PSPNet", "pspnet")
-    _check_model(model, "PSPNet", PSPNET, hint)
+    _check_model(model, "PSPNet", PSPNET, hint, list(state))
     m = _Mover(state)
     _move_backbone(m)
     bins = sorted({int(k.split(".")[2]) for k in m.src if k.startswith("decode_head.psp_modules.")})
@@ -201,7 +235,7 @@ def _convert_danet(state: State, model: object) -> Conversion:
                          f"aux_head={model.aux_head_type!r}, align_mode={model.align_mode} "
                          f"(mmseg resizes its logits with half-pixel centres, align_mode=0, and "
                          f"has an FCN auxiliary head). {_DANET_HINT}")
-    _check_model(model, "DANet", DANET, _DANET_HINT)
+    _check_model(model, "DANet", DANET, _DANET_HINT, list(state))
     m = _Mover(state)
     _move_backbone(m)
     for branch in ("pam", "cam"):

@@ -72,7 +72,7 @@ def _check_variant(model: object) -> None:
 
 
 def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
-    _check_model(model, "PointRend", POINTREND, _HINT)
+    _check_model(model, "PointRend", POINTREND, _HINT, list(state))
     _check_variant(model)
     m = _Mover(state)
     _move_backbone(m)

@@ -87,7 +87,7 @@ def _check_variant(state: Dict[str, np.ndarray], model: object) -> None:
 
 
 def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
-    _check_model(model, "PSANet", PSANET, _HINT)
+    _check_model(model, "PSANet", PSANET, _HINT, list(state))
     _check_variant(state, model)
     m = _Mover(state)
     _move_backbone(m)
