@@ -203,9 +203,15 @@ def _export_agrees(recipe, case):
 
 @needs_onnx
 def test_onnx_export_and_onnxruntime(case):
+    _onnx_agrees(RECIPE, case)
+
+
+def _onnx_agrees(recipe, case):
+    """tools/export.py --format onnx with ``recipe`` on ``case``'s file, run by
+    deploy/python/infer_onnx.py, gives the dygraph class maps."""
     assert HAS_ONNX
     exp = case["tmp"] / "onnx"
-    load_tool("export").main(["--config", RECIPE, "--model_path", case["pth"], "--save_dir", str(exp),
+    load_tool("export").main(["--config", recipe, "--model_path", case["pth"], "--save_dir", str(exp),
                               "--format", "onnx", "--opts", *case["opts"]])
     preds = _by_name(infer_onnx.main(["--config", str(exp / "deploy.yaml"), "--image_path", case["images"],
                                       "--save_dir", str(case["tmp"] / "onnx_out"), "--cpu_threads", "1"]))

@@ -4,7 +4,8 @@ A semseg-layout ``train_epoch_50.pth`` (``{'epoch', 'state_dict', 'optimizer'}``
 model: ``module.``-prefixed keys with the shapes of the committed key list, written by the
 toolkit's own torch-free pickler as in ``test_semseg_adapter.py``) goes through what a user
 runs with ``configs/psanet/semseg/voc2012_psanet50.yml``: ``tools/val.py``,
-``tools/predict.py`` and ``tools/export.py`` + ``deploy/python/infer.py``. Every class map must
+``tools/predict.py``, ``tools/export.py`` + ``deploy/python/infer.py`` and ``--format onnx`` +
+``deploy/python/infer_onnx.py``. Every class map must
 be the dygraph model's (the same state converted in memory) except at near-ties of its two
 best logits (``test_mmseg_tools.TIE`` of the largest).
 
@@ -29,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import semseg_checkpoints as sc  # noqa: E402  (NumPy-only parts)
 from test_mmseg_tools import (_assert_class_iou_is_the_references, _class_maps,  # noqa: E402
-                             _export_agrees, _predict_agrees, _vary_the_class_maps)
+                             _export_agrees, _onnx_agrees, _predict_agrees, _vary_the_class_maps)
+from test_deploy import needs_onnx  # noqa: E402
 from test_torch_reader import _tensor, fake_torch, write_zip  # noqa: E402,F401
 
 FAMILY = "voc2012_psanet50"
@@ -80,3 +82,8 @@ def test_predict_writes_the_dygraph_class_maps(case):
 
 def test_export_and_paddle_inference(case):
     _export_agrees(RECIPE, case)
+
+
+@needs_onnx
+def test_onnx_export_and_onnxruntime(case):
+    _onnx_agrees(RECIPE, case)
