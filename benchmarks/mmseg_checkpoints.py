@@ -51,7 +51,9 @@ FAMILIES = {
         "danet_r50-d8_4xb2-80k_cityscapes-512x1024",
         *(f"psanet_r{d}-d8_{s}" for d in (50, 101) for s in (
             "4xb2-40k_cityscapes-512x1024", "4xb2-80k_cityscapes-512x1024",
-            "4xb4-80k_ade20k-512x512", "4xb4-160k_ade20k-512x512")),
+            "4xb4-80k_ade20k-512x512", "4xb4-160k_ade20k-512x512",
+            "4xb2-40k_cityscapes-769x769", "4xb2-80k_cityscapes-769x769",
+            "4xb4-20k_voc12aug-512x512", "4xb4-40k_voc12aug-512x512")),
         *(f"pointrend_r{d}_{s}" for d in (50, 101) for s in (
             "4xb2-80k_cityscapes-512x1024", "4xb4-160k_ade20k-512x512")),
     )

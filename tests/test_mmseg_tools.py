@@ -45,8 +45,9 @@ SIZE = (75, 45)
 TIE = 1e-4
 
 
-def _vary_the_class_maps(state, model, img):
-    """Centre the classifier on the features of ``img`` (its bias, in ``state``).
+def _vary_the_class_maps(state, model, img, classifier="decode_head.conv_seg"):
+    """Centre the classifier on the features of ``img`` (its bias, ``classifier + ".bias"`` in
+    ``state``).
 
     With random weights the features entering the classifier are nearly constant over the
     image, so every pixel takes the same class and a class-map comparison would prove
@@ -60,8 +61,8 @@ def _vary_the_class_maps(state, model, img):
         model(paddle.to_tensor(img[None]))
     hook.remove()
     mean = feats[0][0].reshape(feats[0].shape[1], -1).mean(1)
-    weight = state["decode_head.conv_seg.weight"][:, :, 0, 0]
-    state["decode_head.conv_seg.bias"] = (-(weight @ mean)).astype(np.float32)
+    weight = state[f"{classifier}.weight"][:, :, 0, 0]
+    state[f"{classifier}.bias"] = (-(weight @ mean)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,19 @@ def case(tmp_path_factory):
                   torch)
     native, conv = to_native(state, model, source=pth)
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in native.items()})
+    ref = _class_maps(model, ds)
+    listing = tmp / "val_images.txt"
+    listing.write_text("".join(p + "\n" for p, _ in ds.file_list))
+    return {"tmp": tmp, "pth": pth, "opts": opts, "ref": ref, "images": str(listing),
+            "layout": conv.layout}
+
+
+def _class_maps(model, ds):
+    """The dygraph ``model``'s class map of each image of ``ds``, its labels and its near-ties.
+
+    The comparisons with the tools mean something only on varied, mostly clear maps: each must
+    take at least 5 classes and have under 1% near-tie pixels.
+    """
     ref = []
     with paddle.no_grad():
         for i in range(len(ds)):
@@ -91,12 +105,21 @@ def case(tmp_path_factory):
             top2 = np.sort(logits, axis=0)[-2:]
             ref.append({"name": Path(ds.file_list[i][0]).name, "label": item["label"].squeeze(),
                         "pred": logits.argmax(0), "tie": (top2[1] - top2[0]) <= TIE * np.abs(logits).max()})
-    for r in ref:  # the comparisons below mean something only on varied, mostly clear maps
+    for r in ref:
         assert np.unique(r["pred"]).size >= 5 and r["tie"].mean() < 0.01, (r["name"], r["tie"].mean())
-    listing = tmp / "val_images.txt"
-    listing.write_text("".join(p + "\n" for p, _ in ds.file_list))
-    return {"tmp": tmp, "pth": pth, "opts": opts, "ref": ref, "images": str(listing),
-            "layout": conv.layout}
+    return ref
+
+
+def _assert_class_iou_is_the_references(ref, class_iou, num_classes=19):
+    """``class_iou`` (a tool's) against the IoU of the dygraph class maps ``ref``: a near-tie pixel
+    may flip, moving a class's intersection and union by at most 1 each."""
+    inter, union = _miou(ref, num_classes)
+    n_tie = int(sum(r["tie"][r["label"] != 255].sum() for r in ref))
+    present = union > 0
+    want = inter[present] / union[present]
+    got = np.asarray(class_iou)[present]
+    bound = 2 * n_tie / np.maximum(union[present] - n_tie, 1)
+    assert np.all(np.abs(got - want) <= bound + 1e-12), (got, want, n_tie)
 
 
 def _agree(ref, pred, what):
@@ -129,15 +152,7 @@ def test_val_on_the_mmseg_file_and_on_its_conversion(case):
                          "--opts", *case["opts"]])
     assert m_pth["mIoU"] == m_native["mIoU"]
     np.testing.assert_array_equal(m_pth["class_IoU"], m_native["class_IoU"])
-    # Against the dygraph model's class maps: a near-tie pixel may flip, moving a class's
-    # intersection and union by at most 1 each.
-    inter, union = _miou(case["ref"])
-    n_tie = int(sum(r["tie"][r["label"] != 255].sum() for r in case["ref"]))
-    present = union > 0
-    want = inter[present] / union[present]
-    got = np.asarray(m_pth["class_IoU"])[present]
-    bound = 2 * n_tie / np.maximum(union[present] - n_tie, 1)
-    assert np.all(np.abs(got - want) <= bound + 1e-12), (got, want, n_tie)
+    _assert_class_iou_is_the_references(case["ref"], m_pth["class_IoU"])
 
 
 def test_convert_weights_reports_the_layout(case, capsys):
@@ -150,8 +165,13 @@ def test_convert_weights_reports_the_layout(case, capsys):
 
 
 def test_predict_writes_the_dygraph_class_maps(case):
+    _predict_agrees(RECIPE, case)
+
+
+def _predict_agrees(recipe, case):
+    """tools/predict.py with ``recipe`` on ``case``'s file writes the dygraph class maps."""
     save = case["tmp"] / "pred"
-    load_tool("predict").main(["--config", RECIPE, "--model_path", case["pth"], "--image_path", case["images"],
+    load_tool("predict").main(["--config", recipe, "--model_path", case["pth"], "--image_path", case["images"],
                                "--save_dir", str(save), "--device", "cpu", "--opts", *case["opts"]])
     for ref in case["ref"]:
         stem = ref["name"].rsplit(".", 1)[0]
@@ -165,8 +185,14 @@ def _by_name(preds):
 
 
 def test_export_and_paddle_inference(case):
+    _export_agrees(RECIPE, case)
+
+
+def _export_agrees(recipe, case):
+    """tools/export.py with ``recipe`` on ``case``'s file, run by deploy/python/infer.py, gives
+    the dygraph class maps."""
     exp = case["tmp"] / "export"
-    load_tool("export").main(["--config", RECIPE, "--model_path", case["pth"], "--save_dir", str(exp),
+    load_tool("export").main(["--config", recipe, "--model_path", case["pth"], "--save_dir", str(exp),
                               "--opts", *case["opts"]])
     preds = _by_name(infer.main(["--config", str(exp / "deploy.yaml"), "--image_path", case["images"],
                                  "--save_dir", str(case["tmp"] / "deploy"), "--cpu_threads", "1"]))
@@ -177,9 +203,15 @@ def test_export_and_paddle_inference(case):
 
 @needs_onnx
 def test_onnx_export_and_onnxruntime(case):
+    _onnx_agrees(RECIPE, case)
+
+
+def _onnx_agrees(recipe, case):
+    """tools/export.py --format onnx with ``recipe`` on ``case``'s file, run by
+    deploy/python/infer_onnx.py, gives the dygraph class maps."""
     assert HAS_ONNX
     exp = case["tmp"] / "onnx"
-    load_tool("export").main(["--config", RECIPE, "--model_path", case["pth"], "--save_dir", str(exp),
+    load_tool("export").main(["--config", recipe, "--model_path", case["pth"], "--save_dir", str(exp),
                               "--format", "onnx", "--opts", *case["opts"]])
     preds = _by_name(infer_onnx.main(["--config", str(exp / "deploy.yaml"), "--image_path", case["images"],
                                       "--save_dir", str(case["tmp"] / "onnx_out"), "--cpu_threads", "1"]))

@@ -151,3 +151,16 @@ def test_recipe_builds_the_peer_network(family):
 
     native, conv = to_native(mc.random_state(peer_keys, 0), ours, source=family)
     assert not conv.unplaced and set(native) == set(ours.state_dict())
+
+
+@pytest.mark.parametrize("family", ["psanet_r50-d8_4xb2-40k_cityscapes-769x769",
+                                    "psanet_r50-d8_4xb4-20k_voc12aug-512x512"])
+def test_769_and_voc_psanet_recipes_give_mmseg_logits(family, tmp_path):
+    """The 769x769 recipes resize the logits with align_corners=True, the VOC ones have 21
+    classes; the network is otherwise the 512x1024 one compared above."""
+    sizes = mc.SIZES[:2]  # 64x96 and the odd 67x93
+    rows = mc.compare(family, tmp_path, "mmcv1", sizes=sizes)
+    assert [size for size, _, _ in rows] == list(sizes)
+    for size, diff, scale in rows:
+        assert scale > 0.1, f"{family} {size}: logits too small to mean anything ({scale})"
+        assert diff <= RELATIVE * scale, f"{family} {size}: max abs diff {diff} > {RELATIVE} x {scale}"
