@@ -282,3 +282,22 @@ def run_child(args: Sequence[str], timeout: float, env: Optional[Dict[str, str]]
     if proc.returncode < 0:
         why = f"killed by signal {-proc.returncode} ({why})"
     return {"error": f"exit {proc.returncode}: {why}"}
+
+
+def recipe_model(config: Path) -> Any:
+    """The network a recipe builds, in eval mode (the checkpoint proofs load a peer's file into it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    model = SegBuilder(Config(str(config))).model
+    model.eval()
+    return model
+
+
+def eval_logits(model: Any, x: Any) -> Any:
+    """The model's main eval logits for the NCHW array ``x``, in ``x``'s dtype (the model is cast to it)."""
+    import paddle
+
+    model.to(dtype=str(x.dtype))
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x))[0].numpy()

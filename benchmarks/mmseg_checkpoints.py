@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import eval_logits, recipe_model  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures" / "mmseg"
 #: mmseg's config folder of each model (ours is the model's name).
 PEER_FOLDER = {"pspnet": "pspnet", "danet": "danet", "psanet": "psanet", "pointrend": "point_rend"}
@@ -277,22 +279,12 @@ def peer_logits(model: Any, x: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ our side
 def our_model(family: str) -> Any:
-    sys.path.insert(0, str(ROOT))
-    from paddleseg_ext.cvlibs import Config, SegBuilder
-
-    model = SegBuilder(Config(str(ROOT / FAMILIES[family]))).model
-    model.eval()
-    return model
+    return recipe_model(ROOT / FAMILIES[family])
 
 
 def our_logits(model: Any, x: np.ndarray) -> np.ndarray:
     """Our eval logits in the dtype of ``x`` (the model is cast to it)."""
-    import paddle
-
-    if x.dtype == np.float64:
-        model.to(dtype="float64")
-    with paddle.no_grad():
-        return model(paddle.to_tensor(x))[0].numpy()
+    return eval_logits(model, x)
 
 
 def compare(family: str, tmp: Path, style: str = "mmcv1", seed: int = 0,

@@ -43,6 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import eval_logits, recipe_model  # noqa: E402
 from mmseg_checkpoints import random_input, random_state  # noqa: E402  (NumPy only)
 
 FIXTURES = ROOT / "tests" / "fixtures" / "semseg"
@@ -210,20 +211,12 @@ def peer_logits(wrapped: Any, x: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ our side
 def our_model(family: str) -> Any:
-    sys.path.insert(0, str(ROOT))
-    from paddleseg_ext.cvlibs import Config, SegBuilder
-
-    model = SegBuilder(Config(str(ROOT / FAMILIES[family]))).model
-    model.eval()
-    return model
+    return recipe_model(ROOT / FAMILIES[family])
 
 
 def our_logits(model: Any, x: np.ndarray) -> np.ndarray:
-    import paddle
-
-    model.to(dtype=str(x.dtype))
-    with paddle.no_grad():
-        return model(paddle.to_tensor(x))[0].numpy()
+    """Our eval logits in the dtype of ``x`` (the model is cast to it)."""
+    return eval_logits(model, x)
 
 
 def compare(family: str, tmp: Path, seed: int = 0,
