@@ -26,7 +26,7 @@ import paddle
 import pytest
 
 from paddleseg_ext.checkpoints.adapters import to_native
-from paddleseg_ext.checkpoints.adapters.mmseg import BACKBONE_SWITCHES
+from paddleseg_ext.checkpoints.adapters.mmseg_resnet import BACKBONE_SWITCHES
 from paddleseg_ext.checkpoints.restricted_pickle import UnsafeWeightsError
 from paddleseg_ext.checkpoints.torch_reader import SetAside, load_torch_checkpoint
 from paddleseg_ext.checkpoints.weights import load_model_weights, read_model_weights

@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Mapping, Sequence
 import numpy as np
 
 __all__ = ["Conversion", "Adapter", "register_adapter", "registered_adapters",
-           "fold_bias_into_bn", "as_numpy", "rename_prefix"]
+           "fold_bias_into_bn", "as_numpy", "rename_prefix", "TensorMover",
+           "COUNTER_REASON", "model_is"]
 
 
 @dataclass
@@ -129,3 +130,65 @@ def fold_bias_into_bn(state: Dict[str, np.ndarray], conv_bias_key: str, bn_prefi
     if bias.shape != mean.shape:
         raise ValueError(f"cannot fold {conv_bias_key} {bias.shape} into {mean_key} {mean.shape}")
     state[mean_key] = (mean.astype(np.float64) - bias.astype(np.float64)).astype(mean.dtype)
+
+
+def model_is(model: object, name: str) -> bool:
+    """Whether ``model`` is an instance of this toolkit's model class ``name``."""
+    # Imported on use: the models import the loaders, which import this package.
+    from paddleseg_ext import models
+
+    return isinstance(model, getattr(models, name))
+
+
+_COUNTER = "num_batches_tracked"
+#: How :class:`TensorMover` reports the BatchNorm step counters it sets aside.
+COUNTER_REASON = "BatchNorm step counters (num_batches_tracked, unused in eval)"
+_BN = (("weight", "weight"), ("bias", "bias"), ("running_mean", "_mean"),
+       ("running_var", "_variance"))
+
+
+class TensorMover:
+    """Moves a peer's tensors into our names, counting renames and setting aside BN step counters.
+
+    Every rule pops what it moves from :attr:`src`, so what is left there at
+    :meth:`finish` is what no rule placed (the loader refuses the file then).
+    Used by the adapters of PyTorch peers (torch BN names ``running_mean`` /
+    ``running_var``, Paddle's ``_mean`` / ``_variance``).
+    """
+
+    def __init__(self, state: Dict[str, np.ndarray]) -> None:
+        self.src: Dict[str, np.ndarray] = dict(state)
+        self.out: Dict[str, np.ndarray] = {}
+        self.moved = 0
+        self.counters: List[str] = []
+
+    def prefix(self, peer: str, ours: str) -> None:
+        """Move the key (or every key under the prefix) ``peer`` to ``ours``."""
+        self.moved += rename_prefix(self.src, self.out, peer, ours)
+
+    def bn(self, peer: str, ours: str) -> None:
+        """A torch ``BatchNorm2d`` at ``peer`` -> Paddle ``BatchNorm2D`` at ``ours``."""
+        for theirs, mine in _BN:
+            self.prefix(f"{peer}.{theirs}", f"{ours}.{mine}")
+        counter = f"{peer}.{_COUNTER}"
+        if counter in self.src:
+            self.src.pop(counter)
+            self.counters.append(counter)
+
+    def conv_bn(self, peer_conv: str, peer_bn: str, ours: str) -> None:
+        """A bias-free conv and its BN -> our ConvBN(ReLU) at ``ours``."""
+        self.prefix(f"{peer_conv}.weight", f"{ours}._conv.weight")
+        self.bn(peer_bn, f"{ours}._batch_norm")
+
+    def scale(self, peer: str, ours: str) -> None:
+        """mmcv ``Scale`` (a 0-d parameter) -> our ``[1]`` parameter."""
+        if peer in self.src:
+            value = np.asarray(self.src.pop(peer))
+            self.out[ours] = value.reshape([1]) if value.size == 1 else value
+            self.moved += 1
+
+    def finish(self, layout: str, hint: str) -> Conversion:
+        """The :class:`Conversion`: what was moved, what is left unplaced, the counters."""
+        return Conversion(layout=layout, state=self.out, renamed=self.moved,
+                          unplaced=sorted(self.src), hint=hint,
+                          not_loaded={COUNTER_REASON: self.counters} if self.counters else {})

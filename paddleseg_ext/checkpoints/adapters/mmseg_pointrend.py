@@ -35,8 +35,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .base import Conversion, register_adapter
-from .mmseg import _check_model, _hint, _is_mmseg, _model_is, _move_backbone, _Mover
+from .base import Conversion, TensorMover, model_is, register_adapter
+from .mmseg_resnet import check_model, is_mmseg, move_backbone, recipe_hint
 
 __all__ = ["POINTREND"]
 
@@ -45,19 +45,19 @@ _SWITCHES = {"decoder": "semantic_fpn", "fpn_upsample": "fixed_x2", "point_paddi
              "subdivision_cap": False}
 _HINT = ("An mmsegmentation PointRend needs PointRend(" + ", ".join(
     f"{k}={v!r}" for k, v in _SWITCHES.items()) + ") on a ResNet_vd with output_stride 32. "
-    + _hint("PointRend", "pointrend").replace("_r50-d8_4xb2-80k", "_r50_4xb2-80k"))
+    + recipe_hint("PointRend", "pointrend").replace("_r50-d8_4xb2-80k", "_r50_4xb2-80k"))
 _SCALE_CONV = re.compile(r"decode_head\.0\.scale_heads\.(\d+)\.(\d+)\.conv\.weight$")
 _LEVEL = re.compile(r"neck\.lateral_convs\.(\d+)\.conv\.weight$")
 _FC = re.compile(r"decode_head\.1\.fcs\.(\d+)\.conv\.weight$")
 
 
 def _detect(keys: Sequence[str], model: object) -> bool:
-    return _is_mmseg(keys) and "decode_head.1.fc_seg.weight" in set(keys)
+    return is_mmseg(keys) and "decode_head.1.fc_seg.weight" in set(keys)
 
 
 def _check_variant(model: object) -> None:
     """Refuse a PointRend whose switches would give another function with the same tensors."""
-    if model is None or not _model_is(model, "PointRend"):
+    if model is None or not model_is(model, "PointRend"):
         return
     have = {"decoder": model.decoder, "fpn_upsample": getattr(model.fpn_head, "upsample", None),
             "point_padding": model.padding_mode, "subdivision_cap": model.subdivision_cap}
@@ -72,10 +72,10 @@ def _check_variant(model: object) -> None:
 
 
 def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
-    _check_model(model, "PointRend", POINTREND, _HINT, list(state))
+    check_model(model, "PointRend", POINTREND, _HINT, list(state))
     _check_variant(model)
-    m = _Mover(state)
-    _move_backbone(m)
+    m = TensorMover(state)
+    move_backbone(m)
     for level in sorted({int(x.group(1)) for x in map(_LEVEL.match, m.src) if x}):
         m.prefix(f"neck.lateral_convs.{level}.conv.", f"neck.lateral_convs.{level}.")
         m.prefix(f"neck.fpn_convs.{level}.conv.", f"neck.output_convs.{level}.")

@@ -34,15 +34,15 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .base import Conversion, register_adapter
-from .mmseg import _check_model, _hint, _is_mmseg, _model_is, _move_backbone, _move_fcn_aux, _Mover
+from .base import Conversion, TensorMover, model_is, register_adapter
+from .mmseg_resnet import check_model, is_mmseg, move_backbone, move_fcn_aux, recipe_hint
 
 __all__ = ["PSANET"]
 
 PSANET = "mmsegmentation PSANet"
 _HINT = ("An mmsegmentation PSANet needs PSANet(psa_type='bi-direction', psa_resize_rule='mmseg', "
          "psa_proj_padding=1, psa_concat_order='collect_first') and the mask size of its recipe "
-         "(97x97 Cityscapes / VOC, 66x66 ADE20K). " + _hint("PSANet", "psanet"))
+         "(97x97 Cityscapes / VOC, 66x66 ADE20K). " + recipe_hint("PSANet", "psanet"))
 _MASK_KEY = "decode_head.attention.1.weight"
 
 
@@ -52,12 +52,12 @@ def _window(channels: int) -> str:
 
 
 def _detect(keys: Sequence[str], model: object) -> bool:
-    return _is_mmseg(keys) and _MASK_KEY in set(keys)
+    return is_mmseg(keys) and _MASK_KEY in set(keys)
 
 
 def _check_variant(state: Dict[str, np.ndarray], model: object) -> None:
     """Refuse a PSANet whose switches or mask size are not the file's."""
-    if model is None or not _model_is(model, "PSANet"):
+    if model is None or not model_is(model, "PSANet"):
         return
     psa = model.psa
     if psa is None:
@@ -87,10 +87,10 @@ def _check_variant(state: Dict[str, np.ndarray], model: object) -> None:
 
 
 def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
-    _check_model(model, "PSANet", PSANET, _HINT, list(state))
+    check_model(model, "PSANet", PSANET, _HINT, list(state))
     _check_variant(state, model)
-    m = _Mover(state)
-    _move_backbone(m)
+    m = TensorMover(state)
+    move_backbone(m)
     # In the peer's key order (the step counters are reported in it).
     for reduce, attention in (("reduce", "attention"), ("reduce_p", "attention_p")):
         m.conv_bn(f"decode_head.{reduce}.conv", f"decode_head.{reduce}.bn", f"psa.{reduce}")
@@ -100,7 +100,7 @@ def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
     m.conv_bn("decode_head.proj.conv", "decode_head.proj.bn", "psa.proj")
     m.conv_bn("decode_head.bottleneck.conv", "decode_head.bottleneck.bn", "bottleneck")
     m.prefix("decode_head.conv_seg.", "cls.")
-    _move_fcn_aux(m)
+    move_fcn_aux(m)
     return m.finish(PSANET, _HINT)
 
 

@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .base import Conversion, fold_bias_into_bn, register_adapter, rename_prefix
+from .base import Conversion, fold_bias_into_bn, model_is, register_adapter, rename_prefix
 
 State = Dict[str, np.ndarray]
 
@@ -54,13 +54,6 @@ def _recipe_hint(model: str, folder: str) -> str:
     return (f"Build the {model} from the PaddleSeg recipe the checkpoint was trained with, same "
             f"backbone and num_classes (configs/{folder}/paddleseg/, model zoo in "
             f"configs/{folder}/README.md)")
-
-
-def _model_is(model: object, name: str) -> bool:
-    # Imported on use: the models import the loaders, which import this package.
-    from paddleseg_ext import models
-
-    return isinstance(model, getattr(models, name))
 
 
 # --------------------------------------------------------------------- PSPNet
@@ -109,7 +102,7 @@ def _detect_danet(keys: Sequence[str], model: object) -> bool:
 
 
 def _convert_danet(state: State, model: object) -> Conversion:
-    if _model_is(model, "DANet") and getattr(model, "align_mode", 1) != 1:
+    if model_is(model, "DANet") and getattr(model, "align_mode", 1) != 1:
         raise ValueError(f"detected a {DANET} checkpoint, but this DANet resizes its logits with "
                          f"align_mode={model.align_mode}, a different function. {_DANET_HINT}")
     src, out, folded = dict(state), {}, []
@@ -136,7 +129,7 @@ def _detect_pointrend(keys: Sequence[str], model: object) -> bool:
 
 
 def _convert_pointrend(state: State, model: object) -> Conversion:
-    if _model_is(model, "PointRend") and getattr(model, "decoder", "paddleseg") != "paddleseg":
+    if model_is(model, "PointRend") and getattr(model, "decoder", "paddleseg") != "paddleseg":
         raise ValueError(f"detected a {POINTREND} checkpoint, but this PointRend is built with "
                          f"decoder={model.decoder!r}, a different network. {_POINTREND_HINT}")
     src, out, folded = dict(state), {}, []

@@ -46,8 +46,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .base import Conversion, register_adapter
-from .mmseg import _Mover
+from .base import Conversion, TensorMover, register_adapter
 from .torchvision_resnet import move_resnet_blocks
 
 __all__ = ["PSPNET", "PSANET", "BACKBONE_SWITCHES"]
@@ -108,18 +107,18 @@ def _check_model(model: object, name: str, layout: str, hint: str) -> None:
                          f"{', '.join(wrong)}: the tensors would fit a different function. {hint}")
 
 
-def _mover(state: State) -> _Mover:
+def _mover(state: State) -> TensorMover:
     names = _strip(list(state))
-    return _Mover({names[k]: v for k, v in state.items()})
+    return TensorMover({names[k]: v for k, v in state.items()})
 
 
-def _move_backbone(m: _Mover) -> None:
+def _move_backbone(m: TensorMover) -> None:
     for j, ours in enumerate(("conv1_1", "conv1_2", "conv1_3")):
         m.conv_bn(f"layer0.{3 * j}", f"layer0.{3 * j + 1}", f"backbone.{ours}")
     move_resnet_blocks(m, "", "backbone.")
 
 
-def _move_heads(m: _Mover, bottleneck: str) -> None:
+def _move_heads(m: TensorMover, bottleneck: str) -> None:
     """semseg's ``cls`` (3x3 ConvBNReLU, dropout, 1x1 conv) and ``aux`` (the same on stage 3)."""
     m.conv_bn("cls.0", "cls.1", bottleneck)
     m.prefix("cls.4.", "cls.")

@@ -33,8 +33,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .base import Conversion, register_adapter
-from .mmseg import _Mover
+from .base import Conversion, TensorMover, register_adapter
 
 __all__ = ["LAYOUT", "BACKBONE_SWITCHES", "move_resnet_blocks"]
 
@@ -49,7 +48,7 @@ _HINT = ("Build the backbone with " + ", ".join(f"{k}: {v}" for k, v in BACKBONE
          "ResNet file")
 
 
-def move_resnet_blocks(m: _Mover, peer: str, ours: str) -> None:
+def move_resnet_blocks(m: TensorMover, peer: str, ours: str) -> None:
     """Move torchvision-style residual blocks ``<peer>layer<s>.<i>.{conv,bn}<j>`` and
     ``.downsample.{0,1}`` to our ``<ours>bb_<s-1>_<i>.conv<j-1>`` / ``.short`` (semseg's
     ResNet names its blocks as torchvision does)."""
@@ -80,7 +79,7 @@ def _convert(state: State, model: object) -> Conversion:
     if wrong:
         raise ValueError(f"detected a {LAYOUT} file, but this ResNet{model.depth}_vd is built with "
                          f"{', '.join(wrong)}: the tensors would fit a different function. {_HINT}")
-    m = _Mover(state)
+    m = TensorMover(state)
     m.conv_bn("conv1", "bn1", "conv1")
     move_resnet_blocks(m, "", "")
     conv = m.finish(LAYOUT, _HINT)

@@ -1,0 +1,115 @@
+"""mmsegmentation's ResNetV1c / ResNet backbone and FCN auxiliary head, shared by its adapters.
+
+mmsegmentation 1.2.2 (``mmseg/models/backbones/resnet.py``, ``models/utils/res_layer.py``,
+``models/decode_heads/fcn_head.py``) builds every PSPNet / DANet / PSANet / PointRend of its
+zoo on ``ResNetV1c`` (deep stem) or, in the "b" configs, ``ResNet`` (torchvision's 7x7
+stem): our :class:`~paddleseg_ext.models.backbones.ResNet_vd` with
+:data:`BACKBONE_SWITCHES` and the ``stem`` of :data:`STEMS`. The per-model adapters
+(``mmseg.py``, ``mmseg_psanet.py``, ``mmseg_pointrend.py``) move the backbone and the
+auxiliary head through :func:`move_backbone` / :func:`move_fcn_aux` and refuse a model
+built otherwise through :func:`check_model`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Sequence
+
+import numpy as np
+
+from .base import TensorMover, model_is
+
+__all__ = ["BACKBONE_SWITCHES", "STEMS", "recipe_hint", "is_mmseg", "file_stem",
+           "check_model", "move_backbone", "move_fcn_aux"]
+
+State = Dict[str, np.ndarray]
+#: The ResNet_vd switches that build mmseg's ResNetV1c (d8).
+BACKBONE_SWITCHES = {"shortcut": "strided_conv", "identity_shortcut": True,
+                     "contract_dilation": True, "dilate_basic_second_conv": False}
+#: Our ``stem`` switch for each mmseg stem, by the key that only that stem has: ResNetV1c's
+#: deep stem, or ResNet's (the "b" configs) 7x7 conv.
+STEMS = {"backbone.stem.0.weight": "deep", "backbone.conv1.weight": "7x7"}
+_STEM_NAMES = {"deep": "ResNetV1c's deep stem (backbone.stem.*)",
+               "7x7": "ResNet's 7x7 stem (backbone.conv1 / bn1, the 'b' configs)"}
+_BLOCK = re.compile(r"backbone\.layer(\d+)\.(\d+)\.")
+
+
+def recipe_hint(model: str, folder: str) -> str:
+    """What to build for an mmseg ``model`` checkpoint (quoted when a file is refused)."""
+    return (f"Build the {model} from the recipe named after the mmsegmentation config the "
+            f"checkpoint was trained with (configs/{folder}/mmseg/, e.g. "
+            f"configs/{folder}/mmseg/{folder}_r50-d8_4xb2-80k_cityscapes-512x1024.yml): same "
+            f"depth, num_classes and ResNet_vd switches "
+            + ", ".join(f"{k}: {v}" for k, v in BACKBONE_SWITCHES.items()))
+
+
+def is_mmseg(keys: Sequence[str]) -> bool:
+    """Whether the keys are an mmseg EncoderDecoder's (a ResNet stem and a ``decode_head``)."""
+    names = set(keys)
+    return any(k in names for k in STEMS) and any(k.startswith("decode_head.") for k in names)
+
+
+def file_stem(keys: Sequence[str]) -> str:
+    """Our ``stem`` switch for the file's stem (the deep stem when it has neither key)."""
+    names = set(keys)
+    return next((stem for key, stem in STEMS.items() if key in names), "deep")
+
+
+def check_model(model: object, name: str, layout: str, hint: str,
+                 keys: Sequence[str] = ()) -> None:
+    """Refuse a model of another architecture, or a backbone of another stem than the file's
+    (``keys``), before listing every key that differs."""
+    if model is not None and not model_is(model, name):
+        raise ValueError(f"detected an {layout} checkpoint, but the model is a "
+                         f"{type(model).__name__}. {hint}")
+    _check_backbone(model, layout, hint)
+    if model is not None and keys:
+        _check_stem(file_stem(keys), model.backbone.stem, layout, name.lower())
+
+
+def _check_stem(file_stem: str, model_stem: str, layout: str, folder: str) -> None:
+    if file_stem != model_stem:
+        configs = "the 'b' configs, r<depth>b-d8" if file_stem == "7x7" else "r<depth>-d8"
+        raise ValueError(
+            f"detected an {layout} checkpoint with {_STEM_NAMES[file_stem]}, but this model's "
+            f"ResNet_vd is built with stem={model_stem!r}, {_STEM_NAMES[model_stem]}: build it "
+            f"with stem: {file_stem}, as the recipes of mmseg's {configs} do (configs/{folder}"
+            f"/mmseg/<config>.yml)")
+
+
+def _check_backbone(model: object, layout: str, hint: str) -> None:
+    """Refuse a backbone whose tensors would fit but whose function is not ResNetV1c's
+    (no model, as for ``tools/convert_weights.py`` without ``--config``: nothing to check)."""
+    if model is None:
+        return
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not hasattr(backbone, "stages"):
+        raise ValueError(f"detected an {layout} checkpoint (ResNetV1c backbone), but this "
+                         f"{type(model).__name__} has a {type(backbone).__name__} backbone. {hint}")
+    wrong = [f"{k}={getattr(backbone, k)!r} (mmseg: {v!r})" for k, v in BACKBONE_SWITCHES.items()
+             if getattr(backbone, k) != v
+             and not (k == "dilate_basic_second_conv" and backbone.depth >= 50)]
+    if wrong:
+        raise ValueError(f"detected an {layout} checkpoint, but this model's ResNet_vd is "
+                         f"built with {', '.join(wrong)}: the tensors would fit a different "
+                         f"function. {hint}")
+
+
+def move_backbone(m: TensorMover) -> None:
+    """Move the ResNetV1c / ResNet backbone (either stem) to our ``backbone.*``."""
+    if file_stem(m.src) == "7x7":
+        m.conv_bn("backbone.conv1", "backbone.bn1", "backbone.conv1")
+    for j, ours in enumerate(("conv1_1", "conv1_2", "conv1_3")):
+        m.conv_bn(f"backbone.stem.{3 * j}", f"backbone.stem.{3 * j + 1}", f"backbone.{ours}")
+    blocks = sorted({(int(b.group(1)), int(b.group(2))) for b in map(_BLOCK.match, m.src) if b})
+    for stage, i in blocks:  # mmseg's layer<stage>.<i> is our bb_<stage - 1>_<i>
+        peer, ours = f"backbone.layer{stage}.{i}", f"backbone.bb_{stage - 1}_{i}"
+        for j in range(3):  # conv1..3 (a basic block has two)
+            m.conv_bn(f"{peer}.conv{j + 1}", f"{peer}.bn{j + 1}", f"{ours}.conv{j}")
+        m.conv_bn(f"{peer}.downsample.0", f"{peer}.downsample.1", f"{ours}.short")
+
+
+def move_fcn_aux(m: TensorMover) -> None:
+    """Move the one-conv ``FCNHead`` auxiliary head to our ``aux_head``."""
+    m.conv_bn("auxiliary_head.convs.0.conv", "auxiliary_head.convs.0.bn", "aux_head.conv_bn_relu")
+    m.prefix("auxiliary_head.conv_seg.", "aux_head.conv.")
