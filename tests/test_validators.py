@@ -72,8 +72,10 @@ def _examples(rule):
 
 #: Good values for arguments whose length goes with another argument (checked in the
 #: constructor body, like ``feature_indices``): ``stem_channels`` needs one width per stem
-#: conv of the default ``stem='deep'`` (three).
-GOOD = {("ResNet_vd", "stem_channels"): [[32, 32, 64], [64, 64, 128]]}
+#: conv of the default ``stem='deep'`` (three); ``dilations`` one per stage (four).
+GOOD = {("ResNet_vd", "stem_channels"): [[32, 32, 64], [64, 64, 128]],
+        # one dilation per stage: mmseg's d8/d32 rule and an undilated ResNet
+        ("ResNet_vd", "dilations"): [[1, 1, 2, 4], [1, 1, 1, 1]]}
 
 
 def _cases():

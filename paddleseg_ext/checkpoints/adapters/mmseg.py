@@ -41,7 +41,10 @@ mmseg's "b" configs (``pspnet_r50b-d8_...``: ``type='ResNet'``, initialised from
 torchvision's ImageNet ResNets) replace ResNetV1c's deep stem by torchvision's
 7x7 ``conv1`` / ``bn1``: ours with ``stem: 7x7`` and otherwise the same switches
 (mmseg's ``ResNet`` and ``ResNetV1c`` share every other layer). A file of one
-stem given to a backbone of the other is refused naming both.
+stem given to a backbone of the other is refused naming both. Its PSPNet d32 configs
+(``pspnet_r50-d32_...``, ``pspnet_r50b-d32_...``: strides (1, 2, 2, 2) with the d8
+dilations (1, 1, 2, 4)) are ours with ``output_stride: 32`` and ``dilations: [1, 1, 2, 4]``;
+their files hold the same tensors as a d8 file's, so the recipe decides the function.
 
 A BatchNorm's ``num_batches_tracked`` (a training step counter, unused in
 eval with a fixed momentum) is reported as not loaded. The proof that the
@@ -57,7 +60,8 @@ from typing import Dict, Sequence
 import numpy as np
 
 from .base import Conversion, TensorMover, model_is, register_adapter
-from .mmseg_resnet import check_model, is_mmseg, move_backbone, move_fcn_aux, recipe_hint
+from .mmseg_resnet import (D8_OR_D32, check_model, is_mmseg, move_backbone, move_fcn_aux,
+                           recipe_hint)
 
 __all__ = ["PSPNET", "DANET"]
 
@@ -72,7 +76,7 @@ def _detect_pspnet(keys: Sequence[str], model: object) -> bool:
 
 def _convert_pspnet(state: State, model: object) -> Conversion:
     hint = recipe_hint("PSPNet", "pspnet")
-    check_model(model, "PSPNet", PSPNET, hint, list(state))
+    check_model(model, "PSPNet", PSPNET, hint, list(state), forms=D8_OR_D32)
     m = TensorMover(state)
     move_backbone(m)
     bins = sorted({int(k.split(".")[2]) for k in m.src if k.startswith("decode_head.psp_modules.")})

@@ -46,6 +46,8 @@ _SWITCHES = {"decoder": "semantic_fpn", "fpn_upsample": "fixed_x2", "point_paddi
 _HINT = ("An mmsegmentation PointRend needs PointRend(" + ", ".join(
     f"{k}={v!r}" for k, v in _SWITCHES.items()) + ") on a ResNet_vd with output_stride 32. "
     + recipe_hint("PointRend", "pointrend").replace("_r50-d8_4xb2-80k", "_r50_4xb2-80k"))
+#: Semantic FPN reads every stage: mmseg's ResNetV1c undilated, output stride 32.
+_FORMS = {32: [1, 1, 1, 1]}
 _SCALE_CONV = re.compile(r"decode_head\.0\.scale_heads\.(\d+)\.(\d+)\.conv\.weight$")
 _LEVEL = re.compile(r"neck\.lateral_convs\.(\d+)\.conv\.weight$")
 _FC = re.compile(r"decode_head\.1\.fcs\.(\d+)\.conv\.weight$")
@@ -72,7 +74,7 @@ def _check_variant(model: object) -> None:
 
 
 def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
-    check_model(model, "PointRend", POINTREND, _HINT, list(state))
+    check_model(model, "PointRend", POINTREND, _HINT, list(state), forms=_FORMS)
     _check_variant(model)
     m = TensorMover(state)
     move_backbone(m)

@@ -13,13 +13,13 @@ built otherwise through :func:`check_model`.
 from __future__ import annotations
 
 import re
-from typing import Dict, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
 from .base import TensorMover, model_is
 
-__all__ = ["BACKBONE_SWITCHES", "STEMS", "recipe_hint", "is_mmseg", "file_stem",
+__all__ = ["BACKBONE_SWITCHES", "D8", "D8_OR_D32", "STEMS", "recipe_hint", "is_mmseg", "file_stem",
            "check_model", "move_backbone", "move_fcn_aux"]
 
 State = Dict[str, np.ndarray]
@@ -29,6 +29,12 @@ BACKBONE_SWITCHES = {"shortcut": "strided_conv", "identity_shortcut": True,
 #: Our ``stem`` switch for each mmseg stem, by the key that only that stem has: ResNetV1c's
 #: deep stem, or ResNet's (the "b" configs) 7x7 conv.
 STEMS = {"backbone.stem.0.weight": "deep", "backbone.conv1.weight": "7x7"}
+#: mmseg's d8 backbone as our ``output_stride`` -> stage dilations: strides (1, 2, 1, 1),
+#: dilations (1, 1, 2, 4) (every DANet / PSANet, and PSPNet's ``*-d8_*`` configs).
+D8 = {8: [1, 1, 2, 4]}
+#: PSPNet's ``*-d32_*`` configs add strides (1, 2, 2, 2) with the same dilations. A d32
+#: file's tensors have a d8 file's shapes: only the recipe tells them apart.
+D8_OR_D32 = {**D8, 32: [1, 1, 2, 4]}
 _STEM_NAMES = {"deep": "ResNetV1c's deep stem (backbone.stem.*)",
                "7x7": "ResNet's 7x7 stem (backbone.conv1 / bn1, the 'b' configs)"}
 _BLOCK = re.compile(r"backbone\.layer(\d+)\.(\d+)\.")
@@ -36,11 +42,15 @@ _BLOCK = re.compile(r"backbone\.layer(\d+)\.(\d+)\.")
 
 def recipe_hint(model: str, folder: str) -> str:
     """What to build for an mmseg ``model`` checkpoint (quoted when a file is refused)."""
+    d32 = ("" if folder != "pspnet" else
+           f". A file of a '-d32' config (e.g. {folder}_r50-d32_4xb2-80k_cityscapes-512x1024) "
+           f"needs its d32 recipe (output_stride: 32, dilations: [1, 1, 2, 4]), a '-d8' file a "
+           f"d8 recipe: their tensors have the same shapes, so the recipe decides")
     return (f"Build the {model} from the recipe named after the mmsegmentation config the "
             f"checkpoint was trained with (configs/{folder}/mmseg/, e.g. "
             f"configs/{folder}/mmseg/{folder}_r50-d8_4xb2-80k_cityscapes-512x1024.yml): same "
             f"depth, num_classes and ResNet_vd switches "
-            + ", ".join(f"{k}: {v}" for k, v in BACKBONE_SWITCHES.items()))
+            + ", ".join(f"{k}: {v}" for k, v in BACKBONE_SWITCHES.items()) + d32)
 
 
 def is_mmseg(keys: Sequence[str]) -> bool:
@@ -56,20 +66,22 @@ def file_stem(keys: Sequence[str]) -> str:
 
 
 def check_model(model: object, name: str, layout: str, hint: str,
-                 keys: Sequence[str] = ()) -> None:
-    """Refuse a model of another architecture, or a backbone of another stem than the file's
-    (``keys``), before listing every key that differs."""
+                 keys: Sequence[str] = (), forms: Mapping[int, List[int]] = D8) -> None:
+    """Refuse a model of another architecture, a backbone of another stem than the file's
+    (``keys``) or of a dilation form mmseg does not build for this model (``forms``:
+    output stride -> stage dilations), before listing every key that differs."""
     if model is not None and not model_is(model, name):
         raise ValueError(f"detected an {layout} checkpoint, but the model is a "
                          f"{type(model).__name__}. {hint}")
-    _check_backbone(model, layout, hint)
+    _check_backbone(model, layout, hint, forms)
     if model is not None and keys:
         _check_stem(file_stem(keys), model.backbone.stem, layout, name.lower())
 
 
 def _check_stem(file_stem: str, model_stem: str, layout: str, folder: str) -> None:
     if file_stem != model_stem:
-        configs = "the 'b' configs, r<depth>b-d8" if file_stem == "7x7" else "r<depth>-d8"
+        configs = ("the 'b' configs, r<depth>b-d8 / r50b-d32, and the rsb ones" if file_stem == "7x7"
+                   else "r<depth>-d8 / r50-d32")
         raise ValueError(
             f"detected an {layout} checkpoint with {_STEM_NAMES[file_stem]}, but this model's "
             f"ResNet_vd is built with stem={model_stem!r}, {_STEM_NAMES[model_stem]}: build it "
@@ -77,7 +89,8 @@ def _check_stem(file_stem: str, model_stem: str, layout: str, folder: str) -> No
             f"/mmseg/<config>.yml)")
 
 
-def _check_backbone(model: object, layout: str, hint: str) -> None:
+def _check_backbone(model: object, layout: str, hint: str,
+                    forms: Mapping[int, List[int]]) -> None:
     """Refuse a backbone whose tensors would fit but whose function is not ResNetV1c's
     (no model, as for ``tools/convert_weights.py`` without ``--config``: nothing to check)."""
     if model is None:
@@ -89,6 +102,11 @@ def _check_backbone(model: object, layout: str, hint: str) -> None:
     wrong = [f"{k}={getattr(backbone, k)!r} (mmseg: {v!r})" for k, v in BACKBONE_SWITCHES.items()
              if getattr(backbone, k) != v
              and not (k == "dilate_basic_second_conv" and backbone.depth >= 50)]
+    form = forms.get(backbone.output_stride)
+    if form is None or backbone.dilations != form or any(g != 1 for g in backbone.multi_grid):
+        allowed = " or ".join(f"output_stride {os} with dilations {d}" for os, d in forms.items())
+        wrong.append(f"output_stride={backbone.output_stride}, dilations={backbone.dilations}, "
+                     f"multi_grid={backbone.multi_grid} (mmseg: {allowed}, no multi_grid)")
     if wrong:
         raise ValueError(f"detected an {layout} checkpoint, but this model's ResNet_vd is "
                          f"built with {', '.join(wrong)}: the tensors would fit a different "

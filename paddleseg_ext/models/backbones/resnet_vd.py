@@ -21,6 +21,8 @@ _ARCH = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
          152: ("bottleneck", (3, 8, 36, 3))}
 # output_stride -> dilation of stages 1..4 (stages 3/4 dilated as in PSPNet/DeepLab)
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
+# output_stride -> stride of stages 1..4 (the stem and its max-pool subsample 4x before them)
+_STRIDES = {8: (1, 2, 1, 1), 16: (1, 2, 2, 1), 32: (1, 2, 2, 2)}
 #: How a strided shortcut subsamples: ResNet-D's 2x2 average pool before a 1x1
 #: conv, or the original ResNet's 1x1 conv with stride 2 (mmseg ``ResNetV1c``).
 SHORTCUTS = ("avg_pool", "strided_conv")
@@ -91,7 +93,8 @@ class ResidualBlock(nn.Layer):
 @validated(depth=one_of(*_ARCH), output_stride=one_of(*_DILATIONS), in_channels=POSITIVE_INT,
            multi_grid=list_of(POSITIVE_INT), shortcut=one_of(*SHORTCUTS),
            identity_shortcut=BOOL, contract_dilation=BOOL, dilate_basic_second_conv=BOOL,
-           stem=one_of(*STEMS), stem_channels=optional(list_of(POSITIVE_INT)))
+           stem=one_of(*STEMS), stem_channels=optional(list_of(POSITIVE_INT)),
+           dilations=optional(list_of(POSITIVE_INT)))
 class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
     """ResNet-vd backbone returning the four stage features.
 
@@ -138,6 +141,15 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             ``"deep"`` and one for ``"7x7"``; the last is what stage 1 takes.
             ``None`` takes ``[32, 32, 64]`` (ResNet-vd) or ``[64]``; the
             authors' semseg ResNet (``deep_base=True``) is ``[64, 64, 128]``.
+        dilations: the dilation of each of the four stages, independent of
+            their strides (which ``output_stride`` alone sets: 1, 2, then 2
+            for each stage until the output stride is reached). ``None`` (the
+            default) dilates what the output stride leaves unstrided
+            (``1, 1, 2, 4`` at 8, ``1, 1, 1, 2`` at 16, none at 32).
+            mmsegmentation's d32 configs (``pspnet_r50-d32_...``) set
+            ``output_stride: 32`` with ``dilations: [1, 1, 2, 4]``: strided
+            and dilated stages 3 and 4 (with ``contract_dilation`` the first
+            block of each uses half the dilation, as in its ``ResLayer``).
 
     Shape:
         x: ``[N, in_channels, H, W]`` -> list of 4 tensors,
@@ -150,7 +162,8 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
                  pretrained: Optional[str] = None, shortcut: str = "avg_pool",
                  identity_shortcut: bool = False, contract_dilation: bool = False,
                  dilate_basic_second_conv: bool = True, stem: str = "deep",
-                 stem_channels: Optional[Sequence[int]] = None) -> None:
+                 stem_channels: Optional[Sequence[int]] = None,
+                 dilations: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         kind, blocks = _ARCH[depth]
         widths = list(_STEM_CHANNELS[stem] if stem_channels is None else stem_channels)
@@ -158,6 +171,10 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
             raise ValueError(f"ResNet{depth}_vd: stem_channels={list(widths)!r} needs "
                              f"{len(_STEM_CHANNELS[stem])} width(s) for stem={stem!r} (one per "
                              f"stem conv), e.g. {list(_STEM_CHANNELS[stem])!r}")
+        if dilations is not None and len(dilations) != 4:
+            raise ValueError(f"ResNet{depth}_vd: dilations={list(dilations)!r} needs 4 entries, "
+                             f"one per stage, e.g. [1, 1, 2, 4] (output_stride 8's own rule; "
+                             f"mmseg's d32 configs use it with output_stride: 32)")
         grid = self._check_multi_grid(multi_grid, blocks[3], depth)
         if contract_dilation and any(g != 1 for g in grid):
             raise ValueError(f"ResNet{depth}_vd: contract_dilation=True sets the first block's "
@@ -173,11 +190,12 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
         self.dilate_basic_second_conv = dilate_basic_second_conv
         self.stem = stem
         self.stem_channels = widths
+        self.dilations = list(_DILATIONS[output_stride] if dilations is None else dilations)
         expansion = 4 if kind == "bottleneck" else 1
         planes = (64, 128, 256, 512)
         self.feat_channels: List[int] = [p * expansion for p in planes]
-        dilations = _DILATIONS[output_stride]
-        strides = [1 if i == 0 or dilations[i] > 1 else 2 for i in range(4)]
+        dilations = self.dilations
+        strides = _STRIDES[output_stride]
         self.feat_strides: List[int] = []
         total = 4  # stem conv (2) * max-pool (2)
         for s in strides:
