@@ -2,7 +2,7 @@
 
 Tiny synthetic folders in each layout (mmseg's docs/en/user_guides/2_dataset_prepare.md):
 ADEChallengeData2016, VOCdevkit with VOCaug's ``SegmentationClassAug`` + ``aug.txt``, and the
-``img_dir`` / ``ann_dir`` sets (LoveDA, Potsdam, Vaihingen, iSAID) and COCO-Stuff 164k, each read through the recipe
+``img_dir`` / ``ann_dir`` sets (LoveDA, Potsdam, Vaihingen, iSAID) and COCO-Stuff 164k / 10k, each read through the recipe
 of the same name with its transforms, labels converted by mmseg's rules.
 """
 
@@ -23,6 +23,8 @@ PSP = ROOT / "configs" / "pspnet" / "mmseg"
 #: (image folder, label folder, split folders, image suffix) of mmseg's converted layouts.
 IMG_ANN = ("img_dir", "ann_dir", ("train", "val"), ".png")
 COCO = ("images", "annotations", ("train2017", "val2017"), ".jpg")
+#: COCO-Stuff 10k as mmseg's coco_stuff10k.py converter writes it (val reads its test split).
+COCO10K = ("images", "annotations", ("train2014", "test2014"), ".jpg")
 
 
 def _img_ann_dirs(root, raw_ids, seg_suffix=".png", size=(40, 36), n=(2, 1), layout=IMG_ANN):
@@ -57,6 +59,8 @@ def test_reduce_zero_label_is_mmsegs_rule():
     ("pspnet_r18-d8_4xb4-80k_vaihingen-512x512", [0, 2, 5, 6], ".png", 6, IMG_ANN),
     ("pspnet_r18-d8_4xb4-80k_isaid-896x896", [0, 3, 15, 255], "_instance_color_RGB.png", 16, IMG_ANN),
     ("pspnet_r50-d8_4xb4-80k_coco-stuff164k-512x512", [0, 91, 170, 255], "_labelTrainIds.png", 171, COCO),
+    # converter ids 1..171 (0 unlabeled); mmseg reads them with reduce_zero_label=True
+    ("pspnet_r50-d8_4xb4-20k_coco-stuff10k-512x512", [0, 1, 92, 171], "_labelTrainIds.png", 171, COCO10K),
 ])
 def test_img_ann_dir_sets(tmp_path, recipe, raw_ids, seg_suffix, want_classes, layout):
     root = _img_ann_dirs(tmp_path / "data", raw_ids, seg_suffix, layout=layout)
@@ -132,3 +136,20 @@ def test_pascal_context_reads_mmsegs_voc2010_layout(tmp_path, recipe, raw_ids, w
     got = val[0]["label"].squeeze()
     np.testing.assert_array_equal(got, reduce_zero_label(raw) if want == 59 else raw)
     assert val[0]["img"].shape[1:] == (390, 520)  # fitted into 520x520 (40x30 -> 520x390)
+
+
+def test_coco_stuff10k_bad_label_is_one_clear_error(tmp_path):
+    """A raw id past the converter's 171 (an unconverted COCO id) names the file and value."""
+    root = _img_ann_dirs(tmp_path / "data", [0, 1, 182], "_labelTrainIds.png", layout=COCO10K)
+    _, val = _datasets(PSP / "pspnet_r50-d8_4xb4-20k_coco-stuff10k-512x512.yml", root)
+    assert type(val).__name__ == "COCOStuff10k" and val.num_classes == 171
+    with pytest.raises(ValueError) as e:
+        val[0]
+    msg = str(e.value)
+    assert "tile_test2014_0_labelTrainIds.png has values [181] outside [0, 171)" in msg, msg
+
+
+def test_coco_stuff10k_layout_error_names_the_converter(tmp_path):
+    root = _img_ann_dirs(tmp_path / "data", [1, 2], "_labelTrainIds.png", layout=COCO)  # 164k's folders
+    with pytest.raises(FileNotFoundError, match=r"images/train2014.*tools/dataset_converters/coco_stuff10k.py"):
+        _datasets(PSP / "pspnet_r50-d8_4xb4-20k_coco-stuff10k-512x512.yml", root)

@@ -6,7 +6,7 @@ Importing this package imports every dataset module, which registers them.
 from .ade import ADE20K
 from .camvid import CamVid
 from .cityscapes import Cityscapes
-from .coco_stuff import COCOStuff164k
+from .coco_stuff import COCOStuff10k, COCOStuff164k
 from .collate import collate_fn
 from .dataset import Dataset, read_file_list
 from .landcover import LandCover
@@ -17,4 +17,4 @@ from .voc import PascalVOC
 
 __all__ = ["Dataset", "Cityscapes", "ADE20K", "PascalVOC", "CamVid", "LandCover",
            "RandomWindows", "LoveDA", "Potsdam", "Vaihingen", "ISAID",
-           "COCOStuff164k", "PascalContext", "PascalContext59", "collate_fn", "read_file_list"]
+           "COCOStuff164k", "COCOStuff10k", "PascalContext", "PascalContext59", "collate_fn", "read_file_list"]
