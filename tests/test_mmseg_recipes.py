@@ -54,6 +54,8 @@ MMSEG_TEST = {
                                    slide=([480, 480], [320, 320]), resize=[520, 520], sgd=(0.004, 1e-4)),
     "pascal-context-59-480x480": dict(dataset="PascalContext59", num_classes=59, align_corners=False,
                                       slide=([480, 480], [320, 320]), resize=[520, 520], sgd=(0.004, 1e-4)),
+    "coco-stuff10k-512x512": dict(dataset="COCOStuff10k", num_classes=171, align_corners=False, slide=None,
+                                  resize=[2048, 512]),
 }
 
 
@@ -72,7 +74,16 @@ def test_recipes_are_named_after_mmseg_configs():
     # d8 "b" (7x7 stem) family.
     assert all(f.needs is None for f in zoo.values()
                if f.suffix in gen.BASES and re.search(r"_r\d+b?-d8_4xb", f.name))
-    assert sum(f.b and f.needs is None for f in zoo.values()) == 6
+    assert sum(f.b and f.needs is None for f in zoo.values()) == 7
+    # Every PSPNet of mmseg's metafile has one: d32, ResNet-strikes-back and COCO-Stuff 10k too.
+    assert all(f.needs is None for f in zoo.values() if f.model == "pspnet")
+    assert sum(f.model == "pspnet" for f in zoo.values()) == 54
+    assert {f.name for f in zoo.values() if f.output_stride == 32} == {
+        "pspnet_r50-d32_4xb2-80k_cityscapes-512x1024", "pspnet_r50b-d32_4xb2-80k_cityscapes-512x1024",
+        "pspnet_r50-d32_rsb_4xb2-adamw-80k_cityscapes-512x1024"}
+    assert {f.name for f in zoo.values() if f.rsb} == {
+        "pspnet_r50-d8-rsb_4xb2-adamw-80k_cityscapes-512x1024",
+        "pspnet_r50-d32_rsb_4xb2-adamw-80k_cityscapes-512x1024"}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -89,8 +100,13 @@ def test_recipe_has_mmsegs_test_settings(path):
     assert d["val_dataset"]["type"] == d["train_dataset"]["type"] == want["dataset"]
     assert model["align_corners"] is want["align_corners"]
     assert cfg.iters == family.iters and cfg.batch_size == family.batch
-    assert (d["lr_scheduler"]["learning_rate"], d["optimizer"]["weight_decay"]) == want.get("sgd", (0.01, 5e-4))
-    assert (d["lr_scheduler"]["power"], d["lr_scheduler"]["end_lr"], d["optimizer"]["momentum"]) == (0.9, 1e-4, 0.9)
+    if family.rsb:  # mmseg's ResNet-strikes-back optim_wrapper and param_scheduler
+        assert d["optimizer"] == {"type": "AdamW", "weight_decay": 0.05, "grad_clip_norm": 1.0}
+        assert d["lr_scheduler"] == {"type": "MultiStepLR", "learning_rate": 5e-4, "milestones": [60000, 72000],
+                                     "gamma": 0.1, "warmup_iters": 1000, "warmup_start_factor": 0.001}
+    else:
+        assert (d["lr_scheduler"]["learning_rate"], d["optimizer"]["weight_decay"]) == want.get("sgd", (0.01, 5e-4))
+        assert (d["lr_scheduler"]["power"], d["lr_scheduler"]["end_lr"], d["optimizer"]["momentum"]) == (0.9, 1e-4, 0.9)
     vt = d["val_dataset"]["transforms"]
     assert vt[-1] == {"type": "Normalize", "mean": MEAN, "std": STD}
     if want["resize"] is None:
@@ -103,10 +119,12 @@ def test_recipe_has_mmsegs_test_settings(path):
     else:
         assert test["is_slide"] and [test["crop_size"], test["stride"]] == list(want["slide"])
     bb = model["backbone"]
-    # mmseg's "b" configs replace ResNetV1c by type='ResNet': torchvision's 7x7 stem.
-    assert bb.get("stem", "deep") == ("7x7" if "b-d8_" in path.stem else "deep")
+    # mmseg's "b" and rsb configs replace ResNetV1c by type='ResNet': torchvision's 7x7 stem.
+    assert bb.get("stem", "deep") == ("7x7" if re.search(r"b-d(8|32)_|[-_]rsb_", path.stem) else "deep")
     assert (bb["output_stride"], bb["shortcut"], bb["identity_shortcut"], bb["contract_dilation"],
-            bb["dilate_basic_second_conv"]) == (8, "strided_conv", True, True, False)
+            bb["dilate_basic_second_conv"]) == (family.output_stride, "strided_conv", True, True, False)
+    # d32: strides (1, 2, 2, 2) with the d8 dilations (1, 1, 2, 4)
+    assert bb.get("dilations") == ([1, 1, 2, 4] if "-d32_" in path.stem else None)
     if family.model == "pspnet":
         wide = family.depth >= 50
         assert (model["pp_out_channels"], model["aux_inter_channels"]) == ((512, 256) if wide else (128, 64))
@@ -150,7 +168,7 @@ def _networks():
         f = zoo[path.stem]
         classes = MMSEG_TEST[f.suffix]["num_classes"]
         if classes == 19 or f.depth == smallest[(f.model, classes)]:
-            seen.setdefault((f.model, f.depth, classes, f.b), path)
+            seen.setdefault((f.model, f.depth, classes, f.stem7), path)
     return sorted(seen.items())
 
 

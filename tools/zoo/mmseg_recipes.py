@@ -112,12 +112,14 @@ BASES = {
     "coco-stuff164k-512x512": "coco-stuff164k-512x512.yml",
     "pascal-context-480x480": "pascal-context-480x480.yml",
     "pascal-context-59-480x480": "pascal-context-59-480x480.yml",
+    "coco-stuff10k-512x512": "coco-stuff10k-512x512.yml",
 }
 #: Classes of each mmseg suffix's dataset.
 NUM_CLASSES = {"cityscapes-512x1024": 19, "cityscapes-769x769": 19, "ade20k-512x512": 150,
                "voc12aug-512x512": 21, "loveda-512x512": 7, "potsdam-512x512": 6,
                "vaihingen-512x512": 6, "isaid-896x896": 16, "coco-stuff164k-512x512": 171,
-               "pascal-context-480x480": 60, "pascal-context-59-480x480": 59}
+               "pascal-context-480x480": 60, "pascal-context-59-480x480": 59,
+               "coco-stuff10k-512x512": 171}
 #: How each mmseg suffix tests (for the table): crop, test mode.
 TEST_MODES = {
     "cityscapes-512x1024": "whole 2048x1024",
@@ -131,6 +133,7 @@ TEST_MODES = {
     "coco-stuff164k-512x512": "whole, short side 512",
     "pascal-context-480x480": "fitted into 520x520, slide 480 / 320",
     "pascal-context-59-480x480": "fitted into 520x520, slide 480 / 320",
+    "coco-stuff10k-512x512": "whole, short side 512",
 }
 #: Families whose network mmseg's own model was compared with here (benchmarks/mmseg_checkpoints.py).
 PEER_PROVEN = {
@@ -165,6 +168,13 @@ class Family(NamedTuple):
     needs: Optional[str]        # what this toolkit lacks to build it; None: it has a recipe
     amp: bool
     b: bool                     # mmseg's "b" variant: type='ResNet', torchvision's 7x7 stem
+    output_stride: int = 8      # 8 (d8) or 32 (d32: strides 1, 2, 2, 2 with d8's dilations)
+    rsb: bool = False           # ResNet-strikes-back: type='ResNet' from mmcls' rsb file, AdamW
+
+    @property
+    def stem7(self) -> bool:
+        """Whether mmseg builds it on ``type='ResNet'`` (the 7x7 stem): "b" and rsb configs."""
+        return self.b or self.rsb
 
 
 def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Family:
@@ -173,15 +183,13 @@ def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Fam
         raise ValueError(f"{name}: not an mmseg PSPNet/DANet config name this tool understands")
     suffix = f"{m['data']}-{m['crop']}"
     needs = None
-    if m["rsb"] or m["adamw"]:
-        needs = ("torchvision-style ResNet (7x7 stem) from mmcls' ResNet-strikes-back weights, "
-                 "AdamW + step schedule")
-    elif m["os"] == "32":
-        needs = "output stride 32 with dilations (1, 1, 2, 4) on strides (1, 2, 2, 2)"
-    elif suffix not in BASES:
+    if suffix not in BASES:
         needs = f"the {dataset} dataset and its mmseg test setting"
+    if bool(m["rsb"]) != bool(m["adamw"]):
+        raise ValueError(f"{name}: mmseg's ResNet-strikes-back configs are the '-adamw-' ones")
     return Family(name, m["model"], int(m["depth"]), dataset, suffix, int(m["iters"]) * 1000,
-                  int(m["batch"]), miou, miou_ms, needs, bool(m["amp"]), bool(m["b"]))
+                  int(m["batch"]), miou, miou_ms, needs, bool(m["amp"]), bool(m["b"]),
+                  int(m["os"]), bool(m["rsb"]))
 
 
 def families(model: Optional[str] = None) -> List[Family]:
@@ -200,10 +208,17 @@ def _line(code: str, comment: str) -> str:
 def _head_lines(family: Family) -> List[str]:
     lines = [f"  type: {'PSPNet' if family.model == 'pspnet' else 'DANet'}", "  backbone:",
              f"    type: ResNet{family.depth}_vd"]
-    if family.b:
+    if family.rsb:
+        lines += [_line("    stem: 7x7", "mmseg type='ResNet': torchvision's conv1 / bn1"),
+                  "    # mmseg initialises it from mmcls' ResNet-strikes-back ImageNet file",
+                  "    # (resnet50_8xb256-rsb-a1-600e_in1k_20211228-20e21305.pth)."]
+    elif family.b:
         lines += [_line("    stem: 7x7", "mmseg type='ResNet': torchvision's conv1 / bn1"),
                   "    # mmseg initialises it from torchvision's ImageNet ResNet file, which",
                   "    # `pretrained:` takes here too (checkpoints/adapters/torchvision_resnet.py)."]
+    if family.output_stride == 32:
+        lines += [_line("    output_stride: 32", "mmseg d32: strides (1, 2, 2, 2)"),
+                  _line("    dilations: [1, 1, 2, 4]", "with the d8 dilations (1, 1, 2, 4)")]
     if family.model == "pspnet":
         ch, aux, stage4 = (512, 256, 2048) if family.depth >= 50 else (128, 64, 512)
         return lines + [
@@ -217,8 +232,9 @@ def _head_lines(family: Family) -> List[str]:
 
 def recipe_text(family: Family) -> str:
     """The YAML recipe of ``family`` (a family with a recipe)."""
-    backbone = (f"ResNet{family.depth} (mmseg type='ResNet', 7x7 stem) d8" if family.b
-                else f"ResNet{family.depth}-V1c d8")
+    d = f"d{family.output_stride}"
+    backbone = (f"ResNet{family.depth} (mmseg type='ResNet', 7x7 stem) {d}" if family.stem7
+                else f"ResNet{family.depth}-V1c {d}")
     lines = [f"# mmsegmentation 1.2.2 configs/{family.model}/{family.name}.py:",
              f"# {PAPERS[family.model]} on {backbone}, tested as mmseg tests it; its",
              "# published checkpoint loads with --model_path (configs/"
@@ -231,6 +247,8 @@ def recipe_text(family: Family) -> str:
         lines += ["# mmseg trained this one with mixed precision (AmpOptimWrapper, loss scale 512):",
                   "# tools/train.py --precision fp16 does the same here; eval is unaffected."]
     lines += ["", "model:", *_head_lines(family), ""]
+    if family.rsb:
+        lines += _rsb_schedule_lines(family)
     if family.model == "pspnet":
         lines += ["loss:", "  types:", "    - type: CrossEntropyLoss",
                   _line("  coef: [1, 0.4]", "decode head 1.0, auxiliary head 0.4")]
@@ -239,6 +257,29 @@ def recipe_text(family: Family) -> str:
                   "# the auxiliary head 0.4.",
                   "loss:", "  types:", "    - type: CrossEntropyLoss", "  coef: [1, 1, 1, 0.4]"]
     return "\n".join(lines) + "\n"
+
+
+def _rsb_schedule_lines(family: Family) -> List[str]:
+    """mmseg's ResNet-strikes-back schedule: AdamW, gradient clipping, warm-up then steps."""
+    return [
+        "# mmseg's optim_wrapper: AdamW lr 5e-4, weight decay 0.05 on every parameter, gradients",
+        "# clipped to global L2 norm 1; LinearLR from factor 0.001 over iterations 0..999, then",
+        "# MultiStepLR x0.1 at 60k and 72k iterations counted from 1000 (mmengine's `begin`).",
+        "optimizer:",
+        "  _inherited_: false",
+        "  type: AdamW",
+        "  weight_decay: 0.05",
+        "  grad_clip_norm: 1.0",
+        "",
+        "lr_scheduler:",
+        "  _inherited_: false",
+        "  type: MultiStepLR",
+        "  learning_rate: 5.0e-4",
+        "  milestones: [60000, 72000]",
+        "  gamma: 0.1",
+        "  warmup_iters: 1000",
+        "  warmup_start_factor: 0.001",
+        ""]
 
 
 def _fmt(x: Optional[float]) -> str:
