@@ -74,8 +74,8 @@ def _check_variant(model: object) -> None:
 
 
 def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
+    _check_variant(model)  # first: it names PointRend's own switches (output stride included)
     check_model(model, "PointRend", POINTREND, _HINT, list(state), forms=_FORMS)
-    _check_variant(model)
     m = TensorMover(state)
     move_backbone(m)
     for level in sorted({int(x.group(1)) for x in map(_LEVEL.match, m.src) if x}):
