@@ -35,7 +35,7 @@ import numpy as np
 
 from .base import Conversion, TensorMover, register_adapter
 
-__all__ = ["LAYOUT", "BACKBONE_SWITCHES", "move_resnet_blocks"]
+__all__ = ["LAYOUT", "BACKBONE_SWITCHES", "move_resnet_blocks", "convert_imagenet_resnet"]
 
 State = Dict[str, np.ndarray]
 LAYOUT = "torchvision ImageNet ResNet"
@@ -73,23 +73,33 @@ def _detect(keys: Sequence[str], model: object) -> bool:
                                       "fc.weight"} <= names)
 
 
-def _convert(state: State, model: object) -> Conversion:
-    wrong = [f"{k}={getattr(model, k)!r} (torchvision: {v!r})"
+def convert_imagenet_resnet(state: State, model: object, layout: str, prefix: str,
+                            classifier: Sequence[str], reason: str, peer: str, hint: str) -> Conversion:
+    """An ImageNet ResNet with torchvision's names under ``prefix`` (``conv1`` / ``bn1``,
+    ``layer<s>.<i>``) -> our 7x7-stem ``ResNet_vd``; the ``classifier`` keys are reported as
+    not loaded (``reason``). A backbone without :data:`BACKBONE_SWITCHES` is refused (the
+    tensors would fit another function), naming ``peer``'s values and ``hint``."""
+    wrong = [f"{k}={getattr(model, k)!r} ({peer}: {v!r})"
              for k, v in BACKBONE_SWITCHES.items() if getattr(model, k) != v]
     if wrong:
-        raise ValueError(f"detected a {LAYOUT} file, but this ResNet{model.depth}_vd is built with "
-                         f"{', '.join(wrong)}: the tensors would fit a different function. {_HINT}")
+        raise ValueError(f"detected a {layout} file, but this ResNet{model.depth}_vd is built with "
+                         f"{', '.join(wrong)}: the tensors would fit a different function. {hint}")
     m = TensorMover(state)
-    m.conv_bn("conv1", "bn1", "conv1")
-    move_resnet_blocks(m, "", "")
-    conv = m.finish(LAYOUT, _HINT)
-    classifier = [k for k in _CLASSIFIER if k in m.src]
-    for key in classifier:
+    m.conv_bn(f"{prefix}conv1", f"{prefix}bn1", "conv1")
+    move_resnet_blocks(m, prefix, "")
+    conv = m.finish(layout, hint)
+    found = [k for k in classifier if k in m.src]
+    for key in found:
         m.src.pop(key)
     conv.unplaced = sorted(m.src)
-    if classifier:
-        conv.not_loaded[_CLASSIFIER_REASON] = classifier
+    if found:
+        conv.not_loaded[reason] = found
     return conv
+
+
+def _convert(state: State, model: object) -> Conversion:
+    return convert_imagenet_resnet(state, model, LAYOUT, "", _CLASSIFIER, _CLASSIFIER_REASON,
+                                   "torchvision", _HINT)
 
 
 register_adapter("torchvision.resnet", _detect, _convert)
