@@ -96,6 +96,26 @@ GOLDEN = (("pspnet_r18-d8_4xb2-80k_cityscapes-512x1024", 7, (33, 45)),
           # reads the first pixel where torch reads the centre (measured here, 17x25 input).
           ("psanet_r50-d8_4xb4-80k_ade20k-512x512", 10, (25, 25)),
           ("pointrend_r50_4xb2-80k_cityscapes-512x1024", 11, (45, 70)))
+#: PSPNet's d32 configs (ResNetV1c / ResNet with strides (1, 2, 2, 2) and dilations (1, 1, 2, 4):
+#: ours at output_stride 32 with dilations [1, 1, 2, 4]), the ResNet-strikes-back configs
+#: (type='ResNet' from mmcls' rsb file, AdamW) and COCO-Stuff 10k.
+D32_NETWORKS = ("pspnet_r50-d32_4xb2-80k_cityscapes-512x1024",
+                "pspnet_r50b-d32_4xb2-80k_cityscapes-512x1024")
+#: Each ResNet-strikes-back config -> the "b" config whose network it builds (only the
+#: ImageNet file and the schedule differ).
+RSB_NETWORKS = {"pspnet_r50-d8-rsb_4xb2-adamw-80k_cityscapes-512x1024":
+                "pspnet_r50b-d8_4xb2-80k_cityscapes-512x1024",
+                "pspnet_r50-d32_rsb_4xb2-adamw-80k_cityscapes-512x1024":
+                "pspnet_r50b-d32_4xb2-80k_cityscapes-512x1024"}
+FAMILIES.update({name: f"configs/pspnet/mmseg/{name}.yml" for name in (
+    *D32_NETWORKS, *RSB_NETWORKS,
+    *(f"pspnet_r{d}-d8_4xb4-{i}k_coco-stuff10k-512x512" for d in (50, 101) for i in (20, 40)))})
+NETWORKS += D32_NETWORKS
+# d32 at 64x64: a 2x2 stage-4 map, so every PPM resize ratio (1/2 .. 6/2) and the final 1/32
+# are dyadic, as the float64 comparison needs.
+F64_NETWORKS += D32_NETWORKS
+GOLDEN += (("pspnet_r50-d32_4xb2-80k_cityscapes-512x1024", 16, (97, 65)),
+           ("pspnet_r50b-d32_4xb2-80k_cityscapes-512x1024", 17, (75, 129)))
 
 
 def fixture_name(family: str) -> str:
@@ -185,7 +205,6 @@ def _mmcv_ops_stand_in() -> None:
     import mmcv
 
     mmcv.ops = ops
-
 
 def peer_config_path(family: str) -> Path:
     import mmseg
@@ -370,6 +389,74 @@ def write_tiny_mmengine_file(path: Path) -> None:
                                           "by_epoch": False}})
         runner.train()
         shutil.copy(Path(work) / "iter_2.pth", path)
+
+
+# ------------------------------------------------------------ mmcls ImageNet ResNet
+#: Where the key/shape list of an mmcls / mmpretrain ImageNet ResNet50 file is kept.
+MMCLS_FIXTURE = ROOT / "tests" / "fixtures" / "mmcls" / "resnet50_in1k.json"
+
+
+def mmcls_resnet(depth: int = 50) -> Any:
+    """The ``ResNet`` backbone of an mmcls ImageNet classifier, in eval mode: built as mmseg's
+    ``ResNet`` (mmpretrain's ``models/backbones/resnet.py`` has the same layers and names;
+    mmpretrain is not installed here), returning all four stages."""
+    _mmcv_ops_stand_in()
+    from mmseg.models.backbones import ResNet
+
+    model = ResNet(depth=depth, out_indices=(0, 1, 2, 3))
+    model.eval()  # mmseg's ResNet.train() returns None, so not chained
+    return model
+
+
+def mmcls_key_shapes(backbone: Any) -> Dict[str, List[int]]:
+    """An mmcls ``ImageClassifier``'s state-dict keys: the backbone under ``backbone.`` and
+    ``LinearClsHead``'s ``fc`` under ``head.fc`` (1000 ImageNet classes)."""
+    keys = {f"backbone.{k}": list(v.shape) for k, v in backbone.state_dict().items()}
+    width = keys["backbone.layer4.0.conv3.weight"][0] if "backbone.layer4.0.conv3.weight" in keys \
+        else keys["backbone.layer4.0.conv2.weight"][0]
+    return {**keys, "head.fc.weight": [1000, width], "head.fc.bias": [1000]}
+
+
+def write_mmcls_fixture() -> None:
+    """Rewrite :data:`MMCLS_FIXTURE` (``.venv-peers``)."""
+    MMCLS_FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"peer": "mmcls / mmpretrain ImageClassifier (ResNet50 + LinearClsHead), built as "
+                   "mmsegmentation 1.2.2's ResNet", "made_by": "benchmarks/mmseg_checkpoints.py "
+                   "write_mmcls_fixture()", "keys": mmcls_key_shapes(mmcls_resnet(50))}
+    MMCLS_FIXTURE.write_text(json.dumps(doc, indent=0) + "\n")
+
+
+def compare_mmcls(tmp: Path, seed: int = 0, sizes: Sequence[Tuple[int, int]] = SIZES[:2]
+                  ) -> List[Tuple[Tuple[int, int], int, float, float]]:
+    """``[(size, stage, max abs diff, max |peer feature|)]``: a random mmcls-layout ResNet50
+    file (``{'meta', 'state_dict'}``, legacy ``torch.save``) initialises our 7x7-stem
+    ResNet50_vd through ``pretrained:``; both backbones' four stage features are compared."""
+    import paddle
+    import torch
+
+    from paddleseg_ext.models.backbones import ResNet50_vd
+
+    peer = mmcls_resnet(50)
+    state = random_state(mmcls_key_shapes(peer), seed)
+    peer.load_state_dict({k[len("backbone."):]: torch.from_numpy(v) for k, v in state.items()
+                          if k.startswith("backbone.")}, strict=True)
+    path = tmp / "resnet50_mmcls.pth"
+    torch.save({"meta": {"mmcls_version": "0.19.0", "CLASSES": [f"c{i}" for i in range(1000)]},
+                "state_dict": {k: torch.from_numpy(v) for k, v in state.items()}}, str(path),
+               _use_new_zipfile_serialization=False)
+    ours = ResNet50_vd(output_stride=32, stem="7x7", shortcut="strided_conv", pretrained=str(path))
+    ours.eval()
+    rows = []
+    for i, size in enumerate(sizes):
+        x = random_input(size, seed + 200 + i)
+        with torch.no_grad():
+            want = [f.numpy() for f in peer(torch.from_numpy(x))]
+        with paddle.no_grad():
+            got = [f.numpy() for f in ours(paddle.to_tensor(x))]
+        for stage, (a, b) in enumerate(zip(got, want)):
+            assert a.shape == b.shape, (a.shape, b.shape)
+            rows.append((size, stage, float(np.abs(a - b).max()), float(np.abs(b).max())))
+    return rows
 
 
 def main() -> None:

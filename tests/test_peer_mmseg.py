@@ -164,3 +164,58 @@ def test_769_and_voc_psanet_recipes_give_mmseg_logits(family, tmp_path):
     for size, diff, scale in rows:
         assert scale > 0.1, f"{family} {size}: logits too small to mean anything ({scale})"
         assert diff <= RELATIVE * scale, f"{family} {size}: max abs diff {diff} > {RELATIVE} x {scale}"
+
+
+def _peer_cfg(family):
+    from mmengine.config import Config
+
+    return Config.fromfile(str(mc.peer_config_path(family))).model
+
+
+@pytest.mark.parametrize("rsb,b", sorted(mc.RSB_NETWORKS.items()))
+def test_rsb_configs_build_the_b_networks(rsb, b, tmp_path):
+    """mmseg's ResNet-strikes-back configs build their "b" config's network (type='ResNet',
+    same strides, dilations and heads; only the ImageNet file and the schedule differ): the
+    same key/shape list, and our rsb recipe gives mmseg's logits on a file of mmseg's rsb model."""
+    peer, same = _peer_cfg(rsb), _peer_cfg(b)
+    backbone = {k: v for k, v in peer.backbone.items() if k != "init_cfg"}
+    assert backbone == dict(same.backbone) and backbone["type"] == "ResNet"
+    assert (peer.decode_head, peer.auxiliary_head) == (same.decode_head, same.auxiliary_head)
+    assert mc.key_shapes(rsb) == mc.key_shapes(b)
+    sizes = mc.SIZES[:2]  # 64x96 and the odd 67x93
+    for size, diff, scale in mc.compare(rsb, tmp_path, "mmcv1", sizes=sizes):
+        assert scale > 0.1 and diff <= RELATIVE * scale, f"{rsb} {size}: {diff} > {RELATIVE} x {scale}"
+
+
+@pytest.mark.parametrize("d32", mc.D32_NETWORKS)
+def test_d32_configs_are_d8_tensors_with_another_function(d32, tmp_path):
+    """A d32 file has a d8 file's keys and shapes (so the recipe decides), and the d8 recipe
+    given a d32 file does not give mmseg's d32 logits."""
+    from paddleseg_ext.checkpoints.weights import load_model_weights
+
+    d8 = d32.replace("-d32_", "-d8_")
+    assert mc.key_shapes(d32) == mc.key_shapes(d8)
+    peer = mc.randomized_peer(d32, 0)
+    path = tmp_path / "d32.pth"
+    mc.save_like_mmseg(peer, path, "mmcv1")
+    ours = mc.our_model(d8)
+    load_model_weights(ours, str(path))
+    x = mc.random_input((64, 96), 5)
+    want = mc.peer_logits(peer, x)
+    assert float(np.abs(mc.our_logits(ours, x) - want).max()) > 1e-3 * float(np.abs(want).max())
+
+
+def test_mmcls_resnet50_file_gives_the_resnets_features(tmp_path, caplog):
+    """An ImageNet ResNet50 file in mmcls' layout (the rsb recipes' initialisation) gives the
+    peer ResNet's four stage features through ``pretrained:``, the classifier reported."""
+    caplog.set_level("INFO", logger="paddleseg_ext")
+    rows = mc.compare_mmcls(tmp_path)
+    assert len(rows) == 8
+    for size, stage, diff, scale in rows:
+        assert scale > 0.1 and diff <= RELATIVE * scale, f"{size} stage {stage}: {diff} vs {scale}"
+    assert "2 ImageNet classifier tensors (head.fc, not part of the backbone) not loaded" in caplog.text
+
+
+def test_committed_mmcls_key_list_is_the_peers():
+    doc = json.loads(mc.MMCLS_FIXTURE.read_text())
+    assert doc["keys"] == mc.mmcls_key_shapes(mc.mmcls_resnet(50))
