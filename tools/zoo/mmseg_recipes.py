@@ -142,6 +142,13 @@ PEER_PROVEN = {
     "pspnet_r18b-d8": "R18, 7x7 stem: logits = mmseg's to 6.0e-7 on 1.2 (fp32)",
     "pspnet_r50b-d8": "R50, 7x7 stem: logits = mmseg's to 8.3e-7 on 0.95 (fp32)",
     "danet_r50-d8": "R50: logits = mmseg's to 9.5e-7 on 1.4 (fp32)",
+    "pspnet_r50-d32": "R50 d32: logits = mmseg's to 5.7e-7 on 0.93 (fp32), 1.8e-13 on 0.87 (fp64)",
+    "pspnet_r50b-d32": ("R50, 7x7 stem, d32: logits = mmseg's to 5.6e-7 on 0.82 (fp32), 1.5e-13 on "
+                        "0.63 (fp64)"),
+    "pspnet_r50-d8-rsb": ("mmseg builds pspnet_r50b-d8's network from it (same key/shape list); "
+                          "logits = mmseg's to 8.3e-7 on 0.95 (fp32)"),
+    "pspnet_r50-d32_rsb": ("mmseg builds pspnet_r50b-d32's network from it (same key/shape list); "
+                           "logits = mmseg's to 5.6e-7 on 0.82 (fp32)"),
 }
 PAPERS = {
     "pspnet": "PSPNet (Zhao et al., CVPR 2017)",
@@ -211,7 +218,8 @@ def _head_lines(family: Family) -> List[str]:
     if family.rsb:
         lines += [_line("    stem: 7x7", "mmseg type='ResNet': torchvision's conv1 / bn1"),
                   "    # mmseg initialises it from mmcls' ResNet-strikes-back ImageNet file",
-                  "    # (resnet50_8xb256-rsb-a1-600e_in1k_20211228-20e21305.pth)."]
+                  "    # (resnet50_8xb256-rsb-a1-600e_in1k_20211228-20e21305.pth), which `pretrained:`",
+                  "    # takes here too (checkpoints/adapters/mmcls_resnet.py)."]
     elif family.b:
         lines += [_line("    stem: 7x7", "mmseg type='ResNet': torchvision's conv1 / bn1"),
                   "    # mmseg initialises it from torchvision's ImageNet ResNet file, which",
