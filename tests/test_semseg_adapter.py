@@ -268,3 +268,12 @@ def test_converter_detects_semseg_files_without_a_model():
         conv = adapter.convert(as_numpy(state), None)
         assert not conv.unplaced and len(conv.state) + len(conv.not_loaded[next(iter(
             conv.not_loaded))]) == len(state)
+
+
+def test_a_backbone_with_other_dilations_is_refused():
+    """semseg dilates stages 3 / 4 by 2 / 4 at output stride 8; other dilations keep the tensors."""
+    family = "voc2012_pspnet50"
+    model = build(family, ["model.backbone.dilations=[1, 1, 1, 2]"])
+    state = sc.random_state(keys_of(family), seed=3)
+    with pytest.raises(ValueError, match=r"dilations=\[1, 1, 1, 2\] \(semseg: \[1, 1, 2, 4\]\)"):
+        to_native(state, model, source="s.pth")

@@ -56,7 +56,8 @@ PSPNET = "semseg PSPNet"
 PSANET = "semseg PSANet"
 #: The ResNet_vd switches that build semseg's ``deep_base`` ResNet at output stride 8.
 BACKBONE_SWITCHES = {"stem": "deep", "stem_channels": [64, 64, 128], "shortcut": "strided_conv",
-                     "identity_shortcut": False, "contract_dilation": False, "output_stride": 8}
+                     "identity_shortcut": False, "contract_dilation": False, "output_stride": 8,
+                     "dilations": [1, 1, 2, 4]}
 _PREFIX = "module."
 
 
