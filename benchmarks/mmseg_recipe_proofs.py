@@ -31,8 +31,8 @@ run, a group of one is the recipe itself. For it:
 * the main suite's key/shape list of the recipe (:func:`recipe_keys`, from the committed
   fixtures) is mmseg's state dict of that config, key for key.
 
-``--write`` records each recipe checked, which parts agreed (``logits``, ``inference``) and the
-measured figures, in :data:`PROVEN`; ``tools/zoo/mmseg_recipes.py`` and the README tables read
+``--write`` records each recipe checked, which parts agreed (``agrees``: ``logits``,
+``inference``) and the measured figures, in :data:`PROVEN`; ``tools/zoo/mmseg_recipes.py`` and the README tables read
 it.
 """
 
@@ -238,8 +238,9 @@ def check(name: str, tmp: Path, seed: int = 0) -> Dict[str, Any]:
     """Compare the recipe ``name`` with mmseg's config of that name (see the module docstring).
 
     Returns ``{"logits": [[H, W, max abs diff, max |logit|]...], "inference": [H, W, max abs
-    diff, max |logit|], "test": what the test-time path ran, "keys": whether the main suite's
-    key/shape list is mmseg's}``.
+    diff, max |logit|], "test": what the test-time path ran, "image_at_test_scale": whether the
+    image had mmseg's (scaled) test size, "keys": whether the main suite's key/shape list is
+    mmseg's}``.
     """
     from paddleseg_ext.checkpoints.weights import load_model_weights
 
@@ -275,6 +276,7 @@ def check(name: str, tmp: Path, seed: int = 0) -> Dict[str, Any]:
         raise AssertionError(f"{name} test-time path: our logits {got.shape}, mmseg's {want.shape}")
     out["inference"] = [*want.shape[1:], float(np.abs(got - want).max()), float(np.abs(want).max())]
     out["test"] = describe_test(cfg, factor)
+    out["image_at_test_scale"] = size != IMAGE
     return out
 
 
@@ -336,7 +338,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"keys {'=' if result['keys'] else '!='} fixture; {time.perf_counter() - t0:.0f} s",
                   flush=True)
             for name in group:
-                proven[name] = {"run_as": group[0], **verdict, **result}
+                proven[name] = {"run_as": group[0], "agrees": verdict, **result}
     print(f"total {time.perf_counter() - start:.0f} s, {failed} group(s) failed", flush=True)
     if args.write:
         doc = {"peer": "mmsegmentation 1.2.2 (mmcv-lite 2.1.0)",

@@ -164,3 +164,29 @@ def test_769_and_voc_psanet_recipes_give_mmseg_logits(family, tmp_path):
     for size, diff, scale in rows:
         assert scale > 0.1, f"{family} {size}: logits too small to mean anything ({scale})"
         assert diff <= RELATIVE * scale, f"{family} {size}: max abs diff {diff} > {RELATIVE} x {scale}"
+
+
+# --------------------------------------- every recipe shipped (benchmarks/mmseg_recipe_proofs.py)
+import mmseg_recipe_proofs as rp  # noqa: E402
+
+#: Recipes grouped by what decides their eval logits and test-time inference (mmseg's model and
+#: test pipeline, our model, val transforms and test_config): one run per group.
+RECIPE_GROUPS = rp.groups()
+
+
+@pytest.mark.parametrize("group", RECIPE_GROUPS, ids=lambda g: f"{g[0]}+{len(g) - 1}")
+def test_every_recipe_gives_mmsegs_logits_and_test_time_inference(group, tmp_path):
+    name = group[0]
+    result = rp.check(name, tmp_path)
+    assert result["keys"], f"{name}: the main suite's key list (rp.recipe_keys) is not mmseg's"
+    for h, w, diff, scale in result["logits"]:
+        assert rp.within([diff, scale]), f"{name} {h}x{w}: max abs diff {diff} > {rp.RELATIVE} x {scale}"
+    h, w, diff, scale = result["inference"]
+    assert rp.within(result["inference"]), \
+        f"{name} test-time path ({result['test']}) {h}x{w}: max abs diff {diff} > {rp.RELATIVE} x {scale}"
+
+
+def test_the_record_of_proven_recipes_covers_every_recipe():
+    recorded = json.loads(rp.PROVEN.read_text())["recipes"]
+    missing = sorted(set(rp.recipes()) - set(recorded))
+    assert not missing, f"not in {rp.PROVEN.name}: {missing}; rerun benchmarks/mmseg_recipe_proofs.py --write"
