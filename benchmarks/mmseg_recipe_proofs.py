@@ -233,6 +233,52 @@ def write_image(path: Path, seed: int, size: Tuple[int, int] = IMAGE) -> None:
     cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
 
 
+# ------------------------------------------------------------------- labels
+def label_rules(name: str, tmp: Path) -> Dict[str, Any]:
+    """The recipe's dataset labels on both sides: class count, ignore index, and what each raw
+    label value 0..255 becomes (mmseg's test ``LoadAnnotations`` with its dataset's
+    ``reduce_zero_label``; our val dataset's ``convert_label``). No image or model is needed.
+
+    Returns ``{"peer": (classes, ignore_index, mapped), "ours": (...)}``, ``mapped`` the 256
+    values as a list.
+    """
+    import inspect
+
+    import cv2
+
+    from paddleseg_ext.cvlibs import Config, manager
+    from paddleseg_ext.transforms.loading import read_label
+
+    mc._mmcv_ops_stand_in()
+    from mmseg.registry import DATASETS, TRANSFORMS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    cfg = peer_config(name)
+    ds = cfg.test_dataloader.dataset
+    peer_cls = DATASETS.get(ds.type)
+
+    def default(arg: str) -> Any:  # the nearest class of the dataset's MRO that names ``arg``
+        return next(p[arg].default for p in (inspect.signature(c.__init__).parameters
+                                             for c in peer_cls.__mro__) if arg in p)
+
+    reduce = ds.get("reduce_zero_label", default("reduce_zero_label"))
+    ignore = ds.get("ignore_index", default("ignore_index"))
+    raw = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    path = tmp / "label.png"
+    cv2.imwrite(str(path), raw)
+    load = TRANSFORMS.build(dict(next(t for t in cfg.test_pipeline if t["type"] == "LoadAnnotations")))
+    peer = load({"seg_map_path": str(path), "reduce_zero_label": reduce, "seg_fields": []})["gt_seg_map"]
+    ours_cfg = Config(str(recipes()[name])).dic["val_dataset"]
+    ours_cls = manager.DATASETS.get(ours_cfg["type"])
+    dataset = ours_cls.__new__(ours_cls)  # only its label rule: no files are read
+    dataset.ignore_index = ours_cfg.get("ignore_index", 255)
+    ours = dataset.convert_label(read_label(str(path)))
+    return {"peer": (len(peer_cls.METAINFO["classes"]), ignore, peer.ravel().tolist()),
+            "ours": (ours_cfg.get("num_classes", ours_cls.NUM_CLASSES), dataset.ignore_index,
+                     np.asarray(ours).ravel().tolist())}
+
+
 # ----------------------------------------------------------------- one check
 def check(name: str, tmp: Path, seed: int = 0) -> Dict[str, Any]:
     """Compare the recipe ``name`` with mmseg's config of that name (see the module docstring).

@@ -190,3 +190,18 @@ def test_the_record_of_proven_recipes_covers_every_recipe():
     recorded = json.loads(rp.PROVEN.read_text())["recipes"]
     missing = sorted(set(rp.recipes()) - set(recorded))
     assert not missing, f"not in {rp.PROVEN.name}: {missing}; rerun benchmarks/mmseg_recipe_proofs.py --write"
+
+
+def _one_recipe_per_dataset():
+    first = {}
+    for name in rp.recipes():
+        first.setdefault(name.rsplit("_", 1)[1], name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_recipe_per_dataset())
+def test_recipe_dataset_reads_labels_as_mmseg(name, tmp_path):
+    """Class count, ignore index and the mapping of every raw label value (reduce_zero_label)."""
+    rules = rp.label_rules(name, tmp_path)
+    assert rules["ours"][:2] == rules["peer"][:2], rules["ours"][:2]
+    assert rules["ours"][2] == rules["peer"][2]
