@@ -85,7 +85,11 @@ def fixture_for(name: str) -> Path:
 def recipe_keys(name: str, num_classes: int) -> Dict[str, List[int]]:
     """mmseg's key/shape list of the config ``name`` with ``num_classes`` classes (NumPy only):
     its committed list with the classifiers (``conv_seg``) resized."""
-    keys = json.loads(fixture_for(name).read_text())["keys"]
+    path = fixture_for(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed mmseg key/shape list for {name} ({path.name}): run "
+                                ".venv-peers/bin/python benchmarks/mmseg_recipe_proofs.py --fixtures")
+    keys = json.loads(path.read_text())["keys"]
     return {k: [num_classes, *v[1:]] if k.rsplit(".", 2)[-2].endswith("conv_seg") else v for k, v in keys.items()}
 
 
