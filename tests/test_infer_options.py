@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -145,3 +146,31 @@ def test_config_file_and_tool_report_the_same_words(tiny, tmp_path, capsys):
 def test_scenes_refuse_multi_scale_inference(tmp_path):
     with pytest.raises(ConfigError, match="scenes are predicted window by window; multi-scale / flip"):
         predict_scenes([], None, str(tmp_path), lambda batch: batch, None, options=InferOptions(aug_eval=True))
+
+
+def test_align_corners_resizes_the_logits_back_with_corners_aligned():
+    """mmseg resizes the logits back to the image with its heads' align_corners (its 769x769
+    recipes: True); ``test_config.align_corners`` / ``--align_corners`` do the same."""
+    import paddle
+
+    from paddleseg_ext.core.infer import predict_logits
+
+    logits = paddle.to_tensor(np.random.default_rng(0).normal(size=(1, 2, 4, 6)).astype(np.float32))
+
+    class Net(paddle.nn.Layer):
+        def forward(self, im):
+            return [logits]
+
+    info = [("resize", (7, 11))]  # the image was 7x11 before the val transforms
+    plain = predict_logits(Net(), logits, info, InferOptions.from_config({}, "c.yml")).numpy()
+    aligned_opts = InferOptions.from_config({"align_corners": True, "is_slide": False}, "c.yml")
+    assert aligned_opts == InferOptions.from_args(parse(["--align_corners"]), {}, "")
+    assert "align_corners" in aligned_opts.describe()
+    aligned = predict_logits(Net(), logits, info, aligned_opts).numpy()
+    want = logits.numpy()
+    # corners aligned, 4x6 -> 7x11: output (r, c) samples the input at (r / 2, c / 2), so every
+    # other output pixel is an input logit; half-pixel centres sample elsewhere
+    np.testing.assert_allclose(aligned[..., ::2, ::2], want, rtol=0, atol=1e-6)
+    assert np.abs(plain[..., ::2, ::2] - want).max() > 1e-2
+    with pytest.raises(ConfigError, match="align_corners must be True or False"):
+        InferOptions.from_config({"align_corners": 1}, "c.yml")

@@ -5,8 +5,8 @@
 * each recipe carries mmseg 1.2.2's test settings for its dataset (written out here from
   mmseg's config files, not from the generator);
 * every distinct network of the recipes takes an mmseg-layout state whole: the key/shape lists
-  committed from mmseg (ResNet18 / 50), stage 3 extended to mmseg's 23 ResNet101 blocks, the
-  classifiers resized to the recipe's classes;
+  committed from mmseg's own models (ResNet18 / 50 / 101), the classifiers resized to the
+  recipe's classes;
 * every recipe a zoo table names exists.
 """
 
@@ -136,20 +136,9 @@ def test_recipe_has_mmsegs_test_settings(path):
 
 def _mmseg_keys(model, depth, num_classes, b=False):
     """mmseg's key/shape list for ``model`` at ``depth`` (``b``: the 7x7-stem "b" variant) with
-    ``num_classes`` classifiers.
-
-    ResNet18 and 50 lists are mmseg's own (committed fixtures); mmseg's ResNet101 differs from
-    its ResNet50 only in stage 3, 23 bottlenecks instead of 6, each like block 5.
-    """
+    ``num_classes`` classifiers: the committed list of mmseg's own model (ResNet18, 50 and 101)."""
     v = "b" if b else ""
-    base = f"pspnet_r18{v}-d8_4xb2-80k_cityscapes-512x1024" if depth == 18 else \
-        f"{model}_r50{v}-d8_4xb2-80k_cityscapes-512x1024"
-    keys = json.loads((mc.FIXTURES / f"{mc.fixture_name(base)}.json").read_text())["keys"]
-    if depth == 101:
-        block = {k[len("backbone.layer3.5."):]: v for k, v in keys.items() if k.startswith("backbone.layer3.5.")}
-        keys = dict(keys)
-        for i in range(6, 23):
-            keys.update({f"backbone.layer3.{i}.{k}": v for k, v in block.items()})
+    keys = json.loads((mc.FIXTURES / f"{model}_r{depth}{v}-d8.json").read_text())["keys"]
     return {k: [num_classes, *v[1:]] if "conv_seg." in k else v for k, v in keys.items()}
 
 

@@ -219,3 +219,44 @@ def test_mmcls_resnet50_file_gives_the_resnets_features(tmp_path, caplog):
 def test_committed_mmcls_key_list_is_the_peers():
     doc = json.loads(mc.MMCLS_FIXTURE.read_text())
     assert doc["keys"] == mc.mmcls_key_shapes(mc.mmcls_resnet(50))
+
+
+# --------------------------------------- every recipe shipped (benchmarks/mmseg_recipe_proofs.py)
+import mmseg_recipe_proofs as rp  # noqa: E402
+
+#: Recipes grouped by what decides their eval logits and test-time inference (mmseg's model and
+#: test pipeline, our model, val transforms and test_config): one run per group.
+RECIPE_GROUPS = rp.groups()
+
+
+@pytest.mark.parametrize("group", RECIPE_GROUPS, ids=lambda g: f"{g[0]}+{len(g) - 1}")
+def test_every_recipe_gives_mmsegs_logits_and_test_time_inference(group, tmp_path):
+    name = group[0]
+    result = rp.check(name, tmp_path)
+    assert result["keys"], f"{name}: the main suite's key list (rp.recipe_keys) is not mmseg's"
+    for h, w, diff, scale in result["logits"]:
+        assert rp.within([diff, scale]), f"{name} {h}x{w}: max abs diff {diff} > {rp.RELATIVE} x {scale}"
+    h, w, diff, scale = result["inference"]
+    assert rp.within(result["inference"]), \
+        f"{name} test-time path ({result['test']}) {h}x{w}: max abs diff {diff} > {rp.RELATIVE} x {scale}"
+
+
+def test_the_record_of_proven_recipes_covers_every_recipe():
+    recorded = json.loads(rp.PROVEN.read_text())["recipes"]
+    missing = sorted(set(rp.recipes()) - set(recorded))
+    assert not missing, f"not in {rp.PROVEN.name}: {missing}; rerun benchmarks/mmseg_recipe_proofs.py --write"
+
+
+def _one_recipe_per_dataset():
+    first = {}
+    for name in rp.recipes():
+        first.setdefault(name.rsplit("_", 1)[1], name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_recipe_per_dataset())
+def test_recipe_dataset_reads_labels_as_mmseg(name, tmp_path):
+    """Class count, ignore index and the mapping of every raw label value (reduce_zero_label)."""
+    rules = rp.label_rules(name, tmp_path)
+    assert rules["ours"][:2] == rules["peer"][:2], rules["ours"][:2]
+    assert rules["ours"][2] == rules["peer"][2]

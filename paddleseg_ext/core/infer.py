@@ -48,15 +48,17 @@ def _as_pair(v: Union[int, Sequence[int], None], name: str) -> Optional[Size]:
     return (int(v[0]), int(v[1]))
 
 
-def reverse_transform(pred: paddle.Tensor, trans_info: List[Any], mode: str = "bilinear") -> paddle.Tensor:
-    """Map ``pred [N, K, h, w]`` back through ``trans_info`` to the original size."""
+def reverse_transform(pred: paddle.Tensor, trans_info: List[Any], mode: str = "bilinear",
+                      align_corners: bool = False) -> paddle.Tensor:
+    """Map ``pred [N, K, h, w]`` back through ``trans_info`` to the original size
+    (``align_corners``: of the bilinear resizes, see :class:`InferOptions`)."""
     for op, shape in reversed(trans_info or []):
         h, w = int(shape[0]), int(shape[1])
         if op == "resize":
             if mode == "nearest":
                 pred = F.interpolate(pred.astype("float32"), (h, w), mode="nearest").astype(pred.dtype)
             else:
-                pred = F.interpolate(pred, (h, w), mode="bilinear", align_corners=False)
+                pred = F.interpolate(pred, (h, w), mode="bilinear", align_corners=align_corners)
         elif op == "padding":
             pred = pred[:, :, :h, :w]
         else:
@@ -100,8 +102,10 @@ def slide_inference(model: paddle.nn.Layer, im: paddle.Tensor, crop_size: Size, 
 
 
 def inference(model: paddle.nn.Layer, im: paddle.Tensor, trans_info: Optional[List[Any]] = None,
-              is_slide: bool = False, crop_size: Any = None, stride: Any = None) -> paddle.Tensor:
-    """Logits ``[N, K, H0, W0]`` at the original (pre-transform) resolution."""
+              is_slide: bool = False, crop_size: Any = None, stride: Any = None,
+              align_corners: bool = False) -> paddle.Tensor:
+    """Logits ``[N, K, H0, W0]`` at the original (pre-transform) resolution (``align_corners``:
+    of the resize back to it)."""
     if is_slide:
         crop, strd = _as_pair(crop_size, "crop_size"), _as_pair(stride, "stride")
         if crop is None or strd is None:
@@ -109,13 +113,13 @@ def inference(model: paddle.nn.Layer, im: paddle.Tensor, trans_info: Optional[Li
         logit = slide_inference(model, im, crop, strd)
     else:
         logit = _forward(model, im)
-    return reverse_transform(logit, trans_info or [])
+    return reverse_transform(logit, trans_info or [], align_corners=align_corners)
 
 
 def aug_inference(model: paddle.nn.Layer, im: paddle.Tensor, trans_info: Optional[List[Any]] = None,
                   scales: Union[float, Sequence[float]] = 1.0, flip_horizontal: bool = False,
                   flip_vertical: bool = False, is_slide: bool = False, crop_size: Any = None,
-                  stride: Any = None) -> paddle.Tensor:
+                  stride: Any = None, align_corners: bool = False) -> paddle.Tensor:
     """Sum of softmax probabilities over scales and flips, at original resolution.
 
     Returns ``[N, K, H0, W0]`` probabilities (divided by the number of views).
@@ -142,7 +146,7 @@ def aug_inference(model: paddle.nn.Layer, im: paddle.Tensor, trans_info: Optiona
             prob = channel_softmax(logit)
             total = prob if total is None else total + prob
             views += 1
-    return reverse_transform(total / views, trans_info or [])
+    return reverse_transform(total / views, trans_info or [], align_corners=align_corners)
 
 
 def predict_logits(model: paddle.nn.Layer, img: paddle.Tensor, trans_info: Any,
@@ -152,5 +156,5 @@ def predict_logits(model: paddle.nn.Layer, img: paddle.Tensor, trans_info: Any,
     o = options
     if o.aug_eval:
         return aug_inference(model, img, trans_info, o.scales, o.flip_horizontal, o.flip_vertical,
-                             o.is_slide, o.crop_size, o.stride)
-    return inference(model, img, trans_info, o.is_slide, o.crop_size, o.stride)
+                             o.is_slide, o.crop_size, o.stride, o.align_corners)
+    return inference(model, img, trans_info, o.is_slide, o.crop_size, o.stride, o.align_corners)

@@ -36,7 +36,7 @@ MAPPING_KEYS = ("train_dataset", "val_dataset", "test_dataset", "optimizer", "lr
                 "loss", "model", "test_config", "export", "distill_loss", "early_stop", "ema")
 # test_config keys the tools use, and PaddleSeg ones that are accepted but unused.
 TEST_CONFIG_KEYS = ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide",
-                    "crop_size", "stride", "nodata")
+                    "crop_size", "stride", "align_corners", "nodata")
 TEST_CONFIG_IGNORED = ("auc_roc", "use_multilabel", "print_detail", "precision", "amp_level",
                        "num_workers")
 

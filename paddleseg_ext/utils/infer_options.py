@@ -25,7 +25,8 @@ __all__ = ["InferOptions", "INFER_KEYS", "WINDOW_KEYS", "add_infer_args"]
 Pair = Tuple[int, int]
 
 #: The keys, spelled as in ``test_config`` (and as the command-line flags, ``--<key>``).
-INFER_KEYS = ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide", "crop_size", "stride")
+INFER_KEYS = ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide", "crop_size", "stride",
+              "align_corners")
 #: What an export carries into deploy.yaml: the exported program is one forward pass per
 #: input, so the deploy runners use the window (``--scene``) and nothing else.
 WINDOW_KEYS = ("crop_size", "stride")
@@ -42,7 +43,8 @@ SIZE = Rule("a positive int or a [width, height] pair of positive ints",
             lambda v: (v, v) if POSITIVE_INT.test(v) else (v[0], v[1]), kind="list")
 
 _RULES: Dict[str, Rule] = {"aug_eval": BOOL, "scales": SCALES, "flip_horizontal": BOOL, "flip_vertical": BOOL,
-                           "is_slide": BOOL, "crop_size": optional(SIZE), "stride": optional(SIZE)}
+                           "is_slide": BOOL, "crop_size": optional(SIZE), "stride": optional(SIZE),
+                           "align_corners": BOOL}
 # Where argparse keeps each flag (``--aug_eval`` is also ``--aug_pred``, PaddleSeg's name in predict.py).
 _DEST = {"aug_eval": "aug"}
 _COMMAND_LINE = "command line"
@@ -67,6 +69,11 @@ class InferOptions:
         crop_size: window ``(w, h)`` (an int means square). Also the window of scene
             prediction (``--scene``), whether or not ``is_slide`` is set.
         stride: step between windows ``(w, h)``.
+        align_corners: resize the logits back to the image's size with corner pixels
+            aligned, as mmsegmentation does for a model whose heads resize that way
+            (``BaseSegmentor.postprocess_result`` uses the decode head's
+            ``align_corners``: its Cityscapes 769x769 recipes); else with half-pixel
+            centres, as PaddleSeg does.
 
     Raises:
         ValueError: a value outside its rule, or ``is_slide`` without a window and stride
@@ -81,6 +88,7 @@ class InferOptions:
     is_slide: bool = False
     crop_size: Optional[Pair] = None
     stride: Optional[Pair] = None
+    align_corners: bool = False
 
     def __post_init__(self) -> None:
         if self.is_slide and (self.crop_size is None or self.stride is None):
@@ -158,7 +166,8 @@ class InferOptions:
         """One line for the logs: ``plain`` or ``aug (...)``, plus the windows when sliding."""
         text = (f"aug (scales {list(self.scales)}, flip h={self.flip_horizontal} v={self.flip_vertical})"
                 if self.aug_eval else "plain")
-        return text + (f", slide crop {list(self.crop_size)} stride {list(self.stride)}" if self.is_slide else "")
+        text += f", slide crop {list(self.crop_size)} stride {list(self.stride)}" if self.is_slide else ""
+        return text + (", logits resized back with align_corners" if self.align_corners else "")
 
 
 def _spell(prefix: str, key: str) -> str:
@@ -177,6 +186,9 @@ def add_infer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--is_slide", action="store_true", default=None, help="sliding-window inference")
     p.add_argument("--crop_size", nargs=2, type=int, help="slide window (w h)")
     p.add_argument("--stride", nargs=2, type=int, help="slide stride (w h)")
+    p.add_argument("--align_corners", action="store_true", default=None,
+                   help="resize the logits back to the image with corner pixels aligned (mmseg's "
+                        "recipes whose heads use align_corners=True)")
     fold = p.add_mutually_exclusive_group()
     fold.add_argument("--fold_bn", dest="fold_bn", action="store_true", default=True,
                       help="run a copy of the model with each batch norm folded into its conv "

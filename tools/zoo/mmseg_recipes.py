@@ -15,6 +15,7 @@ between ``<!-- mmseg-zoo:begin -->`` and ``<!-- mmseg-zoo:end -->`` in
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -134,21 +135,6 @@ TEST_MODES = {
     "pascal-context-480x480": "fitted into 520x520, slide 480 / 320",
     "pascal-context-59-480x480": "fitted into 520x520, slide 480 / 320",
     "coco-stuff10k-512x512": "whole, short side 512",
-}
-#: Families whose network mmseg's own model was compared with here (benchmarks/mmseg_checkpoints.py).
-PEER_PROVEN = {
-    "pspnet_r18-d8": "R18: logits = mmseg's to 4.8e-7 on 1.1 (fp32)",
-    "pspnet_r50-d8": "R50: logits = mmseg's to 8.0e-7 on 0.89 (fp32)",
-    "pspnet_r18b-d8": "R18, 7x7 stem: logits = mmseg's to 6.0e-7 on 1.2 (fp32)",
-    "pspnet_r50b-d8": "R50, 7x7 stem: logits = mmseg's to 8.3e-7 on 0.95 (fp32)",
-    "danet_r50-d8": "R50: logits = mmseg's to 9.5e-7 on 1.4 (fp32)",
-    "pspnet_r50-d32": "R50 d32: logits = mmseg's to 5.7e-7 on 0.93 (fp32), 1.8e-13 on 0.87 (fp64)",
-    "pspnet_r50b-d32": ("R50, 7x7 stem, d32: logits = mmseg's to 5.6e-7 on 0.82 (fp32), 1.5e-13 on "
-                        "0.63 (fp64)"),
-    "pspnet_r50-d8-rsb": ("mmseg builds pspnet_r50b-d8's network from it (same key/shape list); "
-                          "logits = mmseg's to 8.3e-7 on 0.95 (fp32)"),
-    "pspnet_r50-d32_rsb": ("mmseg builds pspnet_r50b-d32's network from it (same key/shape list); "
-                           "logits = mmseg's to 5.6e-7 on 0.82 (fp32)"),
 }
 PAPERS = {
     "pspnet": "PSPNet (Zhao et al., CVPR 2017)",
@@ -294,27 +280,63 @@ def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+#: What benchmarks/mmseg_recipe_proofs.py measured, recipe by recipe, against mmseg's own config
+#: of the same name (written there with --write; the peer suite checks it covers every recipe).
+PROVEN_FILE = ROOT / "tests" / "fixtures" / "mmseg" / "proven_recipes.json"
+def proven() -> Dict[str, dict]:
+    """``{recipe name: record}`` of :data:`PROVEN_FILE` (empty when it is absent)."""
+    return json.loads(PROVEN_FILE.read_text())["recipes"] if PROVEN_FILE.is_file() else {}
+
+
+def _worst(rows: Sequence[Sequence[float]]) -> str:
+    return f"{max(row[-2] / row[-1] for row in rows):.1e}"
+
+
+def verified_text(record: Optional[dict]) -> str:
+    """The "verified here" cell of a recipe from its record in :data:`PROVEN_FILE` (None: not
+    compared)."""
+    if record is None:
+        return "every tensor placed from mmseg's key list; not compared with mmseg's model"
+    sizes = " and ".join(f"{h}x{w}" for h, w, *_ in record["logits"])
+    done = [f"logits = mmseg's to {_worst(record['logits'])} of max (fp32, {sizes})"
+            if record["agrees"]["logits"] else "logits differ from mmseg's (see the peer check)"]
+    mode = "slide" if "slide" in record["test"] else "whole"
+    if record["agrees"]["inference"]:
+        where = "; image of mmseg's test size: no test resize here" if record.get("image_at_test_scale") else ""
+        done.append(f"test-time path ({mode}, scaled down{where}) = mmseg's to {_worst([record['inference']])}")
+    else:
+        done.append(f"test-time path ({mode}) differs from mmseg's by {_worst([record['inference']])} "
+                    "of max (see the peer check)")
+    return "; ".join(done)
+
+
 def verified(family: Family) -> str:
-    """What this repository checked for ``family`` (the tests that check it)."""
-    key = family.name.split("_4xb")[0]
+    """What this repository checked for ``family`` (benchmarks/mmseg_recipe_proofs.py)."""
     if family.needs:
         return "-"
-    classes = NUM_CLASSES[family.suffix]
-    smallest = min(f.depth for f in families(family.model)
-                   if f.needs is None and NUM_CLASSES[f.suffix] == classes)
-    keys = "mmseg's key list" + (", stage 3 extended to 23 blocks" if family.depth == 101 else "")
-    if classes == 19 or family.depth == smallest:
-        done = [f"every tensor placed from {keys}"]
-    else:
-        done = [f"every tensor placed from {keys} at 19 classes, and the {classes}-class "
-                f"classifiers at R{smallest}"]
-    if key in PEER_PROVEN and family.suffix == "cityscapes-512x1024":
-        done.insert(0, PEER_PROVEN[key])
-    elif key in PEER_PROVEN:
-        done.append("same network as the 512x1024 peer proof"
-                    + (" but align_corners=True (not compared)" if family.suffix.endswith("769x769")
-                       else f", {family.dataset} classes"))
-    return "; ".join(done)
+    return verified_text(proven().get(family.name))
+
+
+#: Model folders whose recipes are written by hand but whose README carries the generated
+#: "verified here" table between these markers.
+PROOF_TABLES = ("psanet", "pointrend")
+PROOF_BEGIN, PROOF_END = "<!-- mmseg-proof:begin -->", "<!-- mmseg-proof:end -->"
+
+
+def proof_table(model: str) -> str:
+    """What was compared with mmseg for each recipe in ``configs/<model>/mmseg/``."""
+    rows = ["| recipe | verified here |", "|---|---|"]
+    for path in sorted((ROOT / "configs" / model / "mmseg").glob("*.yml")):
+        rows.append(f"| `mmseg/{path.name}` | {verified_text(proven().get(path.stem))} |")
+    return "\n".join([
+        PROOF_BEGIN,
+        "Each recipe against mmseg 1.2.2's own config file of the same name: random weights and "
+        "BatchNorm statistics saved as mmseg's zoo files, loaded with `--model_path`'s loader "
+        "(`benchmarks/mmseg_recipe_proofs.py`, its record `tests/fixtures/mmseg/proven_recipes.json`; "
+        "criterion 1e-5 of the largest logit). Written by `python tools/zoo/mmseg_recipes.py`.",
+        "",
+        *rows,
+        PROOF_END])
 
 
 def table(model: str) -> str:
@@ -339,16 +361,24 @@ def table(model: str) -> str:
         END])
 
 
+def _replace_between(readme: Path, begin: str, end: str, body: str, what: str) -> str:
+    """``readme``'s text with the part from ``begin`` to ``end`` replaced by ``body``."""
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme}: add the lines {begin} and {end} where the {what} goes")
+    head, rest = text.split(begin, 1)
+    return head + body + rest.split(end, 1)[1]
+
+
 def planned() -> Dict[Path, str]:
     """Every file the generator owns, with its content."""
     out: Dict[Path, str] = {recipe_path(f): recipe_text(f) for f in families() if f.needs is None}
     for model in PAPERS:
         readme = ROOT / "configs" / model / "README.md"
-        text = readme.read_text()
-        if BEGIN not in text or END not in text:
-            raise ValueError(f"{readme}: add the lines {BEGIN} and {END} where the mmseg table goes")
-        head, rest = text.split(BEGIN, 1)
-        out[readme] = head + table(model) + rest.split(END, 1)[1]
+        out[readme] = _replace_between(readme, BEGIN, END, table(model), "mmseg table")
+    for model in PROOF_TABLES:
+        readme = ROOT / "configs" / model / "README.md"
+        out[readme] = _replace_between(readme, PROOF_BEGIN, PROOF_END, proof_table(model), "proof table")
     return out
 
 
