@@ -356,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: the fastest runtime whose logits match onnxruntime's unoptimised graph within "
-                        "float32 rounding, measured at start-up (Paddle Inference for an export without "
-                        "model.onnx); /metadata says why")
+                        "float32 rounding, measured at start-up (of runtimes within noise of the fastest: "
+                        "onnx, openvino, paddle-mkldnn, paddle, in that order; Paddle Inference for an "
+                        "export without model.onnx); /metadata says why")
     p.add_argument("--probe_side", type=int, default=64,
                    help="auto: side of the square probe image the runtimes are checked and timed on "
                         "(an export with a fixed input size is probed at that size)")
