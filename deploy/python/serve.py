@@ -395,13 +395,18 @@ def load(args: argparse.Namespace) -> tuple:
     predictors = [make_predictor_for(cfg, runtime, threads) for _ in range(args.workers)]
     limits = ImageLimits(args.max_bytes, args.max_pixels, args.max_side, args.min_side)
     # Warm-up: the first run of a predictor sets up its kernels; it also tells the class count of a
-    # probability output when an older deploy.yaml lacks num_classes.
+    # probability output when an older deploy.yaml lacks num_classes. Then one call at the largest
+    # batch: onnxruntime's memory arena grows to what the biggest call needs at once, instead of
+    # step by step as larger batches first arrive under load (resident memory then rose for the
+    # first seconds of a load run and stayed ~30 MB higher: benchmarks/serve_memory.py).
     side = max(64, limits.min_side)
     probe = np.zeros((side, side, cfg.transforms.img_channels), np.float32)
     shapes = set()
     for pr in predictors:
         data = pr.preprocess(probe.copy())
         shapes.add(pr.run(data["img"][None]).shape)
+        if args.max_batch > 1:
+            pr.run(np.repeat(data["img"][None], args.max_batch, axis=0))
     num_classes = cfg.dic.get("num_classes")
     if num_classes is None and cfg.output_op != "argmax":
         num_classes = next(iter(shapes))[1]
