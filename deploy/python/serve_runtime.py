@@ -76,6 +76,10 @@ SETTLE_S = 0.25
 PREFERENCE = ("onnx", "openvino", "paddle-mkldnn", "paddle")
 #: Significance of :func:`slower_beyond_noise`.
 NOISE_ALPHA = 0.05
+#: Timed rounds of ``auto`` (serve.py --probe_rounds) and of the quick deploy benchmark. With 15 paired
+#: rounds the sign test calls a runtime slower when it lost 12 of them; with 7 it must lose all 7,
+#: and on a shared machine runtimes 1.6x apart by their medians then still came out "within noise".
+PROBE_ROUNDS = 15
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -283,7 +287,7 @@ def rank(candidates: Sequence[Candidate], alpha: float = NOISE_ALPHA) -> Optiona
 
 
 def choose(reference: Runner, candidates: Dict[str, Callable[[], Any]], probe: np.ndarray, depth: int,
-           fan_in: int, runs: int = 7, reference_name: str = "reference",
+           fan_in: int, runs: int = PROBE_ROUNDS, reference_name: str = "reference",
            kinds: Optional[Dict[str, str]] = None, settle_s: float = SETTLE_S,
            outputs: Optional[Dict[str, np.ndarray]] = None) -> RuntimeChoice:
     """The exact candidate to serve on ``probe``: the fastest, or the first in :data:`PREFERENCE` of
@@ -357,7 +361,7 @@ def probe_batch(channels: int, side: int, batch: int, seed: int = 0) -> np.ndarr
     return np.random.RandomState(seed).standard_normal((batch, channels, side, side)).astype(np.float32)
 
 
-def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: int = 7,
+def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: int = PROBE_ROUNDS,
                  runtimes: Sequence[str] = ("onnx", "openvino", "paddle", "paddle-mkldnn"),
                  settle_s: float = SETTLE_S, outputs: Optional[Dict[str, np.ndarray]] = None) -> RuntimeChoice:
     """``auto`` for a deploy config: see the module's docstring.
