@@ -14,10 +14,10 @@ images per second it managed (to see what a fix costs):
 * ``1-image warm-up``: the predictors as serve.py built and warmed them before
   this measurement (one 64x64 image each);
 * ``+ largest batch``: the same, plus one call at the largest batch (8) per
-  predictor before the run: serve.py's warm-up now;
-* ``+ largest batch, MALLOC_ARENA_MAX=2``: the same with glibc limited to two
-  malloc arenas (it makes one per thread that allocates concurrently, up to
-  8 per core);
+  predictor before the run (serve.py's warm-up now);
+* ``+ largest batch, 2 malloc arenas``: the same with glibc limited to two
+  malloc arenas (``serve_pool.limit_malloc_arenas``; glibc makes one per thread
+  that finds the others busy, up to 8 per core): serve.py now;
 * ``no arena`` (onnxruntime only): the 1-image warm-up, the session without its
   CPU memory arena (``SessionOptions.enable_cpu_mem_arena = False``), every
   call allocating from malloc.
@@ -46,9 +46,9 @@ sys.path.insert(0, str(ROOT / "deploy" / "python"))
 
 #: Predictor calls by batch size in serve_load.py's 60 s run at 16:02 on 2026-12-07 (max_batch 8).
 BATCH_COUNTS = {1: 293, 2: 26, 3: 31, 4: 220, 5: 82, 6: 11, 7: 4, 8: 1}
-#: variant -> (environment of its process, warm up at the largest batch too)
-VARIANTS = {"1-image warm-up": ({}, False), "+ largest batch": ({}, True),
-            "+ largest batch, MALLOC_ARENA_MAX=2": ({"MALLOC_ARENA_MAX": "2"}, True), "no arena": ({}, False)}
+#: variant -> (limit glibc to two malloc arenas, warm up at the largest batch too)
+VARIANTS = {"1-image warm-up": (False, False), "+ largest batch": (False, True),
+            "+ largest batch, 2 malloc arenas": (True, True), "no arena": (False, False)}
 
 
 def child(config: str, runtime: str, variant: str, seconds: float, seed: int) -> Dict[str, Any]:
@@ -59,6 +59,11 @@ def child(config: str, runtime: str, variant: str, seconds: float, seed: int) ->
     from serve import make_predictor_for
     from serve_load import rss_mb
 
+    if VARIANTS[variant][0]:
+        from serve_pool import limit_malloc_arenas
+
+        if not limit_malloc_arenas(2):
+            raise RuntimeError("could not limit glibc's malloc arenas here")
     cfg = DeployConfig(config, "onnx")
     preds = [make_predictor_for(cfg, runtime, 1) for _ in range(2)]
     if variant == "no arena":
@@ -118,7 +123,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(child(args.config, args.runtime, args.child, args.seconds, args.seed)))
         return 0
     variants = [v for v in VARIANTS if args.runtime == "onnx" or v != "no arena"]
-    import os
 
     with tempfile.TemporaryDirectory(prefix="serve_memory_") as tmp:
         config = args.config
@@ -135,8 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for v in variants:
                 out = subprocess.run([sys.executable, __file__, "--config", config, "--runtime", args.runtime,
                                       "--seconds", str(args.seconds), "--child", v, "--seed", str(r)],
-                                     capture_output=True, text=True, check=True,
-                                     env=dict(os.environ, **VARIANTS[v][0]))
+                                     capture_output=True, text=True, check=True)
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 results[v].append(res)
                 print(f"round {r + 1} {v}: " + ", ".join(f"{k} {res[k]:.1f}" for k in

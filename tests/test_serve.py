@@ -548,6 +548,15 @@ def test_pool_arguments_are_checked():
         serve_pool.PredictorPool(["p"], 1, 1, max_batch=0)
 
 
+def test_malloc_arenas_are_capped_unless_the_user_set_them(monkeypatch):
+    import platform
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert serve_pool.limit_malloc_arenas(2) is False  # the user's setting stands
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert serve_pool.limit_malloc_arenas(2) is (platform.libc_ver()[0] == "glibc")
+
+
 def test_bad_config_is_one_error_line(tmp_path):
     import subprocess
 

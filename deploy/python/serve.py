@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from infer import BasePredictor, DeployConfig  # noqa: E402
 from serve_input import (HOW_TO_SEND, RAW_CONTENT_TYPES, ImageLimits, RequestError, check_size,  # noqa: E402
                          decode_upload, header_size)
-from serve_pool import BatchJob, PoolFull, PoolTimeout, PredictorPool  # noqa: E402
+from serve_pool import BatchJob, PoolFull, PoolTimeout, PredictorPool, limit_malloc_arenas  # noqa: E402
 from serve_runtime import PROBE_ROUNDS, RuntimeChoice, auto_runtime  # noqa: E402
 from paddleseg_ext.transforms.functional import reverse_transform  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
@@ -422,6 +422,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn
 
+    limit_malloc_arenas(2)  # before the predictors' and the pool's threads allocate
     model, pool, limits = load(args)
     log = get_logger()
     log.info("[SERVE] %s on %s (%d worker(s) x %d thread(s), queue %d, batch <= %d); http://%s:%d/",
