@@ -76,9 +76,9 @@ SETTLE_S = 0.25
 PREFERENCE = ("onnx", "openvino", "paddle-mkldnn", "paddle")
 #: Significance of :func:`slower_beyond_noise`.
 NOISE_ALPHA = 0.05
-#: Timed rounds of ``auto`` (serve.py --probe_rounds) and of the quick deploy benchmark. With 15 paired
-#: rounds the sign test calls a runtime slower when it lost 12 of them; with 7 it must lose all 7,
-#: and on a shared machine runtimes 1.6x apart by their medians then still came out "within noise".
+#: Timed rounds of ``auto`` (serve.py --probe_rounds) and of the quick deploy benchmark, the same so
+#: that both resolve the same differences. With 15 paired rounds the sign test calls a runtime slower
+#: when it lost 12 of them; with 7 it must lose all 7, and a 6 % difference the table resolved was not.
 PROBE_ROUNDS = 15
 
 Runner = Callable[[np.ndarray], np.ndarray]
