@@ -26,6 +26,12 @@ in serve_runtime.py (:func:`serve_runtime.time_candidates`), each run
 routine's medians between its repetitions is what a single run of it could
 report.
 
+``--experiment sustained``: each runtime in blocks of ``--block`` calls back to
+back (a service under sustained load), blocks in rotating order after the
+shared routine's pause, the median call of each block's second half; next to
+the shared routine's figure for the same predictors: whether one untimed call
+before the timed one stands in for a runtime that is kept busy.
+
 ``--experiment programs``: Paddle Inference (+ oneDNN) on the plain export
 and on the ONNX export's Paddle program (what the service runs on an ONNX
 export: PSPNet's pooling as a matmul, PSANet's PSA mask in plain Paddle),
@@ -144,6 +150,37 @@ def routines(name: str, runners: Dict[str, Callable[[], Any]], args: argparse.Na
             print(f"| {label} | {rep + 1} | " + " | ".join(f"{ms[k]:.1f}" for k in names) + " |", flush=True)
 
 
+def sustained(name: str, runners: Dict[str, Callable[[], Any]], args: argparse.Namespace) -> None:
+    """Back-to-back blocks per runtime against the shared routine, in alternating runs."""
+    import serve_runtime
+
+    names = list(runners)
+    block: Dict[str, List[float]] = {k: [] for k in names}
+    gc.collect()
+    gc.disable()
+    try:
+        shared = shared_routine(runners, args.rounds)
+        for r in range(args.rounds):
+            shift = r % len(names)
+            for k in names[shift:] + names[:shift]:
+                time.sleep(serve_runtime.SETTLE_S)
+                calls = []
+                for _ in range(args.block):
+                    start = time.perf_counter()
+                    runners[k]()
+                    calls.append(1e3 * (time.perf_counter() - start))
+                block[k].append(statistics.median(calls[args.block // 2:]))
+    finally:
+        gc.enable()
+    print(f"\n### {name}: median ms, shared routine ({args.rounds} rounds) vs back to back (median of the "
+          f"second half of {args.block}-call blocks, {args.rounds} blocks each; 1x3x64x64, {args.threads} threads)\n")
+    print("| runtime | shared routine | back to back | back to back / shared |")
+    print("|---|---|---|---|")
+    for k in names:
+        b = statistics.median(block[k])
+        print(f"| {k} | {shared[k]:.1f} | {b:.1f} | {b / shared[k]:.2f} |", flush=True)
+
+
 def programs(name: str, cfg: Any, infer: Any, args: argparse.Namespace, x: np.ndarray) -> None:
     """Paddle Inference on the plain export vs on the ONNX export's Paddle program."""
     from serve import make_predictor_for
@@ -169,7 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="danet,pspnet")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--experiment", default="neighbours", choices=("neighbours", "routines", "programs"))
+    p.add_argument("--experiment", default="neighbours", choices=("neighbours", "routines", "sustained", "programs"))
+    p.add_argument("--block", type=int, default=16, help="sustained: calls per block")
     p.add_argument("--trials", type=int, default=8, help="neighbours: calls per cell (median reported)")
     p.add_argument("--rounds", type=int, default=15, help="routines, programs: rounds per routine run")
     p.add_argument("--repeat", type=int, default=3, help="routines: runs of each routine")
@@ -199,6 +237,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 runners[runtime] = lambda pr=pred: pr.run(x)
             if args.experiment == "routines":
                 routines(name, runners, args)
+                continue
+            if args.experiment == "sustained":
+                sustained(name, runners, args)
                 continue
             start = time.perf_counter()
             cells = neighbour_matrix(runners, args.trials)
