@@ -400,8 +400,8 @@ def load(args: argparse.Namespace) -> tuple:
     # Warm-up: the first run of a predictor sets up its kernels; it also tells the class count of a
     # probability output when an older deploy.yaml lacks num_classes. Then one call at the largest
     # batch: onnxruntime's memory arena grows to what the biggest call needs at once, instead of
-    # step by step as larger batches first arrive under load (resident memory then rose for the
-    # first seconds of a load run and stayed ~30 MB higher: benchmarks/serve_memory.py).
+    # step by step as larger batches first arrive under load (benchmarks/serve_memory.py: a lower
+    # resident level in some runs, the same in others, never a throughput cost).
     side = max(64, limits.min_side)
     probe = np.zeros((side, side, cfg.transforms.img_channels), np.float32)
     shapes = set()

@@ -47,10 +47,11 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas for this process at ``arenas``; True if set.
 
     glibc gives a thread that finds the arenas busy a new one (up to 8 per core), and the pages a new
-    arena touches stay resident: under load the service's resident memory rose in ~10 MB steps when
-    worker threads first allocated at the same moment, and with two arenas it did not
-    (benchmarks/serve_memory.py), at the same throughput. Not on other C libraries, and not over a
-    ``MALLOC_ARENA_MAX`` the user set.
+    arena touches stay resident. With the service's worker threads on glibc's default, resident
+    memory stepped up by ~10 MB partway through a run of load; with two arenas that step did not
+    come and the level was the lowest of every run, at the same throughput
+    (benchmarks/serve_memory.py). Not on other C libraries, and not over a ``MALLOC_ARENA_MAX`` the
+    user set.
     """
     import ctypes
     import ctypes.util
