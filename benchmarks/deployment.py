@@ -98,8 +98,8 @@ def backbone_name(quick: bool) -> str:
 # --------------------------------------------------------------------------
 
 def _deploy_modules() -> Tuple[Any, Any]:
-    """deploy/python/infer.py and infer_onnx.py, imported as users' scripts are (infer_openvino.py
-    likewise, through :func:`_openvino_module`)."""
+    """deploy/python/infer.py and infer_onnx.py, imported as users' scripts are (and deploy/python on
+    ``sys.path`` for serve.py and serve_runtime.py)."""
     path = str(ROOT / "deploy" / "python")
     if path not in sys.path:
         sys.path.insert(0, path)
