@@ -1,7 +1,8 @@
 """serve.py --runtime auto (deploy/python/serve_runtime.py): the fastest exact runtime, checked and reported.
 
 The choice itself is timing (never asserted); what is tested is that only exact candidates can be
-chosen, that the fastest of them by the reported figures is, that a runtime off by more than
+chosen, that the one chosen is the first in the preference order of those the reported rounds
+cannot tell from the fastest, that the noise test orders only what the rounds show, that a runtime off by more than
 float32 rounding (a perturbed candidate, standing in for bfloat16 or a wrong kernel) is refused
 however fast it is, and that the bound is the one the graph's depth and fan-in give.
 """
@@ -51,9 +52,12 @@ def test_a_perturbed_runtime_is_never_picked_however_fast():
         "slow exact": lambda: _slow(_reference, 30),
         "broken": lambda: (_ for _ in ()).throw(RuntimeError("cannot load the model")),
     }
-    choice = serve_runtime.choose(_reference, candidates, PROBE, DEPTH, FAN_IN, runs=3)
+    choice = serve_runtime.choose(_reference, candidates, PROBE, DEPTH, FAN_IN, runs=5, settle_s=0)
     by = {c.runtime: c for c in choice.candidates}
     assert choice.runtime == "rounding"
+    # 25 ms slower in each of 5 paired rounds: beyond noise (a fair coin gives 5 of 5 with p = 1/32)
+    assert by["rounding"].within_noise and by["slow exact"].within_noise is False
+    assert len(by["rounding"].rounds_ms) == 5 and by["rounding"].ms == np.median(by["rounding"].rounds_ms)
     assert not by["perturbed"].exact and by["perturbed"].max_abs_diff > bound and by["perturbed"].ms is None
     assert by["rounding"].exact and by["rounding"].max_abs_diff <= bound and by["rounding"].argmax_agree == 1.0
     assert by["slow exact"].exact and by["slow exact"].ms > by["rounding"].ms
@@ -64,7 +68,8 @@ def test_a_perturbed_runtime_is_never_picked_however_fast():
 
 def test_no_exact_runtime_is_one_clear_error():
     with pytest.raises(RuntimeError, match=r"no runtime is exact on this export: a: max \|diff\| .* vs bound"):
-        serve_runtime.choose(_reference, {"a": lambda: (lambda x: -_reference(x))}, PROBE, DEPTH, FAN_IN, runs=1)
+        serve_runtime.choose(_reference, {"a": lambda: (lambda x: -_reference(x))}, PROBE, DEPTH, FAN_IN, runs=1,
+                             settle_s=0)
 
 
 def test_classes_are_compared_where_the_margin_decides():
@@ -104,7 +109,10 @@ def test_auto_on_an_export_picks_an_exact_runtime_and_derives_its_bound(tmp_path
     cfg = DeployConfig(config)
     choice = serve.pick_runtime(cfg, "auto", threads=1, side=32)
     exact = [c for c in choice.candidates if c.exact]
-    assert exact and choice.runtime == min(exact, key=lambda c: c.ms).runtime
+    tied = [c.runtime for c in exact if c.within_noise]
+    assert exact and min(exact, key=lambda c: c.ms).runtime in tied
+    # the first within noise of the fastest, in the preference order
+    assert choice.runtime == min(tied, key=serve_runtime.PREFERENCE.index)
     assert {c.runtime for c in choice.candidates} == {"onnx", "openvino", "paddle", "paddle-mkldnn"}
     for c in choice.candidates:  # every installed runtime runs this export exactly
         if c.error is None:
@@ -135,3 +143,42 @@ def test_an_export_without_onnx_is_served_by_paddle_inference(tmp_path):
 
     choice = serve.pick_runtime(DeployConfig(export_tiny(tmp_path, "p")), "auto")
     assert choice.runtime == "paddle" and "no ONNX model" in choice.reason and choice.candidates == []
+
+
+def test_noise_test_orders_only_what_the_paired_rounds_show():
+    slower = serve_runtime.slower_beyond_noise
+    assert slower([2.0] * 7, [1.0] * 7)  # 7 of 7: p = 1/128
+    assert not slower([2.0] * 6 + [0.5], [1.0] * 7)  # 6 of 7: p = 8/128
+    assert slower([2.0] * 12 + [0.5] * 3, [1.0] * 15)  # 12 of 15: p = 0.018
+    assert not slower([2.0] * 11 + [0.5] * 4, [1.0] * 15)  # 11 of 15: p = 0.059
+    assert not slower([1.0] * 7, [1.0] * 7) and not slower([], [])
+    # a large but inconsistent gap is noise; a small consistent one is not
+    assert not slower([50.0, 1.0, 50.0, 1.0, 50.0], [2.0] * 5)
+    assert slower([1.01] * 7, [1.0] * 7)
+
+
+def test_auto_takes_the_preferred_runtime_among_those_within_noise():
+    C = serve_runtime.Candidate
+    tied = [C("paddle-mkldnn", exact=True, rounds_ms=[10, 14, 10, 14, 10]),
+            C("onnx", exact=True, rounds_ms=[12, 11, 12, 11, 12]),
+            C("paddle", exact=True, rounds_ms=[30] * 5),
+            C("openvino", exact=False, rounds_ms=None)]
+    for c in tied:
+        c.ms = float(np.median(c.rounds_ms)) if c.rounds_ms else None
+    best = serve_runtime.rank(tied)
+    assert best.runtime == "onnx"  # second by median, but the rounds cannot order it and paddle-mkldnn
+    assert [c.within_noise for c in tied] == [True, True, False, None]
+    clear = [C("paddle-mkldnn", exact=True, rounds_ms=[10.0] * 5, ms=10.0),
+             C("onnx", exact=True, rounds_ms=[12.0] * 5, ms=12.0)]
+    assert serve_runtime.rank(clear).runtime == "paddle-mkldnn" and clear[1].within_noise is False
+
+
+def test_each_timed_call_follows_its_own_untimed_call_in_rotating_order():
+    calls = []
+
+    def runner(name):
+        return lambda x: calls.append(name)
+
+    times = serve_runtime.time_candidates({k: runner(k) for k in "abc"}, PROBE, runs=3, settle_s=0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert "".join(calls) == "aabbcc" + "bbccaa" + "ccaabb"

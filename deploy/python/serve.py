@@ -48,8 +48,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from infer import BasePredictor, DeployConfig  # noqa: E402
 from serve_input import (HOW_TO_SEND, RAW_CONTENT_TYPES, ImageLimits, RequestError, check_size,  # noqa: E402
                          decode_upload, header_size)
-from serve_pool import BatchJob, PoolFull, PoolTimeout, PredictorPool  # noqa: E402
-from serve_runtime import RuntimeChoice, auto_runtime  # noqa: E402
+from serve_pool import BatchJob, PoolFull, PoolTimeout, PredictorPool, limit_malloc_arenas  # noqa: E402
+from serve_runtime import PROBE_ROUNDS, RuntimeChoice, auto_runtime  # noqa: E402
 from paddleseg_ext.transforms.functional import reverse_transform  # noqa: E402
 from paddleseg_ext.utils.cli import run_cli  # noqa: E402
 from paddleseg_ext.utils.logger import get_logger  # noqa: E402
@@ -90,12 +90,13 @@ def probe_side(cfg: DeployConfig, side: int) -> int:
     return fixed[0] if len(fixed) == 2 and fixed[0] == fixed[1] else side
 
 
-def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64) -> RuntimeChoice:
+def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64,
+                 rounds: int = PROBE_ROUNDS) -> RuntimeChoice:
     """The runtime to serve on: ``runtime`` as given, or for ``auto`` the fastest exact one measured
-    on this machine (serve_runtime.auto_runtime, which says why in ``reason``)."""
+    on this machine in ``rounds`` timed rounds (serve_runtime.auto_runtime, which says why in ``reason``)."""
     if runtime != "auto":
         return RuntimeChoice(runtime, f"--runtime {runtime} (given)")
-    return auto_runtime(cfg, threads, probe_side(cfg, side))
+    return auto_runtime(cfg, threads, probe_side(cfg, side), runs=rounds)
 
 
 class Model:
@@ -356,11 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: the fastest runtime whose logits match onnxruntime's unoptimised graph within "
-                        "float32 rounding, measured at start-up (Paddle Inference for an export without "
-                        "model.onnx); /metadata says why")
+                        "float32 rounding, measured at start-up (of runtimes within noise of the fastest: "
+                        "onnx, openvino, paddle-mkldnn, paddle, in that order; Paddle Inference for an "
+                        "export without model.onnx); /metadata says why")
     p.add_argument("--probe_side", type=int, default=64,
                    help="auto: side of the square probe image the runtimes are checked and timed on "
                         "(an export with a fixed input size is probed at that size)")
+    p.add_argument("--probe_rounds", type=int, default=PROBE_ROUNDS,
+                   help="auto: timed rounds per runtime (fewer: a faster start, more runtimes within noise)")
     p.add_argument("--workers", type=int, default=2, help="predictors running requests in parallel")
     p.add_argument("--cpu_threads", type=int, default=0,
                    help="threads per predictor (0 = the cores divided among the workers)")
@@ -383,24 +387,29 @@ def _positive(name: str, value: float) -> None:
 def load(args: argparse.Namespace) -> tuple:
     """The model, its predictor pool and the limits from the parsed arguments (warmed up)."""
     for name in ("workers", "max_bytes", "max_pixels", "max_side", "min_side", "timeout_s", "max_batch",
-                 "probe_side"):
+                 "probe_side", "probe_rounds"):
         _positive(name, getattr(args, name))
     cfg = DeployConfig(args.config, "onnx" if args.runtime in ("onnx", "openvino") else "paddle")
     threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
-    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side)
+    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds)
     runtime = choice.runtime
     if args.runtime == "auto":
         get_logger().info("[SERVE] --runtime auto: %s (%s)", runtime, choice.reason)
     predictors = [make_predictor_for(cfg, runtime, threads) for _ in range(args.workers)]
     limits = ImageLimits(args.max_bytes, args.max_pixels, args.max_side, args.min_side)
     # Warm-up: the first run of a predictor sets up its kernels; it also tells the class count of a
-    # probability output when an older deploy.yaml lacks num_classes.
+    # probability output when an older deploy.yaml lacks num_classes. Then one call at the largest
+    # batch: onnxruntime's memory arena grows to what the biggest call needs at once, instead of
+    # step by step as larger batches first arrive under load (benchmarks/serve_memory.py: a lower
+    # resident level in some runs, the same in others, never a throughput cost).
     side = max(64, limits.min_side)
     probe = np.zeros((side, side, cfg.transforms.img_channels), np.float32)
     shapes = set()
     for pr in predictors:
         data = pr.preprocess(probe.copy())
         shapes.add(pr.run(data["img"][None]).shape)
+        if args.max_batch > 1:
+            pr.run(np.repeat(data["img"][None], args.max_batch, axis=0))
     num_classes = cfg.dic.get("num_classes")
     if num_classes is None and cfg.output_op != "argmax":
         num_classes = next(iter(shapes))[1]
@@ -413,6 +422,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn
 
+    limit_malloc_arenas(2)  # before the predictors' and the pool's threads allocate
     model, pool, limits = load(args)
     log = get_logger()
     log.info("[SERVE] %s on %s (%d worker(s) x %d thread(s), queue %d, batch <= %d); http://%s:%d/",

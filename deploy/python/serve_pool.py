@@ -39,6 +39,33 @@ import numpy as np
 T = TypeVar("T")
 
 
+#: glibc's mallopt parameter for the number of malloc arenas (M_ARENA_MAX in malloc.h).
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas for this process at ``arenas``; True if set.
+
+    glibc gives a thread that finds the arenas busy a new one (up to 8 per core), and the pages a new
+    arena touches stay resident. With the service's worker threads on glibc's default, resident
+    memory stepped up by ~10 MB partway through a run of load; with two arenas that step did not
+    come and the level was the lowest of every run, at the same throughput
+    (benchmarks/serve_memory.py). Not on other C libraries, and not over a ``MALLOC_ARENA_MAX`` the
+    user set.
+    """
+    import ctypes
+    import ctypes.util
+    import os
+
+    if os.environ.get("MALLOC_ARENA_MAX") or not ctypes.util.find_library("c"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
+    except (OSError, AttributeError):  # not glibc: no mallopt
+        return False
+
+
 class PoolFull(Exception):
     """Every worker is busy and the queue is full; ``retry_after`` is a whole number of seconds."""
 

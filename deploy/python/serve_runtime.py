@@ -17,10 +17,18 @@ for this export:
    and it picks the reference's class at every pixel where the reference's
    top-two margin exceeds twice that bound (closer pixels may flip by
    rounding alone).
-4. The exact candidates are timed in interleaved rounds (median of the warm
-   runs, at the threads a service worker gets); the fastest is chosen, and the
-   choice with every candidate's figures is logged and reported in
-   ``/metadata``. A candidate that fails to load or run is reported and skipped.
+4. The exact candidates are timed by :func:`time_candidates`, the one timing
+   routine of the service and of the deploy benchmark (benchmarks/deployment.py):
+   each timed call is what a request costs a service worker (the predictor the
+   service builds, at the threads a worker gets, and its post-processing),
+   made the way the service makes it: right after the same runtime's previous
+   call, with no other runtime's threads still spinning on the cores. The
+   fastest median wins; runtimes the rounds cannot tell from it (a one-sided
+   sign test on the paired rounds, :func:`slower_beyond_noise`) are *within
+   noise*, and among those ``auto`` takes the first in :data:`PREFERENCE`, so
+   that repeated starts serve the same runtime when the measurement cannot
+   order them. The choice with every candidate's figures is logged and reported
+   in ``/metadata``. A candidate that fails to load or run is reported and skipped.
 
 Paddle Inference (plain and with oneDNN) runs the export's Paddle program,
 whose output is the export's (class indices for ``output_op: argmax``,
@@ -56,6 +64,22 @@ ACCUMULATING = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "AveragePoo
                 "ReduceMean", "ReduceSum")
 #: Ops between the logits and the exported output (deploy.yaml output_op argmax / softmax).
 OUTPUT_OPS = ("ArgMax", "Softmax", "Cast", "Identity", "Unsqueeze", "Squeeze")
+#: Pause before each candidate's calls in a round. A runtime's worker threads keep spinning after its
+#: call returns (Paddle's Intel OpenMP for KMP_BLOCKTIME, 200 ms by default; OpenVINO's TBB and
+#: onnxruntime's pool briefly), and a call made meanwhile by another runtime shares the cores with
+#: them: up to 2-3x slower (benchmarks/timing_neighbours.py). The service runs one runtime, so it
+#: never pays that; the measurement must not either.
+SETTLE_S = 0.25
+#: Which of the runtimes within noise of the fastest ``auto`` serves: onnxruntime first (its
+#: unoptimised graph is the reference, and it is the smallest dependency), then OpenVINO, then
+#: Paddle Inference with and without oneDNN. Runtimes not listed come after, by median.
+PREFERENCE = ("onnx", "openvino", "paddle-mkldnn", "paddle")
+#: Significance of :func:`slower_beyond_noise`.
+NOISE_ALPHA = 0.05
+#: Timed rounds of ``auto`` (serve.py --probe_rounds) and of the quick deploy benchmark, the same so
+#: that both resolve the same differences. With 15 paired rounds the sign test calls a runtime slower
+#: when it lost 12 of them; with 7 it must lose all 7, and a 6 % difference the table resolved was not.
+PROBE_ROUNDS = 15
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -69,8 +93,10 @@ class Candidate:
     max_abs_diff: Optional[float] = None
     bound: Optional[float] = None
     argmax_agree: Optional[float] = None  # share of the probe's decided pixels with the reference's class
-    ms: Optional[float] = None  # median warm run, whole probe batch
+    ms: Optional[float] = None  # median timed call (run + post-processing), whole probe batch
     error: Optional[str] = None
+    rounds_ms: Optional[List[float]] = None  # every timed call, in round order (paired across candidates)
+    within_noise: Optional[bool] = None  # exact and not measurably slower than the fastest exact one
 
 
 @dataclass
@@ -195,31 +221,90 @@ def compare(reference: np.ndarray, got: np.ndarray, bound: float, kind: str = "l
     return diff <= bound and agree == 1.0, diff, agree
 
 
-def time_runs(runners: Dict[str, Runner], probe: np.ndarray, runs: int) -> Dict[str, float]:
-    """Median ms of ``runs`` warm calls of each runner, in interleaved rounds (so a change of the
-    machine's load falls on all alike)."""
-    times: Dict[str, List[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(probe)
-            times[name].append(1e3 * (time.perf_counter() - start))
-    return {name: float(np.median(t)) for name, t in times.items()}
+def time_candidates(runners: Dict[str, Runner], probe: np.ndarray, runs: int,
+                    settle_s: float = SETTLE_S) -> Dict[str, List[float]]:
+    """Milliseconds of ``runs`` timed calls of each runner on ``probe``, the same round index paired
+    across runners: the timing routine of ``--runtime auto`` and of the deploy benchmark.
+
+    A round calls every runner once, in an order rotated by one each round (so no runner always
+    follows the same one). For each runner: a pause of ``settle_s`` (the previous runner's threads
+    stop spinning), one untimed call (its own threads and caches as after the service's previous
+    request), then the timed call. The garbage collector is off during the rounds (a collection
+    would land on whichever call it interrupts).
+    """
+    import gc
+
+    names = list(runners)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(runs):
+            shift = r % max(1, len(names))
+            for name in names[shift:] + names[:shift]:
+                time.sleep(settle_s)
+                runners[name](probe)
+                start = time.perf_counter()
+                runners[name](probe)
+                times[name].append(1e3 * (time.perf_counter() - start))
+    finally:
+        if enabled:
+            gc.enable()
+    return times
 
 
-def choose(reference: Runner, candidates: Dict[str, Callable[[], Runner]], probe: np.ndarray, depth: int,
-           fan_in: int, runs: int = 5, reference_name: str = "reference",
-           kinds: Optional[Dict[str, str]] = None) -> RuntimeChoice:
-    """The fastest exact candidate on ``probe``.
+def slower_beyond_noise(slower: Sequence[float], faster: Sequence[float], alpha: float = NOISE_ALPHA) -> bool:
+    """Whether ``slower`` took longer than ``faster`` in more of the paired rounds than chance allows.
+
+    A one-sided sign test: were the two equally fast, each round would be a fair coin, and the
+    chance of ``k`` or more slower rounds out of ``n`` is the binomial tail. It makes no assumption
+    about the shape of the timing noise (a shared machine's is skewed), and pairing the rounds
+    cancels load that changes between rounds. With 7 rounds only 7 of 7 counts; with 15, 12.
+    """
+    pairs = [(a, b) for a, b in zip(slower, faster) if a != b]
+    n = len(pairs)
+    k = sum(a > b for a, b in pairs)
+    tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2.0 ** n if n else 1.0
+    return tail < alpha
+
+
+def rank(candidates: Sequence[Candidate], alpha: float = NOISE_ALPHA) -> Optional[Candidate]:
+    """Mark each timed exact candidate ``within_noise`` of the fastest (lowest median) or not, and
+    return the one ``auto`` serves: the first within noise in :data:`PREFERENCE` (None if none is
+    timed)."""
+    timed = [c for c in candidates if c.exact and c.rounds_ms]
+    if not timed:
+        return None
+    fastest = min(timed, key=lambda c: c.ms)
+    for c in timed:
+        c.within_noise = c is fastest or not slower_beyond_noise(c.rounds_ms, fastest.rounds_ms, alpha)
+
+    def order(c: Candidate) -> Tuple[int, float]:
+        return (PREFERENCE.index(c.runtime) if c.runtime in PREFERENCE else len(PREFERENCE), c.ms)
+
+    return min((c for c in timed if c.within_noise), key=order)
+
+
+def choose(reference: Runner, candidates: Dict[str, Callable[[], Any]], probe: np.ndarray, depth: int,
+           fan_in: int, runs: int = PROBE_ROUNDS, reference_name: str = "reference",
+           kinds: Optional[Dict[str, str]] = None, settle_s: float = SETTLE_S,
+           outputs: Optional[Dict[str, np.ndarray]] = None) -> RuntimeChoice:
+    """The exact candidate to serve on ``probe``: the fastest, or the first in :data:`PREFERENCE` of
+    those within noise of it (:func:`rank`).
 
     Args:
         reference: the reference logits of a batch.
-        candidates: name -> a factory of the runtime's runner (called once; may raise).
+        candidates: name -> a factory (called once; may raise) of the runtime's runner, or of a pair
+            ``(timed, checked)``: the call a request costs, and the runner whose output is compared
+            (the logits graph, where the served graph ends in an output op).
         probe: the input batch ``[N, C, H, W]``.
         depth, fan_in: the graph's, for :func:`rounding_bound`.
-        runs: timed warm runs per candidate.
+        runs: timed rounds (:func:`time_candidates`).
         reference_name: how the report names the reference.
-        kinds: what each candidate returns (:func:`compare`; default ``logits``).
+        kinds: what each candidate's checked runner returns (:func:`compare`; default ``logits``).
+        settle_s: :func:`time_candidates`' pause.
+        outputs: if given, receives each loaded candidate's checked output.
 
     Raises:
         RuntimeError: no candidate is exact (every figure is in the message).
@@ -232,31 +317,42 @@ def choose(reference: Runner, candidates: Dict[str, Callable[[], Runner]], probe
         cand = Candidate(name, bound=bound)
         report.append(cand)
         try:
-            run = factory()
-            got = np.asarray(run(probe))  # the first call also warms the runtime up
+            made = factory()
+            timed, checked = made if isinstance(made, tuple) else (made, made)
+            got = np.asarray(checked(probe))  # the first calls also warm the runtime up
+            if timed is not checked:
+                timed(probe)
         except Exception as e:  # noqa: BLE001 - a runtime that cannot run this export is reported, not fatal
             cand.error = f"{type(e).__name__}: {e}"
             continue
+        if outputs is not None:
+            outputs[name] = got
         cand.exact, cand.max_abs_diff, cand.argmax_agree = compare(ref, got, bound, (kinds or {}).get(name, "logits"))
         if cand.exact:
-            runners[name] = run
-    for name, ms in time_runs(runners, probe, runs).items():
-        next(c for c in report if c.runtime == name).ms = ms
+            runners[name] = timed
+    for name, ms in time_candidates(runners, probe, runs, settle_s).items():
+        cand = next(c for c in report if c.runtime == name)
+        cand.rounds_ms, cand.ms = ms, float(np.median(ms))
     choice = RuntimeChoice("", "", reference_name, list(probe.shape), depth, fan_in, report)
-    if not runners:
+    best = rank(report)
+    if best is None:
         def why(c: Candidate) -> str:
             return c.error or f"max |diff| {c.max_abs_diff} vs bound {c.bound:.3g}, argmax {c.argmax_agree:.4f}"
 
         raise RuntimeError("serve.py --runtime auto: no runtime is exact on this export: "
                            + "; ".join(f"{c.runtime}: {why(c)}" for c in report))
-    best = min((c for c in report if c.exact), key=lambda c: c.ms)
-    others = ", ".join(f"{c.runtime} {c.ms:.1f} ms" if c.exact else
+    fastest = min((c for c in report if c.exact), key=lambda c: c.ms)
+    others = ", ".join(f"{c.runtime} {c.ms:.1f} ms{' (within noise)' if c.within_noise else ''}" if c.exact else
                        f"{c.runtime} {'failed' if c.error else 'not exact'}" for c in report if c is not best)
+    how = ("fastest exact" if best is fastest else
+           f"within noise of the fastest exact ({fastest.runtime}), first in the preference order "
+           f"{', '.join(PREFERENCE)}")
     choice.runtime = best.runtime
-    choice.reason = (f"fastest exact on a {'x'.join(map(str, probe.shape))} probe: {best.runtime} {best.ms:.1f} ms"
-                     f"{' (' + others + ')' if others else ''}; exact = logits within {bound:.3g} of {reference_name} "
-                     f"(float32 rounding bound, depth {depth}, fan-in {fan_in}) and the same class wherever "
-                     f"the margin exceeds twice that")
+    choice.reason = (f"{how} on a {'x'.join(map(str, probe.shape))} probe ({runs} rounds, median of each; "
+                     f"within noise = not slower in more rounds than chance, sign test at {NOISE_ALPHA}): "
+                     f"{best.runtime} {best.ms:.1f} ms{' (' + others + ')' if others else ''}; exact = logits "
+                     f"within {bound:.3g} of {reference_name} (float32 rounding bound, depth {depth}, fan-in "
+                     f"{fan_in}) and the same class wherever the margin exceeds twice that")
     return choice
 
 
@@ -265,8 +361,9 @@ def probe_batch(channels: int, side: int, batch: int, seed: int = 0) -> np.ndarr
     return np.random.RandomState(seed).standard_normal((batch, channels, side, side)).astype(np.float32)
 
 
-def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: int = 7,
-                 runtimes: Sequence[str] = ("onnx", "openvino", "paddle", "paddle-mkldnn")) -> RuntimeChoice:
+def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: int = PROBE_ROUNDS,
+                 runtimes: Sequence[str] = ("onnx", "openvino", "paddle", "paddle-mkldnn"),
+                 settle_s: float = SETTLE_S, outputs: Optional[Dict[str, np.ndarray]] = None) -> RuntimeChoice:
     """``auto`` for a deploy config: see the module's docstring.
 
     Args:
@@ -274,8 +371,11 @@ def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: i
         threads: threads per predictor (what a service worker gets).
         side: the probe's height and width.
         batch: the probe's batch (the service's micro-batch).
-        runs: timed warm runs per candidate.
+        runs: timed rounds (:func:`time_candidates`).
         runtimes: the candidates considered, those installed are probed.
+        settle_s: :func:`time_candidates`' pause.
+        outputs: if given, receives each candidate's checked output (the ONNX runtimes' logits; Paddle
+            Inference's the export's own output).
     """
     import copy
 
@@ -286,7 +386,7 @@ def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: i
     except ImportError:
         return RuntimeChoice("paddle", "onnxruntime is not installed: no reference to check other runtimes "
                                        "against; Paddle Inference (pip install onnxruntime for auto's choice)")
-    model, _ = logits_graph(cfg.onnx_file)
+    model, logits_name = logits_graph(cfg.onnx_file)
     probe = probe_batch(cfg.transforms.img_channels, side, batch)
     depth, fan_in = graph_depth_and_fan_in(model, side * side)
     with tempfile.TemporaryDirectory(prefix="serve_auto_") as tmp:
@@ -302,17 +402,28 @@ def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: i
         name = session.get_inputs()[0].name
         probe_cfg = copy.copy(cfg)
         probe_cfg.onnx_file = path
+        # the graph was cut where an output op (still in the graph, unused) reads the logits
+        cut = any(logits_name in n.input and n.op_type in OUTPUT_OPS for n in model.graph.node)
 
         paddle_kind = {"argmax": "classes", "softmax": "probs"}.get(cfg.output_op, "logits")
         kinds = {r: paddle_kind if r.startswith("paddle") else "logits" for r in runtimes}
 
-        def factory(runtime: str) -> Callable[[], Runner]:
-            def make() -> Runner:
+        def factory(runtime: str) -> Callable[[], Tuple[Runner, Runner]]:
+            def make() -> Tuple[Runner, Runner]:
                 from serve import make_predictor_for
 
-                # ONNX runtimes run the logits graph; Paddle Inference the export's own program
-                return make_predictor_for(cfg if runtime.startswith("paddle") else probe_cfg, runtime, threads).run
+                # Timed: the predictor the service builds, and the post-processing its answer needs
+                # (a class map from logits or probabilities costs an argmax the ArgMax export spares).
+                served = make_predictor_for(cfg, runtime, threads)
+
+                def request(x: np.ndarray) -> List[np.ndarray]:
+                    return [served.postprocess(o, []) for o in served.run(x)]
+
+                # Checked: the ONNX runtimes on the logits graph, Paddle Inference on its own program.
+                if runtime.startswith("paddle") or not cut:
+                    return request, served.run
+                return request, make_predictor_for(probe_cfg, runtime, threads).run
             return make
 
         return choose(lambda x: session.run(None, {name: x})[0], {r: factory(r) for r in runtimes}, probe,
-                      depth, fan_in, runs, "onnxruntime with graph optimisations off", kinds)
+                      depth, fan_in, runs, "onnxruntime with graph optimisations off", kinds, settle_s, outputs)
