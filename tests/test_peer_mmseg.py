@@ -260,3 +260,38 @@ def test_recipe_dataset_reads_labels_as_mmseg(name, tmp_path):
     rules = rp.label_rules(name, tmp_path)
     assert rules["ours"][:2] == rules["peer"][:2], rules["ours"][:2]
     assert rules["ours"][2] == rules["peer"][2]
+
+
+# ------------------------------------------- the config a file records (checkpoints/recorded_config.py)
+@pytest.mark.parametrize("name", sorted(rp.recipes()))
+def test_every_recipe_agrees_with_the_config_text_mmseg_records(name):
+    """mmseg writes its config's ``pretty_text`` into a checkpoint's meta: our reader gets the
+    backbone's strides / dilations and the head's align_corners out of mmseg's own text of each
+    recipe's config, and the recipe of that name is not refused (nor, for PSPNet, the d8 / d32
+    recipe of the other form)."""
+    import paddle
+    from mmengine.config import Config as PeerConfig
+
+    from paddleseg_ext.checkpoints.adapters.mmseg_resnet import check_recorded_config
+    from paddleseg_ext.checkpoints.recorded_config import recorded_model_config, setting
+    from paddleseg_ext.cvlibs import Config, SegBuilder
+
+    peer = PeerConfig.fromfile(str(mc.peer_config_path(name)))
+    meta = {"config": peer.pretty_text}
+    recorded = recorded_model_config(meta)
+    for key in ("strides", "dilations"):
+        assert setting(recorded, "backbone", key) == list(peer.model.backbone.get(key)), key
+    head = peer.model.decode_head
+    if isinstance(head, dict):
+        assert setting(recorded, "decode_head", "align_corners") == head.align_corners
+    with paddle.LazyGuard():
+        model = SegBuilder(Config(str(rp.recipes()[name]))).model
+    folder = rp.recipes()[name].parts[-3]
+    check_recorded_config(meta, model, folder)
+    other = {"-d8_": "-d32_", "-d32_": "-d8_"}
+    twin = next((name.replace(a, b) for a, b in other.items() if a in name), None)
+    if twin in rp.recipes():
+        with paddle.LazyGuard():
+            wrong = SegBuilder(Config(str(rp.recipes()[twin]))).model
+        with pytest.raises(ValueError, match="records builds backbone strides"):
+            check_recorded_config(meta, wrong, folder)

@@ -22,14 +22,14 @@ import paddle  # noqa: E402
 
 from paddleseg_ext.checkpoints.adapters import as_numpy, detect_adapter, to_native  # noqa: E402
 from paddleseg_ext.cvlibs import Config, SegBuilder, run_cli  # noqa: E402
-from paddleseg_ext.checkpoints.weights import read_model_weights  # noqa: E402
+from paddleseg_ext.checkpoints.weights import read_checkpoint  # noqa: E402
 
 
 def convert(src: str, model=None):
     """``(native state, Conversion)`` for the file at ``src`` (checked against ``model`` if given)."""
-    state = read_model_weights(src)
+    state, meta = read_checkpoint(src)
     if model is not None:
-        native, conv = to_native(state, model, source=src)
+        native, conv = to_native(state, model, source=src, meta=meta)
         if conv is None:
             raise ValueError(f"{src} is already in this toolkit's layout for "
                              f"{type(model).__name__}: nothing to convert")

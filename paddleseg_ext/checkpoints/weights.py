@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import paddle
@@ -43,8 +43,9 @@ def unwrap_training_checkpoint(obj: Dict[str, Any], path: str) -> Dict[str, Any]
     return inner
 
 
-def read_model_weights(path: str) -> Dict[str, Any]:
-    """The state dict in the ``.pdparams`` file at ``path`` (for ``--model_path`` and the converter).
+def read_checkpoint(path: str) -> Tuple[Dict[str, Any], Any]:
+    """The state dict in the file at ``path`` and what the file records about itself (the
+    ``meta`` of a training checkpoint that wraps its weights, else ``None``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -61,7 +62,18 @@ def read_model_weights(path: str) -> Dict[str, Any]:
                          "damaged or not a .pdparams file") from e
     if not isinstance(state, dict):
         raise ValueError(f"Model weights {path} hold a {type(state).__name__}, not a state dict")
-    return unwrap_training_checkpoint(state, path)
+    weights = unwrap_training_checkpoint(state, path)
+    return weights, (state.get("meta") if weights is not state else None)
+
+
+def read_model_weights(path: str) -> Dict[str, Any]:
+    """The state dict in the ``.pdparams`` file at ``path`` (for ``--model_path`` and the converter).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read or holds no state dict.
+    """
+    return read_checkpoint(path)[0]
 
 
 def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
@@ -73,9 +85,10 @@ def load_model_weights(model: paddle.nn.Layer, path: str) -> None:
     """
     if os.path.isdir(path):
         path = os.path.join(path, "model.pdparams")
-    state = read_model_weights(path)
-    # Another toolkit's whole-model layout (PaddleSeg 2.x, ...) is converted exactly or refused.
-    state, _ = to_native(state, model, source=f"Model weights {path}")
+    state, meta = read_checkpoint(path)
+    # Another toolkit's whole-model layout (PaddleSeg 2.x, ...) is converted exactly or refused,
+    # also when the config the file records builds another function than the model's.
+    state, _ = to_native(state, model, source=f"Model weights {path}", meta=meta)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     mismatched = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]

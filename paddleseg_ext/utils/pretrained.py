@@ -92,11 +92,13 @@ def load_pretrained(model: nn.Layer, path_or_url: str,
     state = load_weights_file(path)
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' does not contain a state dict (got {type(state).__name__})")
-    state = unwrap_training_checkpoint(state, path)  # mmseg / mmengine {'meta', 'state_dict', ...}
+    weights = unwrap_training_checkpoint(state, path)  # mmseg / mmengine {'meta', 'state_dict', ...}
+    meta, state = (state.get("meta") if weights is not state else None), weights
     # A whole-model checkpoint in a peer's layout is converted exactly, and then must fit
     # whole (to_native refuses it otherwise); an unrecognised partial file (a backbone's
     # ImageNet weights, ...) keeps the lenient key matching below.
-    state, _ = to_native(state, model, source=f"pretrained weights '{path}'", unknown="pass")
+    state, _ = to_native(state, model, source=f"pretrained weights '{path}'", unknown="pass",
+                         meta=meta)
     if adapt is not None:
         state = adapt(state)
     own = model.state_dict()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import paddle.nn as nn
 
@@ -59,7 +59,8 @@ def detect_adapter(keys: List[str], model: nn.Layer, source: str = "checkpoint")
 
 
 def to_native(state: Mapping[str, object], model: nn.Layer, source: str = "checkpoint",
-              unknown: str = "error") -> Tuple[Mapping[str, object], Optional[Conversion]]:
+              unknown: str = "error", meta: Any = None
+              ) -> Tuple[Mapping[str, object], Optional[Conversion]]:
     """Bring a whole-model state dict into this toolkit's layout for ``model``.
 
     Args:
@@ -71,6 +72,9 @@ def to_native(state: Mapping[str, object], model: nn.Layer, source: str = "check
             the missing keys) or ``"pass"`` (return it unchanged; the caller
             reports key mismatches itself, as ``model.pretrained`` does for
             partial checkpoints).
+        meta: what the file records about itself besides its tensors (a peer
+            checkpoint's ``meta``), checked by the adapter that has a
+            ``check_meta`` (mmsegmentation's recorded config).
 
     Returns:
         ``(state, None)`` for a native (or, with ``unknown="pass"``,
@@ -101,6 +105,11 @@ def to_native(state: Mapping[str, object], model: nn.Layer, source: str = "check
     except ValueError as e:  # an adapter's own refusal (the model is the wrong variant, ...)
         raise ValueError(f"{source}: {e}") from e
     _check_fits(conv, own, name, source)
+    if adapter.check_meta is not None and meta is not None:
+        try:
+            adapter.check_meta(meta, model)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from e
     logger.info("%s: %s", source, conv.summary())
     return conv.state, conv
 

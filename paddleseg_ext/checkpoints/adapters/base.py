@@ -6,9 +6,15 @@ An adapter is registered per (toolkit, model) with :func:`register_adapter`:
   (and the target model's class/config) and says whether the file is in the
   peer's layout for this model;
 * ``convert(state, model) -> Conversion`` returns a state dict in this
-  toolkit's layout. Conversions are exact: renames, and a conv bias that
-  precedes a BatchNorm folded into that BatchNorm's running mean
-  (``BN(conv(x) + b) == BN'(conv(x))`` with ``mean' = mean - b``). An adapter
+  toolkit's layout;
+* optionally ``check_meta(meta, model)`` refuses a model whose function
+  differs from what the file records about itself beyond its tensors (a
+  peer's ``meta``, e.g. mmsegmentation's config text, read by
+  :mod:`paddleseg_ext.checkpoints.recorded_config`).
+
+Conversions are exact: renames, and a conv bias that precedes a BatchNorm
+folded into that BatchNorm's running mean (``BN(conv(x) + b) == BN'(conv(x))``
+with ``mean' = mean - b``). An adapter
   never drops a tensor and never guesses: what it cannot place is reported in
   ``Conversion.unplaced`` and the loader refuses the file.
 """
@@ -16,7 +22,7 @@ An adapter is registered per (toolkit, model) with :func:`register_adapter`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -78,16 +84,18 @@ class Adapter:
     name: str
     detect: Callable[[Sequence[str], object], bool]
     convert: Callable[[Mapping[str, np.ndarray], object], Conversion]
+    check_meta: Optional[Callable[[Any, object], None]] = None
 
 
 _ADAPTERS: Dict[str, Adapter] = {}
 
 
-def register_adapter(name: str, detect: Callable, convert: Callable) -> Adapter:
+def register_adapter(name: str, detect: Callable, convert: Callable,
+                     check_meta: Optional[Callable] = None) -> Adapter:
     """Register an adapter under a unique ``name`` (e.g. ``"paddleseg.pspnet"``)."""
     if name in _ADAPTERS:
         raise KeyError(f"checkpoint adapter '{name}' is already registered")
-    adapter = Adapter(name, detect, convert)
+    adapter = Adapter(name, detect, convert, check_meta)
     _ADAPTERS[name] = adapter
     return adapter
 

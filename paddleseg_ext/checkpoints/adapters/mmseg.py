@@ -44,7 +44,10 @@ torchvision's ImageNet ResNets) replace ResNetV1c's deep stem by torchvision's
 stem given to a backbone of the other is refused naming both. Its PSPNet d32 configs
 (``pspnet_r50-d32_...``, ``pspnet_r50b-d32_...``: strides (1, 2, 2, 2) with the d8
 dilations (1, 1, 2, 4)) are ours with ``output_stride: 32`` and ``dilations: [1, 1, 2, 4]``;
-their files hold the same tensors as a d8 file's, so the recipe decides the function.
+their files hold the same tensors as a d8 file's, so the tensors cannot tell the function:
+the config text mmseg records in a file's ``meta`` can, and a recipe of another backbone form
+or ``align_corners`` than it records is refused (``check_recorded_config``); a file that
+records none is taken on its recipe.
 
 A BatchNorm's ``num_batches_tracked`` (a training step counter, unused in
 eval with a fixed momentum) is reported as not loaded. The proof that the
@@ -55,13 +58,14 @@ logits equal mmsegmentation's is ``tests/test_peer_mmseg.py`` (in
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Dict, Sequence
 
 import numpy as np
 
 from .base import Conversion, TensorMover, model_is, register_adapter
-from .mmseg_resnet import (D8_OR_D32, check_model, is_mmseg, move_backbone, move_fcn_aux,
-                           recipe_hint)
+from .mmseg_resnet import (D8_OR_D32, check_model, check_recorded_config, is_mmseg,
+                           move_backbone, move_fcn_aux, recipe_hint)
 
 __all__ = ["PSPNET", "DANET"]
 
@@ -121,5 +125,7 @@ def _convert_danet(state: State, model: object) -> Conversion:
     return m.finish(DANET, _DANET_HINT)
 
 
-register_adapter("mmseg.pspnet", _detect_pspnet, _convert_pspnet)
-register_adapter("mmseg.danet", _detect_danet, _convert_danet)
+register_adapter("mmseg.pspnet", _detect_pspnet, _convert_pspnet,
+                 partial(check_recorded_config, folder="pspnet"))
+register_adapter("mmseg.danet", _detect_danet, _convert_danet,
+                 partial(check_recorded_config, folder="danet"))

@@ -31,12 +31,13 @@ mmsegmentation                                     paddleseg_ext
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Dict, Sequence
 
 import numpy as np
 
 from .base import Conversion, TensorMover, model_is, register_adapter
-from .mmseg_resnet import check_model, is_mmseg, move_backbone, recipe_hint
+from .mmseg_resnet import check_model, check_recorded_config, is_mmseg, move_backbone, recipe_hint
 
 __all__ = ["POINTREND"]
 
@@ -93,4 +94,5 @@ def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
     return m.finish(POINTREND, _HINT)
 
 
-register_adapter("mmseg.pointrend", _detect, _convert)
+register_adapter("mmseg.pointrend", _detect, _convert,
+                 partial(check_recorded_config, folder="pointrend"))

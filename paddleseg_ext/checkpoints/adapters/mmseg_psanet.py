@@ -30,12 +30,13 @@ refused naming both.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Dict, Sequence
 
 import numpy as np
 
 from .base import Conversion, TensorMover, model_is, register_adapter
-from .mmseg_resnet import check_model, is_mmseg, move_backbone, move_fcn_aux, recipe_hint
+from .mmseg_resnet import check_model, check_recorded_config, is_mmseg, move_backbone, move_fcn_aux, recipe_hint
 
 __all__ = ["PSANET"]
 
@@ -104,4 +105,5 @@ def _convert(state: Dict[str, np.ndarray], model: object) -> Conversion:
     return m.finish(PSANET, _HINT)
 
 
-register_adapter("mmseg.psanet", _detect, _convert)
+register_adapter("mmseg.psanet", _detect, _convert,
+                 partial(check_recorded_config, folder="psanet"))

@@ -13,14 +13,15 @@ built otherwise through :func:`check_model`.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from ..recorded_config import recorded_model_config, setting
 from .base import TensorMover, model_is
 
 __all__ = ["BACKBONE_SWITCHES", "D8", "D8_OR_D32", "STEMS", "recipe_hint", "is_mmseg", "file_stem",
-           "check_model", "move_backbone", "move_fcn_aux"]
+           "check_model", "check_recorded_config", "move_backbone", "move_fcn_aux"]
 
 State = Dict[str, np.ndarray]
 #: The ResNet_vd switches that build mmseg's ResNetV1c (d8).
@@ -33,7 +34,8 @@ STEMS = {"backbone.stem.0.weight": "deep", "backbone.conv1.weight": "7x7"}
 #: dilations (1, 1, 2, 4) (every DANet / PSANet, and PSPNet's ``*-d8_*`` configs).
 D8 = {8: [1, 1, 2, 4]}
 #: PSPNet's ``*-d32_*`` configs add strides (1, 2, 2, 2) with the same dilations. A d32
-#: file's tensors have a d8 file's shapes: only the recipe tells them apart.
+#: file's tensors have a d8 file's shapes: only the recipe, or the config the file records
+#: (:func:`check_recorded_config`), tells them apart.
 D8_OR_D32 = {**D8, 32: [1, 1, 2, 4]}
 _STEM_NAMES = {"deep": "ResNetV1c's deep stem (backbone.stem.*)",
                "7x7": "ResNet's 7x7 stem (backbone.conv1 / bn1, the 'b' configs)"}
@@ -45,7 +47,8 @@ def recipe_hint(model: str, folder: str) -> str:
     d32 = ("" if folder != "pspnet" else
            f". A file of a '-d32' config (e.g. {folder}_r50-d32_4xb2-80k_cityscapes-512x1024) "
            f"needs its d32 recipe (output_stride: 32, dilations: [1, 1, 2, 4]), a '-d8' file a "
-           f"d8 recipe: their tensors have the same shapes, so the recipe decides")
+           f"d8 recipe: their tensors have the same shapes, so the recipe decides where the file "
+           f"records no config")
     return (f"Build the {model} from the recipe named after the mmsegmentation config the "
             f"checkpoint was trained with (configs/{folder}/mmseg/, e.g. "
             f"configs/{folder}/mmseg/{folder}_r50-d8_4xb2-80k_cityscapes-512x1024.yml): same "
@@ -111,6 +114,35 @@ def _check_backbone(model: object, layout: str, hint: str,
         raise ValueError(f"detected an {layout} checkpoint, but this model's ResNet_vd is "
                          f"built with {', '.join(wrong)}: the tensors would fit a different "
                          f"function. {hint}")
+
+
+def check_recorded_config(meta: Any, model: object, folder: str) -> None:
+    """Refuse a model whose backbone strides / dilations or decode head ``align_corners``
+    differ from the config the file records (``meta['config']`` / ``meta['cfg']``).
+
+    These settings change the function, not a tensor's shape (a d32 file fits a d8 recipe),
+    so only the recorded config can tell. A file that records none (or not as literals) is
+    taken on its keys, as before.
+    """
+    recorded = recorded_model_config(meta)
+    if model is None or recorded is None:
+        return
+    backbone, wrong = model.backbone, []
+    for key in ("strides", "dilations"):
+        theirs = setting(recorded, "backbone", key)
+        if isinstance(theirs, list) and [*theirs] != [*getattr(backbone, key)]:
+            wrong.append(f"backbone {key}={tuple(theirs)} (this model's: "
+                         f"{tuple(getattr(backbone, key))})")
+    theirs = setting(recorded, "decode_head", "align_corners")  # a list for PointRend's two heads
+    if isinstance(theirs, bool) and theirs != bool(model.align_corners):
+        wrong.append(f"decode_head align_corners={theirs} (this model's: {bool(model.align_corners)})")
+    if wrong:
+        raise ValueError(
+            f"the config this mmsegmentation checkpoint records builds {', '.join(wrong)}: its "
+            f"tensors fit this {type(model).__name__}, but it computes another function. Build it "
+            f"from the recipe named after the checkpoint's config (configs/{folder}/mmseg/<config>"
+            f".yml: e.g. a '-d32' config's recipe has output_stride: 32, dilations: [1, 1, 2, 4]; "
+            f"a 769x769 one align_corners: True)")
 
 
 def move_backbone(m: TensorMover) -> None:

@@ -195,7 +195,9 @@ class ResNet_vd(nn.Layer):  # noqa: N801 (PaddleSeg's public name)
         planes = (64, 128, 256, 512)
         self.feat_channels: List[int] = [p * expansion for p in planes]
         dilations = self.dilations
-        strides = _STRIDES[output_stride]
+        #: Stride of stages 1..4 (``output_stride`` sets them), as mmseg's ``strides``.
+        self.strides: List[int] = list(_STRIDES[output_stride])
+        strides = self.strides
         self.feat_strides: List[int] = []
         total = 4  # stem conv (2) * max-pool (2)
         for s in strides:
