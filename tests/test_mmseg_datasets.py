@@ -153,3 +153,73 @@ def test_coco_stuff10k_layout_error_names_the_converter(tmp_path):
     root = _img_ann_dirs(tmp_path / "data", [1, 2], "_labelTrainIds.png", layout=COCO)  # 164k's folders
     with pytest.raises(FileNotFoundError, match=r"images/train2014.*tools/dataset_converters/coco_stuff10k.py"):
         _datasets(PSP / "pspnet_r50-d8_4xb4-20k_coco-stuff10k-512x512.yml", root)
+
+
+#: (recipe, image folder, label folder, image suffix, label suffix, dataset) of mmseg's test-only
+#: sets in Cityscapes train ids (its dark_zurich.py / night_driving.py and the configs' prefixes).
+NIGHT_SETS = [
+    ("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024_dark-zurich-1920x1080", "rgb_anon/val/night/GOPR0356",
+     "gt/val/night/GOPR0356", "_rgb_anon.png", "_gt_labelTrainIds.png", "DarkZurich"),
+    ("pspnet_r101b-d8_4xb2-80k_cityscapes-512x1024_night-driving-1920x1080", "leftImg8bit/test/night",
+     "gtCoarse_daytime_trainvaltest/test/night", "_leftImg8bit.png", "_gtCoarse_labelTrainIds.png",
+     "NightDriving"),
+]
+
+
+def _night_set(root, img_dir, ann_dir, img_suffix, seg_suffix, raw_ids, n=2, size=(48, 27)):
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        stem = f"GOPR0356_frame_{i:06d}"
+        write_image(os.path.join(root, img_dir, stem + img_suffix),
+                    rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        write_label(os.path.join(root, ann_dir, stem + seg_suffix),
+                    rng.choice(raw_ids, size=(size[1], size[0])).astype(np.uint8))
+    return str(root)
+
+
+@pytest.mark.parametrize("recipe,img_dir,ann_dir,img_suffix,seg_suffix,dataset", NIGHT_SETS,
+                         ids=lambda x: x if x in ("DarkZurich", "NightDriving") else "")
+def test_night_sets_read_mmsegs_test_layout(tmp_path, recipe, img_dir, ann_dir, img_suffix, seg_suffix, dataset):
+    root = _night_set(tmp_path / "night", img_dir, ann_dir, img_suffix, seg_suffix, [0, 5, 18, 255])
+    cfg = Config(str(PSP / f"{recipe}.yml"), opts=[f"val_dataset.dataset_root={root}"])
+    val = SegBuilder(cfg).val_dataset
+    assert type(val).__name__ == dataset and (len(val), val.num_classes) == (2, 19)
+    img, lab = val.file_list[0]
+    assert img.endswith(os.path.join(img_dir, "GOPR0356_frame_000000" + img_suffix))
+    assert lab.endswith(os.path.join(ann_dir, "GOPR0356_frame_000000" + seg_suffix))
+    item = val[0]
+    # mmseg's test Resize(scale=(1920, 1080), keep_ratio=True): 48x27 -> 1920x1080; labels kept
+    assert item["img"].shape[1:] == (1080, 1920) and item["label"].squeeze().shape == (27, 48)
+    from paddleseg_ext.transforms.loading import read_label
+
+    np.testing.assert_array_equal(item["label"].squeeze(), read_label(lab))  # train ids as they are
+    # the model is trained on Cityscapes: the recipe's train_dataset is Cityscapes'
+    assert cfg.dic["train_dataset"]["type"] == "Cityscapes"
+    test = type(val)(root, [], mode="test")
+    assert len(test) == 2 and all(label is None for _, label in test.file_list)
+
+
+@pytest.mark.parametrize("recipe,img_dir,ann_dir,img_suffix,seg_suffix,dataset", NIGHT_SETS,
+                         ids=lambda x: x if x in ("DarkZurich", "NightDriving") else "")
+def test_night_sets_errors_name_the_path_file_and_value(tmp_path, recipe, img_dir, ann_dir, img_suffix,
+                                                        seg_suffix, dataset):
+    from paddleseg_ext.cvlibs import manager
+
+    cls = manager.DATASETS.get(dataset)
+    root = _night_set(tmp_path / "night", img_dir, ann_dir, img_suffix, seg_suffix, [0, 1, 19])
+    with pytest.raises(ValueError, match=r"mode 'train' is not available.*train on Cityscapes"):
+        cls(root, [], mode="train")
+    val = cls(root, [], mode="val")
+    with pytest.raises(ValueError) as e:  # 19 is past Cityscapes' 19 train ids (0..18, 255 void)
+        val[0]
+    assert f"GOPR0356_frame_000000{seg_suffix} has values [19] outside [0, 19)" in str(e.value), str(e.value)
+    wrong = tmp_path / "wrong"  # the images one folder off mmseg's prefix
+    os.makedirs(wrong)
+    os.rename(os.path.join(root, img_dir.split("/")[0]), wrong / "images")
+    with pytest.raises(FileNotFoundError, match=f"image folder not found: {root}/{img_dir}"):
+        cls(root, [], mode="val")
+    root2 = _night_set(tmp_path / "nolabels", img_dir, ann_dir, img_suffix, seg_suffix, [1])
+    for f in os.listdir(os.path.join(root2, ann_dir)):
+        os.rename(os.path.join(root2, ann_dir, f), os.path.join(root2, ann_dir, f.replace(seg_suffix, "_gt.png")))
+    with pytest.raises(FileNotFoundError, match=f"2 label file\\(s\\) not found.*{seg_suffix}"):
+        cls(root2, [], mode="val")
