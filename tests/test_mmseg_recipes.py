@@ -56,6 +56,12 @@ MMSEG_TEST = {
                                       slide=([480, 480], [320, 320]), resize=[520, 520], sgd=(0.004, 1e-4)),
     "coco-stuff10k-512x512": dict(dataset="COCOStuff10k", num_classes=171, align_corners=False, slide=None,
                                   resize=[2048, 512]),
+    # trained on Cityscapes, tested (test_dataloader) on the night set with Resize(1920x1080, keep_ratio)
+    "cityscapes-512x1024_dark-zurich-1920x1080": dict(dataset="DarkZurich", train="Cityscapes", num_classes=19,
+                                                      align_corners=False, slide=None, resize=[1920, 1080]),
+    "cityscapes-512x1024_night-driving-1920x1080": dict(dataset="NightDriving", train="Cityscapes",
+                                                        num_classes=19, align_corners=False, slide=None,
+                                                        resize=[1920, 1080]),
 }
 
 
@@ -74,10 +80,16 @@ def test_recipes_are_named_after_mmseg_configs():
     # d8 "b" (7x7 stem) family.
     assert all(f.needs is None for f in zoo.values()
                if f.suffix in gen.BASES and re.search(r"_r\d+b?-d8_4xb", f.name))
-    assert sum(f.b and f.needs is None for f in zoo.values()) == 7
-    # Every PSPNet of mmseg's metafile has one: d32, ResNet-strikes-back and COCO-Stuff 10k too.
+    assert sum(f.b and f.needs is None for f in zoo.values()) == 9  # 7 + R101b on the two night sets
+    # Every PSPNet config of mmseg 1.2.2 has one: d32, ResNet-strikes-back, COCO-Stuff 10k, the
+    # night test sets and the R50 Pascal Context configs too.
     assert all(f.needs is None for f in zoo.values() if f.model == "pspnet")
-    assert sum(f.model == "pspnet" for f in zoo.values()) == 54
+    assert sum(f.model == "pspnet" for f in zoo.values()) == gen.CONFIGS["pspnet"] == 66
+    night = {f.name: f for f in zoo.values() if f.dataset in ("Dark Zurich", "Nighttime Driving")}
+    assert len(night) == 8 and all(f.crop == "512x1024" for f in night.values())
+    for name, f in night.items():  # the network of the Cityscapes recipe of that name
+        twin = zoo[re.sub(r"_(dark-zurich|night-driving)-1920x1080$", "", name)]
+        assert (f.depth, f.b, f.output_stride, f.iters) == (twin.depth, twin.b, twin.output_stride, twin.iters)
     assert {f.name for f in zoo.values() if f.output_stride == 32} == {
         "pspnet_r50-d32_4xb2-80k_cityscapes-512x1024", "pspnet_r50b-d32_4xb2-80k_cityscapes-512x1024",
         "pspnet_r50-d32_rsb_4xb2-adamw-80k_cityscapes-512x1024"}
@@ -97,7 +109,8 @@ def test_recipe_has_mmsegs_test_settings(path):
     assert model["type"] == {"pspnet": "PSPNet", "danet": "DANet"}[family.model]
     assert model["backbone"]["type"] == f"ResNet{family.depth}_vd"
     assert model["num_classes"] == d["val_dataset"]["num_classes"] == want["num_classes"]
-    assert d["val_dataset"]["type"] == d["train_dataset"]["type"] == want["dataset"]
+    assert d["val_dataset"]["type"] == want["dataset"]
+    assert d["train_dataset"]["type"] == want.get("train", want["dataset"])
     assert model["align_corners"] is want["align_corners"]
     assert cfg.iters == family.iters and cfg.batch_size == family.batch
     if family.rsb:  # mmseg's ResNet-strikes-back optim_wrapper and param_scheduler

@@ -3,9 +3,11 @@
     python tools/zoo/mmseg_recipes.py           # (re)write configs/{pspnet,danet}/mmseg/*.yml + tables
     python tools/zoo/mmseg_recipes.py --check   # exit 1, naming the files, if any would change
 
-:data:`ZOO` lists every model of mmsegmentation 1.2.2's ``configs/pspnet/metafile.yaml`` and
-``configs/danet/metafile.yaml`` (config name, dataset, the published single-scale and
-multi-scale + flip mIoU). A family whose network and dataset this toolkit builds gets a recipe
+:data:`ZOO` lists every config of mmsegmentation 1.2.2's ``configs/pspnet/`` and
+``configs/danet/``: the models of their ``metafile.yaml`` and the PSPNet configs it leaves out
+(the Cityscapes checkpoints tested on Dark Zurich and Nighttime Driving, the R50 Pascal Context
+configs without published weights), each with its dataset and the published single-scale and
+multi-scale + flip mIoU where mmseg gives one. A family whose network and dataset this toolkit builds gets a recipe
 named exactly after mmseg's config file, on a base in ``configs/_base_/mmseg/`` that carries
 mmseg's test settings; the others are listed in the table with what they need. The tables sit
 between ``<!-- mmseg-zoo:begin -->`` and ``<!-- mmseg-zoo:end -->`` in
@@ -24,8 +26,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- mmseg-zoo:begin -->", "<!-- mmseg-zoo:end -->"
 
-#: (mmseg config name, dataset as the metafile names it, mIoU, mIoU ms+flip or None).
-ZOO: Tuple[Tuple[str, str, float, Optional[float]], ...] = (
+#: (mmseg config name, dataset as the metafile names it, mIoU, mIoU ms+flip; None: not published).
+ZOO: Tuple[Tuple[str, str, Optional[float], Optional[float]], ...] = (
     ("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 77.85, 79.18),
     ("pspnet_r101-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 78.34, 79.74),
     ("pspnet_r50-d8_4xb2-40k_cityscapes-769x769", "Cityscapes", 78.26, 79.88),
@@ -61,6 +63,11 @@ ZOO: Tuple[Tuple[str, str, float, Optional[float]], ...] = (
     ("pspnet_r101-d8_4xb4-80k_pascal-context-480x480", "Pascal Context", 46.03, 47.15),
     ("pspnet_r101-d8_4xb4-40k_pascal-context-59-480x480", "Pascal Context 59", 52.02, 53.54),
     ("pspnet_r101-d8_4xb4-80k_pascal-context-59-480x480", "Pascal Context 59", 52.47, 53.99),
+    # Configs without published weights (not in the metafile; mmseg's README has no row for them).
+    ("pspnet_r50-d8_4xb4-40k_pascal-context-480x480", "Pascal Context", None, None),
+    ("pspnet_r50-d8_4xb4-80k_pascal-context-480x480", "Pascal Context", None, None),
+    ("pspnet_r50-d8_4xb4-40k_pascal-context-59-480x480", "Pascal Context 59", None, None),
+    ("pspnet_r50-d8_4xb4-80k_pascal-context-59-480x480", "Pascal Context 59", None, None),
     ("pspnet_r50-d8_4xb4-20k_coco-stuff10k-512x512", "COCO-Stuff 10k", 35.69, 36.62),
     ("pspnet_r101-d8_4xb4-20k_coco-stuff10k-512x512", "COCO-Stuff 10k", 37.26, 38.52),
     ("pspnet_r50-d8_4xb4-40k_coco-stuff10k-512x512", "COCO-Stuff 10k", 36.33, 37.24),
@@ -82,6 +89,17 @@ ZOO: Tuple[Tuple[str, str, float, Optional[float]], ...] = (
     ("pspnet_r101-d8_4xb4-80k_vaihingen-512x512", "Vaihingen", 72.61, 74.18),
     ("pspnet_r18-d8_4xb4-80k_isaid-896x896", "iSAID", 60.22, 61.25),
     ("pspnet_r50-d8_4xb4-80k_isaid-896x896", "iSAID", 65.36, 66.48),
+    # The Cityscapes checkpoints of the same name without the suffix, tested on Dark Zurich val
+    # and Nighttime Driving test: not in the metafile; the single-scale mIoU is from the "Dark
+    # Zurich and Nighttime Driving" table of mmseg's configs/pspnet/README.md (no R50 80k row).
+    ("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024_dark-zurich-1920x1080", "Dark Zurich", 10.91, None),
+    ("pspnet_r50-d8_4xb2-80k_cityscapes-512x1024_dark-zurich-1920x1080", "Dark Zurich", None, None),
+    ("pspnet_r101-d8_4xb2-40k_cityscapes-512x1024_dark-zurich-1920x1080", "Dark Zurich", 10.16, None),
+    ("pspnet_r101b-d8_4xb2-80k_cityscapes-512x1024_dark-zurich-1920x1080", "Dark Zurich", 15.54, None),
+    ("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024_night-driving-1920x1080", "Nighttime Driving", 23.02, None),
+    ("pspnet_r50-d8_4xb2-80k_cityscapes-512x1024_night-driving-1920x1080", "Nighttime Driving", None, None),
+    ("pspnet_r101-d8_4xb2-40k_cityscapes-512x1024_night-driving-1920x1080", "Nighttime Driving", 20.25, None),
+    ("pspnet_r101b-d8_4xb2-80k_cityscapes-512x1024_night-driving-1920x1080", "Nighttime Driving", 22.25, None),
     ("danet_r50-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 78.74, None),
     ("danet_r101-d8_4xb2-40k_cityscapes-512x1024", "Cityscapes", 80.52, None),
     ("danet_r50-d8_4xb2-40k_cityscapes-769x769", "Cityscapes", 78.88, 80.62),
@@ -114,13 +132,16 @@ BASES = {
     "pascal-context-480x480": "pascal-context-480x480.yml",
     "pascal-context-59-480x480": "pascal-context-59-480x480.yml",
     "coco-stuff10k-512x512": "coco-stuff10k-512x512.yml",
+    "cityscapes-512x1024_dark-zurich-1920x1080": "cityscapes-512x1024_dark-zurich-1920x1080.yml",
+    "cityscapes-512x1024_night-driving-1920x1080": "cityscapes-512x1024_night-driving-1920x1080.yml",
 }
 #: Classes of each mmseg suffix's dataset.
 NUM_CLASSES = {"cityscapes-512x1024": 19, "cityscapes-769x769": 19, "ade20k-512x512": 150,
                "voc12aug-512x512": 21, "loveda-512x512": 7, "potsdam-512x512": 6,
                "vaihingen-512x512": 6, "isaid-896x896": 16, "coco-stuff164k-512x512": 171,
                "pascal-context-480x480": 60, "pascal-context-59-480x480": 59,
-               "coco-stuff10k-512x512": 171}
+               "coco-stuff10k-512x512": 171, "cityscapes-512x1024_dark-zurich-1920x1080": 19,
+               "cityscapes-512x1024_night-driving-1920x1080": 19}
 #: How each mmseg suffix tests (for the table): crop, test mode.
 TEST_MODES = {
     "cityscapes-512x1024": "whole 2048x1024",
@@ -135,7 +156,14 @@ TEST_MODES = {
     "pascal-context-480x480": "fitted into 520x520, slide 480 / 320",
     "pascal-context-59-480x480": "fitted into 520x520, slide 480 / 320",
     "coco-stuff10k-512x512": "whole, short side 512",
+    "cityscapes-512x1024_dark-zurich-1920x1080": "Dark Zurich val (night), whole, fitted into 1920x1080",
+    "cityscapes-512x1024_night-driving-1920x1080": "Nighttime Driving test, whole, fitted into 1920x1080",
 }
+#: How many configs mmsegmentation 1.2.2's wheel ships in ``configs/<model>/`` (``*.py``).
+CONFIGS = {"pspnet": 66, "danet": 16}
+#: The configs of a folder that its metafile does not list, for the table's header.
+EXTRA_CONFIGS = {"pspnet": ", the Cityscapes checkpoints tested on Dark Zurich and Nighttime Driving, "
+                           "and the R50 Pascal Context configs without published weights"}
 PAPERS = {
     "pspnet": "PSPNet (Zhao et al., CVPR 2017)",
     "danet": "DANet (Fu et al., CVPR 2019)",
@@ -143,7 +171,8 @@ PAPERS = {
 
 NAME = re.compile(r"^(?P<model>pspnet|danet)_r(?P<depth>\d+)(?P<b>b?)-d(?P<os>8|32)(?P<rsb>[-_]rsb)?"
                   r"_(?P<gpus>\d)xb(?P<batch>\d)-(?P<amp>amp-)?(?P<adamw>adamw-)?(?P<iters>\d+)k"
-                  r"_(?P<data>[a-z0-9-]+?)-(?P<crop>\d+x\d+)$")
+                  r"_(?P<data>[a-z0-9-]+?)-(?P<crop>\d+x\d+)"
+                  r"(?P<test>_(?:dark-zurich|night-driving)-\d+x\d+)?$")
 
 
 class Family(NamedTuple):
@@ -153,16 +182,17 @@ class Family(NamedTuple):
     model: str
     depth: int
     dataset: str
-    suffix: str                 # '<dataset>-<crop>' as in the config name
+    suffix: str                 # '<dataset>-<crop>[_<test set>-<test size>]' as in the config name
     iters: int
     batch: int
-    miou: float
+    miou: Optional[float]
     miou_ms: Optional[float]
     needs: Optional[str]        # what this toolkit lacks to build it; None: it has a recipe
     amp: bool
     b: bool                     # mmseg's "b" variant: type='ResNet', torchvision's 7x7 stem
     output_stride: int = 8      # 8 (d8) or 32 (d32: strides 1, 2, 2, 2 with d8's dilations)
     rsb: bool = False           # ResNet-strikes-back: type='ResNet' from mmcls' rsb file, AdamW
+    crop: str = ""              # the training crop, e.g. '512x1024'
 
     @property
     def stem7(self) -> bool:
@@ -170,11 +200,11 @@ class Family(NamedTuple):
         return self.b or self.rsb
 
 
-def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Family:
+def parse(name: str, dataset: str, miou: Optional[float], miou_ms: Optional[float]) -> Family:
     m = NAME.match(name)
     if m is None:
         raise ValueError(f"{name}: not an mmseg PSPNet/DANet config name this tool understands")
-    suffix = f"{m['data']}-{m['crop']}"
+    suffix = f"{m['data']}-{m['crop']}{m['test'] or ''}"
     needs = None
     if suffix not in BASES:
         needs = f"the {dataset} dataset and its mmseg test setting"
@@ -182,7 +212,7 @@ def parse(name: str, dataset: str, miou: float, miou_ms: Optional[float]) -> Fam
         raise ValueError(f"{name}: mmseg's ResNet-strikes-back configs are the '-adamw-' ones")
     return Family(name, m["model"], int(m["depth"]), dataset, suffix, int(m["iters"]) * 1000,
                   int(m["batch"]), miou, miou_ms, needs, bool(m["amp"]), bool(m["b"]),
-                  int(m["os"]), bool(m["rsb"]))
+                  int(m["os"]), bool(m["rsb"]), m["crop"])
 
 
 def families(model: Optional[str] = None) -> List[Family]:
@@ -344,17 +374,18 @@ def table(model: str) -> str:
             "| batch | test | mmseg's mIoU (ss / ms+flip) | recipe here | verified here |",
             "|---|---|---|---|---|---|---|---|---|"]
     for f in families(model):
-        crop = f.suffix.rsplit("-", 1)[1]
         recipe = f"`mmseg/{f.name}.yml`" if f.needs is None else f"none: needs {f.needs}"
         test = TEST_MODES.get(f.suffix, "-")
-        rows.append(f"| `{f.name}` | {f.dataset} | {crop} | {f.iters // 1000}k | {f.batch} x 4 | {test} "
+        rows.append(f"| `{f.name}` | {f.dataset} | {f.crop} | {f.iters // 1000}k | {f.batch} x 4 | {test} "
                     f"| {_fmt(f.miou)} / {_fmt(f.miou_ms)} | {recipe} | {verified(f)} |")
     n_recipes = sum(f.needs is None for f in families(model))
     return "\n".join([
         BEGIN,
-        f"All {len(families(model))} models of mmsegmentation 1.2.2's `configs/{model}/metafile.yaml`; "
-        f"{n_recipes} have a recipe. The mIoU figures are mmseg's (its metafile), not measured here: "
-        "the real checkpoints cannot be downloaded on this machine. Written by "
+        f"{len(families(model))} of the {CONFIGS[model]} configs of mmsegmentation 1.2.2's `configs/{model}/` "
+        f"(every model of its `metafile.yaml`{EXTRA_CONFIGS.get(model, '')}); {n_recipes} have a recipe. "
+        "The mIoU figures are mmseg's (its metafile, or its README where the metafile has none; "
+        "\"-\": none published), not measured here: the real checkpoints cannot be downloaded on "
+        "this machine. Written by "
         "`python tools/zoo/mmseg_recipes.py`.",
         "",
         *rows,
