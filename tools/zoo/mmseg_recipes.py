@@ -159,6 +159,9 @@ TEST_MODES = {
     "cityscapes-512x1024_dark-zurich-1920x1080": "Dark Zurich val (night), whole, fitted into 1920x1080",
     "cityscapes-512x1024_night-driving-1920x1080": "Nighttime Driving test, whole, fitted into 1920x1080",
 }
+#: Configs whose weights mmseg does not publish (not in its metafile, no README row).
+UNPUBLISHED = {f"pspnet_r50-d8_4xb4-{iters}_pascal-context{c}-480x480"
+               for iters in ("40k", "80k") for c in ("", "-59")}
 #: How many configs mmsegmentation 1.2.2's wheel ships in ``configs/<model>/`` (``*.py``).
 CONFIGS = {"pspnet": 66, "danet": 16}
 #: The configs of a folder that its metafile does not list, for the table's header.
@@ -259,10 +262,12 @@ def recipe_text(family: Family) -> str:
     d = f"d{family.output_stride}"
     backbone = (f"ResNet{family.depth} (mmseg type='ResNet', 7x7 stem) {d}" if family.stem7
                 else f"ResNet{family.depth}-V1c {d}")
+    weights = ("published checkpoint" if family.name not in UNPUBLISHED
+               else "checkpoint (mmseg publishes none for this config)")
     lines = [f"# mmsegmentation 1.2.2 configs/{family.model}/{family.name}.py:",
              f"# {PAPERS[family.model]} on {backbone}, tested as mmseg tests it; its",
-             "# published checkpoint loads with --model_path (configs/"
-             f"{family.model}/README.md says what was verified).",
+             f"# {weights} loads with --model_path",
+             f"# (configs/{family.model}/README.md says what was verified).",
              "# Written by tools/zoo/mmseg_recipes.py: change the generator, not this file.",
              f"_base_: '../../_base_/mmseg/{BASES[family.suffix]}'",
              "",
