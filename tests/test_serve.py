@@ -153,8 +153,6 @@ def test_health_and_metadata(rgb):
     assert meta["runtime"] == choice["runtime"] == min(tied, key=serve_runtime.PREFERENCE.index)
     assert {c["runtime"] for c in choice["candidates"]} >= {"onnx"} and "fastest exact" in choice["reason"]
     assert "graph optimisations off" in choice["reference"] and choice["depth"] > 0 and choice["fan_in"] > 0
-    # probed at the service's largest micro-batch (--max_batch, default 8): what its workers run under load
-    assert choice["probe"][0] == 8 and meta["max_batch"] == 8
     assert [c["id"] for c in meta["classes"]] == [0, 1, 2]
     assert meta["classes"][1]["color"] == [128, 0, 0]  # the palette infer.py's PNGs use
     assert meta["probabilities"] is False and meta["limits"]["max_bytes"] == MAX_BYTES

@@ -91,17 +91,12 @@ def probe_side(cfg: DeployConfig, side: int) -> int:
 
 
 def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64,
-                 rounds: int = PROBE_ROUNDS, batch: int = 1) -> RuntimeChoice:
+                 rounds: int = PROBE_ROUNDS) -> RuntimeChoice:
     """The runtime to serve on: ``runtime`` as given, or for ``auto`` the fastest exact one measured
-    on this machine in ``rounds`` timed rounds of a ``batch``-image probe (serve_runtime.auto_runtime,
-    which says why in ``reason``).
-
-    The service probes at its largest micro-batch (``--max_batch``): under load its workers run
-    batches, and a runtime's order can differ between one image and a batch (measured: OpenVINO
-    first at one image, onnxruntime 1.5x its throughput under 16 clients; docs/benchmarks.md)."""
+    on this machine in ``rounds`` timed rounds (serve_runtime.auto_runtime, which says why in ``reason``)."""
     if runtime != "auto":
         return RuntimeChoice(runtime, f"--runtime {runtime} (given)")
-    return auto_runtime(cfg, threads, probe_side(cfg, side), batch=batch, runs=rounds)
+    return auto_runtime(cfg, threads, probe_side(cfg, side), runs=rounds)
 
 
 class Model:
@@ -396,7 +391,7 @@ def load(args: argparse.Namespace) -> tuple:
         _positive(name, getattr(args, name))
     cfg = DeployConfig(args.config, "onnx" if args.runtime in ("onnx", "openvino") else "paddle")
     threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
-    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds, args.max_batch)
+    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds)
     runtime = choice.runtime
     if args.runtime == "auto":
         get_logger().info("[SERVE] --runtime auto: %s (%s)", runtime, choice.reason)
