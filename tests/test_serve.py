@@ -153,6 +153,8 @@ def test_health_and_metadata(rgb):
     assert meta["runtime"] == choice["runtime"] == min(tied, key=serve_runtime.PREFERENCE.index)
     assert {c["runtime"] for c in choice["candidates"]} >= {"onnx"} and "fastest exact" in choice["reason"]
     assert "graph optimisations off" in choice["reference"] and choice["depth"] > 0 and choice["fan_in"] > 0
+    # timed with the service's two workers calling at once, as under load
+    assert choice["workers"] == 2 and "2 predictors running it at once" in choice["reason"]
     assert [c["id"] for c in meta["classes"]] == [0, 1, 2]
     assert meta["classes"][1]["color"] == [128, 0, 0]  # the palette infer.py's PNGs use
     assert meta["probabilities"] is False and meta["limits"]["max_bytes"] == MAX_BYTES

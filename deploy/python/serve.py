@@ -91,12 +91,13 @@ def probe_side(cfg: DeployConfig, side: int) -> int:
 
 
 def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64,
-                 rounds: int = PROBE_ROUNDS) -> RuntimeChoice:
+                 rounds: int = PROBE_ROUNDS, workers: int = 1) -> RuntimeChoice:
     """The runtime to serve on: ``runtime`` as given, or for ``auto`` the fastest exact one measured
-    on this machine in ``rounds`` timed rounds (serve_runtime.auto_runtime, which says why in ``reason``)."""
+    on this machine in ``rounds`` timed rounds (serve_runtime.auto_runtime, which says why in ``reason``),
+    with ``workers`` predictors running each timed call at once, as the service's workers do under load."""
     if runtime != "auto":
         return RuntimeChoice(runtime, f"--runtime {runtime} (given)")
-    return auto_runtime(cfg, threads, probe_side(cfg, side), runs=rounds)
+    return auto_runtime(cfg, threads, probe_side(cfg, side), runs=rounds, workers=workers)
 
 
 class Model:
@@ -391,7 +392,7 @@ def load(args: argparse.Namespace) -> tuple:
         _positive(name, getattr(args, name))
     cfg = DeployConfig(args.config, "onnx" if args.runtime in ("onnx", "openvino") else "paddle")
     threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
-    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds)
+    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds, args.workers)
     runtime = choice.runtime
     if args.runtime == "auto":
         get_logger().info("[SERVE] --runtime auto: %s (%s)", runtime, choice.reason)
