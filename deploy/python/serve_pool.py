@@ -153,11 +153,22 @@ class PredictorPool:
                 raise PoolFull(self._retry_after(), self._pending)
             self._pending += 1
 
-    def _done(self, jobs: int, took: float) -> None:
+    def _timed(self, jobs: int, took: float) -> None:
         with self._lock:
-            self._pending -= jobs
             per_job = took / max(1, jobs)
             self._service_s = per_job if not self._service_s else 0.8 * self._service_s + 0.2 * per_job
+
+    def _settle(self, entry: _Entry, result: Any = None, error: Optional[BaseException] = None) -> None:
+        """Answer ``entry`` and free its place in the count first: its client may send the next request
+        the moment it has this answer, while the rest of the batch is still being finished."""
+        if entry.future.done():
+            return
+        with self._lock:
+            self._pending -= 1
+        if error is None:
+            entry.future.set_result(result)
+        else:
+            entry.future.set_exception(error)
 
     def _take(self, first: _Entry) -> List[_Entry]:
         """``first`` and the batch jobs queued behind it, without waiting: up to ``max_batch``, and
@@ -190,13 +201,14 @@ class PredictorPool:
                 if isinstance(entries[0].job, BatchJob):
                     self._run_batch(predictor, entries)
                 else:
-                    entry = entries[0]
                     try:
-                        entry.future.set_result(entry.job(predictor))
+                        self._settle(entries[0], entries[0].job(predictor))
                     except BaseException as e:  # noqa: BLE001 - the request's answer, not the worker's end
-                        entry.future.set_exception(e)
+                        self._settle(entries[0], error=e)
             finally:
-                self._done(len(entries), time.perf_counter() - start)
+                for entry in entries:  # none is left unanswered, whatever went wrong
+                    self._settle(entry, error=RuntimeError("the worker failed before answering"))
+                self._timed(len(entries), time.perf_counter() - start)
 
     def _run_batch(self, predictor: Any, entries: List[_Entry]) -> None:
         groups: Dict[Hashable, List[Tuple[_Entry, np.ndarray]]] = {}
@@ -204,7 +216,7 @@ class PredictorPool:
             try:
                 key, arr = entry.job.prepare()
             except BaseException as e:  # noqa: BLE001 - a bad upload fails its own request only
-                entry.future.set_exception(e)
+                self._settle(entry, error=e)
                 continue
             groups.setdefault(key, []).append((entry, arr))
         for group in groups.values():
@@ -213,16 +225,16 @@ class PredictorPool:
                 out = group[0][0].job.run(predictor, np.stack([arr for _, arr in group]))
             except BaseException as e:  # noqa: BLE001
                 for entry, _ in group:
-                    entry.future.set_exception(e)
+                    self._settle(entry, error=e)
                 continue
             call_ms = 1e3 * (time.perf_counter() - start)
             with self._lock:
                 self.batches[len(group)] = self.batches.get(len(group), 0) + 1
             for i, (entry, _) in enumerate(group):
                 try:
-                    entry.future.set_result(entry.job.finish(out[i], len(group), call_ms))
+                    self._settle(entry, entry.job.finish(out[i], len(group), call_ms))
                 except BaseException as e:  # noqa: BLE001
-                    entry.future.set_exception(e)
+                    self._settle(entry, error=e)
 
     async def submit(self, job: Any) -> Any:
         """Run ``job`` on a free worker and return its result: a :class:`BatchJob` (batched with
