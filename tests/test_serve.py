@@ -327,6 +327,27 @@ def test_openvino_runtime_matches_onnxruntime(tmp_path, files):
         infer_openvino.OpenVinoPredictor(cfg, precision="int8")
 
 
+def test_openvino_predictors_that_share_the_cores_are_not_pinned(tmp_path, monkeypatch):
+    """OpenVINO pins a compiled model's threads to cores, the same cores for every model in a process, so
+    serve.py's one-thread workers would take turns on one core: a predictor that does not own every core
+    is compiled unpinned, one that does keeps OpenVINO's placement."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
+    import infer_openvino
+    from serve_helpers import export_tiny
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert infer_openvino.compile_config(1)["ENABLE_CPU_PINNING"] is False
+    assert infer_openvino.compile_config(2)["ENABLE_CPU_PINNING"] is False
+    assert "ENABLE_CPU_PINNING" not in infer_openvino.compile_config(4)
+    assert "ENABLE_CPU_PINNING" not in infer_openvino.compile_config(0)  # 0 = all cores
+    assert infer_openvino.compile_config(1)["INFERENCE_NUM_THREADS"] == 1
+    monkeypatch.undo()
+    if (os.cpu_count() or 1) > 1:  # the setting reaches the compiled model
+        cfg = infer.DeployConfig(export_tiny(tmp_path, "logits", onnx=True, output_op="none"), "onnx")
+        compiled = infer_openvino.OpenVinoPredictor(cfg, cpu_threads=1).compiled
+        assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_int8_quantised_export_runs_in_the_onnx_predictor(tmp_path, files):
     """deploy/python/quantize_onnx.py: a copy of the export naming model_int8.onnx, run unchanged."""
     pytest.importorskip("ml_dtypes", reason="onnxruntime's quantiser needs ml_dtypes (pip install ml_dtypes)")
@@ -491,6 +512,41 @@ def test_pool_shares_the_queue_among_idle_workers():
         asyncio.run(scenario())
     finally:
         release.set()
+        pool.close()
+
+
+def test_pool_frees_a_jobs_slot_before_answering_it():
+    """A client may send its next request the moment it has an answer, while the rest of its batch is still
+    being finished: the answered job no longer counts against the queue's bound (else clients within the
+    bound are refused 503)."""
+    release, hold = threading.Event(), threading.Event()
+    pool = serve_pool.PredictorPool([_Doubler()], max_queue=2, timeout_s=30, max_batch=4)
+
+    class Slow(_Item):
+        def finish(self, output, batch_size, call_ms):
+            hold.wait(30)
+            return super().finish(output, batch_size, call_ms)
+
+    async def scenario():
+        busy = asyncio.ensure_future(pool.submit(lambda p: release.wait(30)))
+        await asyncio.sleep(0.05)
+        first = asyncio.ensure_future(pool.submit(_Item(1)))
+        second = asyncio.ensure_future(pool.submit(Slow(2)))
+        await asyncio.sleep(0.05)
+        assert pool.pending == 3
+        release.set()
+        await busy
+        assert await first == (2.0, 2)
+        assert pool.pending == 1  # only the job still being finished
+        hold.set()
+        assert await second == (4.0, 2)
+        assert pool.pending == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        hold.set()
         pool.close()
 
 
