@@ -12,7 +12,10 @@ with the package's own exporter (:func:`paddleseg_ext.core.export.export_onnx`,
 * serve.py's runtimes, exactly as ``serve.py --runtime auto`` builds, checks and
   times them (:func:`serve_runtime.auto_runtime`): Paddle Inference with and without
   oneDNN (the ONNX export's Paddle program), onnxruntime and OpenVINO float32 (the
-  ONNX graph), each the predictor the service builds at ``ctx.threads`` threads.
+  ONNX graph), laid out as the service lays them out on ``ctx.threads`` cores
+  (:func:`service_layout`: serve.py's default ``--workers`` predictors of the cores
+  divided among them), every timed call made by all of them at once, as under load.
+  Their images/s is the workers' together, over the same cores as dygraph's.
 
 Every call is timed by :func:`serve_runtime.time_candidates`, the routine
 ``auto`` uses at the service's start-up: rounds that call every candidate once
@@ -160,6 +163,15 @@ RUNTIME_LABELS = {"onnx": "onnxruntime", "openvino": "openvino", "paddle": "padd
                   "paddle-mkldnn": "paddle-inference + mkldnn"}
 
 
+def service_layout(threads: int) -> Tuple[int, int]:
+    """``(workers, threads per predictor)`` of serve.py with its default ``--workers`` on ``threads``
+    cores (``--cpu_threads 0``: the cores divided among the workers), at most one worker per core."""
+    import serve
+
+    workers = max(1, min(serve.DEFAULT_WORKERS, threads))
+    return workers, max(1, threads // workers)
+
+
 def run(ctx: Context) -> Section:
     """Export every model, then time and check dygraph and each of serve.py's runtimes at ``ctx.threads``."""
     import paddle
@@ -173,6 +185,7 @@ def run(ctx: Context) -> Section:
 
     shape = QUICK_SHAPE if ctx.quick else FULL_SHAPE
     t = ctx.threads
+    workers, per = service_layout(t)
     # Quick mode: the rounds serve.py --runtime auto times (its probe is this size), so the two measure
     # alike; full mode: calls take seconds, and auto never probes this size.
     repeats = serve_runtime.PROBE_ROUNDS if ctx.quick else min(ctx.repeats, 3)
@@ -238,36 +251,41 @@ def run(ctx: Context) -> Section:
             outs: Dict[str, np.ndarray] = {}
             dcfg = infer.DeployConfig(dirs["onnx"])
             with _quiet():
-                choice = serve_runtime.auto_runtime(dcfg, t, side=min(shape[2:]), batch=shape[0], runs=repeats,
-                                                    outputs=outs)
+                choice = serve_runtime.auto_runtime(dcfg, per, side=min(shape[2:]), batch=shape[0], runs=repeats,
+                                                    outputs=outs, workers=workers)
             for c in choice.candidates:
                 row = {"model": name, "runtime": RUNTIME_LABELS.get(c.runtime, c.runtime),
-                       "variant": onnx_variant or "-", "threads": t}
+                       "variant": onnx_variant or "-", "threads": f"{workers}x{per}"}
                 if c.error:
                     section.rows.append({**row, "exact": f"failed: {c.error.splitlines()[0][:120]}"})
                     continue
                 row.update(_compare(outs[c.runtime], ref))
                 row["exact"] = "yes" if c.exact else f"no (max |diff| {c.max_abs_diff:.3g} > {c.bound:.3g})"
                 if c.ms is not None:
-                    row.update({"ms": c.ms, "img/s": 1e3 / c.ms, "vs dygraph": ratio(1e3 / c.ms, base),
+                    ips = 1e3 * workers * shape[0] / c.ms  # the workers' images together
+                    row.update({"ms": c.ms, "img/s": ips, "vs dygraph": ratio(ips, base),
                                 "vs fastest": _vs_fastest(c, choice)})
                 section.rows.append(row)
             picks.append(f"{name}: {_tied(choice)}; auto serves {RUNTIME_LABELS[choice.runtime]}")
             # And the service's own start-up choice on the same export: an independent measurement.
-            autos.append(_auto_choice(name, dirs["onnx"], t, shape, choice))
+            autos.append(_auto_choice(name, dirs["onnx"], per, workers, shape, choice))
             del model, folded, dy, outs
             gc.collect()
     finally:
         paddle.base.core.set_num_threads(ctx.threads)
 
     section.notes += [
-        f"input 1 image {shape[2]}x{shape[3]} (random, fixed seed), batch 1; threads {t}; "
+        f"input 1 image {shape[2]}x{shape[3]} (random, fixed seed), batch 1; {t} thread(s) for dygraph, the same "
+        f"cores for the served runtimes ({workers} x {per}); "
         f"{backbone_name(ctx.quick)} recipes ({', '.join(RECIPES[m] for m in MODELS)}), random init"
         + ("" if ctx.quick else "; full mode uses 256x512 instead of the 512x1024 Cityscapes eval crop "
            "(~4x the time per call, ~40 calls per model: the section would take over 30 minutes)"),
         "the exported rows are serve.py --runtime auto's candidates, built, checked and timed by its own code "
-        "(deploy/python/serve_runtime.auto_runtime on the ONNX export): the predictor the service builds, at "
-        "the threads given, and the service's post-processing of its output (what a request costs a worker); "
+        "(deploy/python/serve_runtime.auto_runtime on the ONNX export): the predictors the service builds on "
+        f"{t} core(s), {workers} worker(s) x {per} thread(s) (serve.py's default --workers, the cores divided "
+        "among them; threads column), each timed call made by every worker at once on the same input, as under "
+        "load, and the service's post-processing of its output (what a request costs a worker); ms = one such "
+        "call, img/s = the workers' images together per second; "
         f"timed by serve_runtime.time_candidates: {repeats} rounds, order rotated each round, each call "
         f"after a {serve_runtime.SETTLE_S * 1e3:.0f} ms pause (no other runtime's threads spinning) and one "
         "untimed call of the same runtime (as after the service's previous request); median. Dygraph (not "
@@ -284,7 +302,8 @@ def run(ctx: Context) -> Section:
         "runs for --runtime paddle); + mkldnn deletes onednn_placement_pass (Paddle 3.3 cannot run the oneDNN "
         "bilinear_interp it places, Paddle issue #79749). onnxruntime = infer_onnx.py OnnxPredictor "
         "(CPUExecutionProvider, intra-op threads as given, inter-op 1); openvino = infer_openvino.py "
-        "OpenVinoPredictor (float32 pinned, LATENCY hint)",
+        "OpenVinoPredictor (float32 pinned, LATENCY hint, threads not pinned to cores when a predictor has "
+        "fewer threads than the machine has cores)",
         "variant: what the served graph computes where it differs from the training model: 'matmul pool' = "
         "PSPNet's AdaptiveAvgPool2D as MatmulAdaptiveAvgPool2D (paddle2onnx needs it for a dynamic input "
         "size); 'psa paddle' = PSANet's pure-Paddle PSA mask (paddle2onnx cannot convert a custom op); "
@@ -292,7 +311,7 @@ def run(ctx: Context) -> Section:
         "fastest exact exported runtime per model (within noise: the runtimes no order is claimed between): "
         + "; ".join(picks),
         f"serve.py --runtime auto started on each export right after its rows (pick_runtime, its own "
-        f"measurement, {t} thread(s), same probe): " + "; ".join(autos),
+        f"measurement, {workers} worker(s) x {per} thread(s), same probe): " + "; ".join(autos),
     ]
     section.notes += onnx_notes
     return section
@@ -316,7 +335,8 @@ def _tied(choice: Any) -> str:
                                                                      if tied else "")
 
 
-def _auto_choice(name: str, export_dir: str, threads: int, shape: Sequence[int], table: Any) -> str:
+def _auto_choice(name: str, export_dir: str, threads: int, workers: int, shape: Sequence[int],
+                 table: Any) -> str:
     """``model: runtime (candidate ms, ...)`` as serve.py --runtime auto chooses for an export, and
     whether that is the table's fastest exact runtime or one tied with it."""
     infer, _ = _deploy_modules()
@@ -324,7 +344,8 @@ def _auto_choice(name: str, export_dir: str, threads: int, shape: Sequence[int],
 
     try:
         with _quiet():
-            choice = serve.pick_runtime(infer.DeployConfig(export_dir), "auto", threads, min(shape[2:]))
+            choice = serve.pick_runtime(infer.DeployConfig(export_dir), "auto", threads, min(shape[2:]),
+                                        workers=workers)
     except Exception as e:  # noqa: BLE001 - a failed choice is a result, not a crash
         return f"{name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     figures = ", ".join(f"{c.runtime} {c.ms:.1f} ms" if c.exact else

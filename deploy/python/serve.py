@@ -90,6 +90,10 @@ def probe_side(cfg: DeployConfig, side: int) -> int:
     return fixed[0] if len(fixed) == 2 and fixed[0] == fixed[1] else side
 
 
+#: ``--workers``: predictors running requests side by side.
+DEFAULT_WORKERS = 2
+
+
 def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64,
                  rounds: int = PROBE_ROUNDS, workers: int = 1) -> RuntimeChoice:
     """The runtime to serve on: ``runtime`` as given, or for ``auto`` the fastest exact one measured
@@ -366,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(an export with a fixed input size is probed at that size)")
     p.add_argument("--probe_rounds", type=int, default=PROBE_ROUNDS,
                    help="auto: timed rounds per runtime (fewer: a faster start, more runtimes within noise)")
-    p.add_argument("--workers", type=int, default=2, help="predictors running requests in parallel")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="predictors running requests in parallel")
     p.add_argument("--cpu_threads", type=int, default=0,
                    help="threads per predictor (0 = the cores divided among the workers)")
     p.add_argument("--max_queue", type=int, default=16, help="requests that may wait; beyond: 503 + Retry-After")
