@@ -30,7 +30,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -431,10 +431,7 @@ def compare_mmcls(tmp: Path, seed: int = 0, sizes: Sequence[Tuple[int, int]] = S
     """``[(size, stage, max abs diff, max |peer feature|)]``: a random mmcls-layout ResNet50
     file (``{'meta', 'state_dict'}``, legacy ``torch.save``) initialises our 7x7-stem
     ResNet50_vd through ``pretrained:``; both backbones' four stage features are compared."""
-    import paddle
     import torch
-
-    from paddleseg_ext.models.backbones import ResNet50_vd
 
     peer = mmcls_resnet(50)
     state = random_state(mmcls_key_shapes(peer), seed)
@@ -444,16 +441,32 @@ def compare_mmcls(tmp: Path, seed: int = 0, sizes: Sequence[Tuple[int, int]] = S
     torch.save({"meta": {"mmcls_version": "0.19.0", "CLASSES": [f"c{i}" for i in range(1000)]},
                 "state_dict": {k: torch.from_numpy(v) for k, v in state.items()}}, str(path),
                _use_new_zipfile_serialization=False)
+
+    def features(x: np.ndarray) -> List[np.ndarray]:
+        with torch.no_grad():
+            return [f.numpy() for f in peer(torch.from_numpy(x))]
+
+    return compare_stage_features(path, features, sizes, seed)
+
+
+def compare_stage_features(path: Path, peer_features: Callable[[np.ndarray], List[np.ndarray]],
+                           sizes: Sequence[Tuple[int, int]], seed: int = 0
+                           ) -> List[Tuple[Tuple[int, int], int, float, float]]:
+    """``[(size, stage 1-4, max abs diff, max |peer feature|)]``: an ImageNet ResNet50 file at
+    ``path`` initialises our 7x7-stem ResNet50_vd (output stride 32) through ``pretrained:``, and
+    its four stage features are compared with ``peer_features`` of the same random inputs."""
+    import paddle
+
+    from paddleseg_ext.models.backbones import ResNet50_vd
+
     ours = ResNet50_vd(output_stride=32, stem="7x7", shortcut="strided_conv", pretrained=str(path))
     ours.eval()
     rows = []
     for i, size in enumerate(sizes):
         x = random_input(size, seed + 200 + i)
-        with torch.no_grad():
-            want = [f.numpy() for f in peer(torch.from_numpy(x))]
         with paddle.no_grad():
             got = [f.numpy() for f in ours(paddle.to_tensor(x))]
-        for stage, (a, b) in enumerate(zip(got, want)):
+        for stage, (a, b) in enumerate(zip(got, peer_features(x)), start=1):
             assert a.shape == b.shape, (a.shape, b.shape)
             rows.append((size, stage, float(np.abs(a - b).max()), float(np.abs(b).max())))
     return rows

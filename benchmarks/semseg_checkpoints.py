@@ -37,14 +37,14 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import eval_logits, recipe_model  # noqa: E402
-from mmseg_checkpoints import random_input, random_state  # noqa: E402  (NumPy only)
+from mmseg_checkpoints import compare_stage_features, random_input, random_state  # noqa: E402  (NumPy only)
 
 FIXTURES = ROOT / "tests" / "fixtures" / "semseg"
 #: semseg config name -> our recipe of the same name.
@@ -306,24 +306,10 @@ def torchvision_golden() -> np.ndarray:
 def compare_torchvision(tmp: Path, seed: int = 0) -> List[Tuple[Tuple[int, int], int, float, float]]:
     """``[(size, stage, max abs diff, max |feature|)]``: torchvision's ResNet50 features
     vs a ``stem: 7x7`` ResNet50_vd (output stride 32) initialised from its file."""
-    import paddle
-
     sys.path.insert(0, str(ROOT))
-    from paddleseg_ext.models.backbones.resnet_vd import ResNet50_vd
-
     path = tmp / "resnet50-random.pth"
     net = torchvision_file(path, seed)
-    ours = ResNet50_vd(output_stride=32, stem="7x7", shortcut="strided_conv", pretrained=str(path))
-    ours.eval()
-    rows = []
-    for i, size in enumerate(TORCHVISION_SIZES):
-        x = random_input(size, seed + 200 + i)
-        with paddle.no_grad():
-            got = [f.numpy() for f in ours(paddle.to_tensor(x))]
-        for stage, (g, w) in enumerate(zip(got, torchvision_features(net, x))):
-            assert g.shape == w.shape, (g.shape, w.shape)
-            rows.append((size, stage + 1, float(np.abs(g - w).max()), float(np.abs(w).max())))
-    return rows
+    return compare_stage_features(path, lambda x: torchvision_features(net, x), TORCHVISION_SIZES, seed)
 
 
 def write_fixtures() -> None:
