@@ -53,7 +53,9 @@ RECIPES = {
 # dygraph forward on the (shared, loaded) development machine, and each model needs
 # ~30 forwards; a quarter of the pixels keeps the section near 10 minutes.
 FULL_SHAPE = (1, 3, 256, 512)
-QUICK_SHAPE = (1, 3, 64, 64)
+# Quick mode: the input serve.py --runtime auto times, 64x64 at its --probe_batch (the batch its
+# workers run under load); the batch is filled in from serve.DEFAULT_PROBE_BATCH.
+QUICK_SIDE = 64
 
 COLUMNS = ["model", "runtime", "variant", "threads", "ms", "img/s", "vs dygraph",
            "max |diff|", "rel diff", "argmax agree", "exact", "vs fastest"]
@@ -181,9 +183,10 @@ def run(ctx: Context) -> Section:
     from paddleseg_ext.runtime import policy_from_environment, prepare
 
     infer, _ = _deploy_modules()
+    import serve
     import serve_runtime
 
-    shape = QUICK_SHAPE if ctx.quick else FULL_SHAPE
+    shape = (serve.DEFAULT_PROBE_BATCH, 3, QUICK_SIDE, QUICK_SIDE) if ctx.quick else FULL_SHAPE
     t = ctx.threads
     workers, per = service_layout(t)
     # Quick mode: the rounds serve.py --runtime auto times (its probe is this size), so the two measure
@@ -236,10 +239,11 @@ def run(ctx: Context) -> Section:
             dy = {"dygraph": dygraph(model), "dygraph + fold_bn": dygraph(folded)}
             ref = dy["dygraph"](None)
             dy_ms = {k: statistics.median(v) for k, v in serve_runtime.time_candidates(dy, None, repeats).items()}
-            base = 1e3 / dy_ms["dygraph"]
+            base = 1e3 * shape[0] / dy_ms["dygraph"]
             for runtime, m in dy_ms.items():
+                ips = 1e3 * shape[0] / m
                 section.rows.append({"model": name, "runtime": runtime, "variant": plain or "-", "threads": t,
-                                     "ms": m, "img/s": 1e3 / m, "vs dygraph": ratio(1e3 / m, base),
+                                     "ms": m, "img/s": ips, "vs dygraph": ratio(ips, base),
                                      **_compare(dy[runtime](None), ref), "exact": "-", "vs fastest": "-"})
             if not dirs["onnx"]:
                 onnx_notes.append(f"{name}: no ONNX export, so no serve.py runtime but Paddle Inference "
@@ -275,7 +279,9 @@ def run(ctx: Context) -> Section:
         paddle.base.core.set_num_threads(ctx.threads)
 
     section.notes += [
-        f"input 1 image {shape[2]}x{shape[3]} (random, fixed seed), batch 1; {t} thread(s) for dygraph, the same "
+        f"input {shape[0]} image(s) {shape[2]}x{shape[3]} per call (random, fixed seed"
+        + ("; serve.py --runtime auto's probe: its default --probe_batch, the batch its workers run under load"
+           if ctx.quick else "") + f"); {t} thread(s) for dygraph, the same "
         f"cores for the served runtimes ({workers} x {per}); "
         f"{backbone_name(ctx.quick)} recipes ({', '.join(RECIPES[m] for m in MODELS)}), random init"
         + ("" if ctx.quick else "; full mode uses 256x512 instead of the 512x1024 Cityscapes eval crop "
@@ -345,7 +351,7 @@ def _auto_choice(name: str, export_dir: str, threads: int, workers: int, shape: 
     try:
         with _quiet():
             choice = serve.pick_runtime(infer.DeployConfig(export_dir), "auto", threads, min(shape[2:]),
-                                        workers=workers)
+                                        workers=workers, batch=shape[0])
     except Exception as e:  # noqa: BLE001 - a failed choice is a result, not a crash
         return f"{name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     figures = ", ".join(f"{c.runtime} {c.ms:.1f} ms" if c.exact else

@@ -182,3 +182,44 @@ def test_each_timed_call_follows_its_own_untimed_call_in_rotating_order():
     times = serve_runtime.time_candidates({k: runner(k) for k in "abc"}, PROBE, runs=3, settle_s=0)
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert "".join(calls) == "aabbcc" + "bbccaa" + "ccaabb"
+
+
+def test_auto_probes_at_the_batch_the_workers_run_and_a_fixed_batch_is_kept(tmp_path, monkeypatch):
+    """``auto`` times calls of ``--probe_batch`` images (at most ``--max_batch``) with ``--workers``
+    predictors at once; an export that fixes the batch at 1 is probed and served one image per call, and
+    one that fixes a larger batch is refused at start-up with a message (a lone request could not run)."""
+    import yaml
+
+    import serve
+
+    config = export_tiny(tmp_path, "batch", onnx=True)
+    seen = []
+
+    def fake_auto(cfg, threads, side, batch=1, runs=0, workers=1, **_):
+        seen.append((batch, workers))
+        return serve_runtime.RuntimeChoice("onnx", "measured elsewhere")
+
+    monkeypatch.setattr(serve, "auto_runtime", fake_auto)
+
+    def start(*extra):
+        _, pool, _ = serve.load(serve.build_parser().parse_args(["--config", config, *extra]))
+        pool.close()
+        return pool
+
+    start()
+    assert seen[-1] == (serve.DEFAULT_PROBE_BATCH, serve.DEFAULT_WORKERS) == (4, 2)
+    start("--max_batch", "2", "--workers", "1")
+    assert seen[-1] == (2, 1)
+    start("--probe_batch", "1")
+    assert seen[-1][0] == 1
+    with pytest.raises(ValueError, match="--probe_batch must be > 0"):
+        start("--probe_batch", "0")
+
+    doc = yaml.safe_load(open(config))
+    doc["Deploy"]["input_shape"][0] = 1
+    yaml.safe_dump(doc, open(config, "w"))
+    assert start().max_batch == 1 and seen[-1][0] == 1
+    doc["Deploy"]["input_shape"][0] = 4
+    yaml.safe_dump(doc, open(config, "w"))
+    with pytest.raises(ValueError, match="fixes the batch size at 4"):
+        start()

@@ -90,18 +90,32 @@ def probe_side(cfg: DeployConfig, side: int) -> int:
     return fixed[0] if len(fixed) == 2 and fixed[0] == fixed[1] else side
 
 
+def fixed_batch(cfg: DeployConfig) -> Optional[int]:
+    """The batch size the export fixes (``--input_shape N ...`` with N > 0), else None."""
+    shape = cfg.dic.get("input_shape") or []
+    return int(shape[0]) if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+
 #: ``--workers``: predictors running requests side by side.
 DEFAULT_WORKERS = 2
+#: ``--probe_batch``: images per timed call of ``auto``. Under 16 clients the default service's
+#: workers ran batches of 4.3 images on average (benchmarks/serve_load.py), and there the runtimes
+#: rank as under load: on the quick-start model OpenVINO served 1.28x onnxruntime's requests/s, and
+#: led by 1.26-1.33x in 14-15 of 15 rounds of a 4-image probe, by 1.03-1.16x and within noise (10 of
+#: 15) of a 1-image probe.
+DEFAULT_PROBE_BATCH = 4
 
 
 def pick_runtime(cfg: DeployConfig, runtime: str, threads: int = 1, side: int = 64,
-                 rounds: int = PROBE_ROUNDS, workers: int = 1) -> RuntimeChoice:
+                 rounds: int = PROBE_ROUNDS, workers: int = 1, batch: int = 1) -> RuntimeChoice:
     """The runtime to serve on: ``runtime`` as given, or for ``auto`` the fastest exact one measured
-    on this machine in ``rounds`` timed rounds (serve_runtime.auto_runtime, which says why in ``reason``),
-    with ``workers`` predictors running each timed call at once, as the service's workers do under load."""
+    on this machine in ``rounds`` timed rounds (serve_runtime.auto_runtime, which says why in ``reason``)
+    of ``batch`` images per call (the export's own batch size where it fixes one), with ``workers``
+    predictors running each timed call at once, as the service's workers do under load."""
     if runtime != "auto":
         return RuntimeChoice(runtime, f"--runtime {runtime} (given)")
-    return auto_runtime(cfg, threads, probe_side(cfg, side), runs=rounds, workers=workers)
+    return auto_runtime(cfg, threads, probe_side(cfg, side), batch=fixed_batch(cfg) or batch, runs=rounds,
+                        workers=workers)
 
 
 class Model:
@@ -368,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe_side", type=int, default=64,
                    help="auto: side of the square probe image the runtimes are checked and timed on "
                         "(an export with a fixed input size is probed at that size)")
+    p.add_argument("--probe_batch", type=int, default=DEFAULT_PROBE_BATCH,
+                   help="auto: images per timed call, at most --max_batch (the batch the workers run under "
+                        "load, where the runtimes rank as they serve)")
     p.add_argument("--probe_rounds", type=int, default=PROBE_ROUNDS,
                    help="auto: timed rounds per runtime (fewer: a faster start, more runtimes within noise)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="predictors running requests in parallel")
@@ -392,11 +409,19 @@ def _positive(name: str, value: float) -> None:
 def load(args: argparse.Namespace) -> tuple:
     """The model, its predictor pool and the limits from the parsed arguments (warmed up)."""
     for name in ("workers", "max_bytes", "max_pixels", "max_side", "min_side", "timeout_s", "max_batch",
-                 "probe_side", "probe_rounds"):
+                 "probe_side", "probe_rounds", "probe_batch"):
         _positive(name, getattr(args, name))
     cfg = DeployConfig(args.config, "onnx" if args.runtime in ("onnx", "openvino") else "paddle")
+    fixed = fixed_batch(cfg)
+    if fixed is not None and fixed != 1:
+        raise ValueError(f"{cfg.path} fixes the batch size at {fixed}, so a lone request cannot run; export "
+                         "with a dynamic batch (tools/export.py --input_shape -1 C H W) or N = 1")
+    if fixed == 1 and args.max_batch > 1:
+        get_logger().info("[SERVE] the export fixes the batch size at 1: --max_batch %d -> 1", args.max_batch)
+        args.max_batch = 1
     threads = args.cpu_threads or max(1, (os.cpu_count() or 1) // args.workers)
-    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds, args.workers)
+    choice = pick_runtime(cfg, args.runtime, threads, args.probe_side, args.probe_rounds, args.workers,
+                          min(args.probe_batch, args.max_batch))
     runtime = choice.runtime
     if args.runtime == "auto":
         get_logger().info("[SERVE] --runtime auto: %s (%s)", runtime, choice.reason)
