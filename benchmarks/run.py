@@ -97,6 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()),
                *(sys.argv[1:] if argv is None else argv)]
         return subprocess.call(cmd, env=dict(os.environ, **MALLOC_ENV))
+    if len(args.sections) > 1:
+        return run_apart(args, argv)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     # Importing the package selects MKL's code path before its first call, as in
     # every paddleseg_ext process (section "mkl" measures what that changes);
@@ -141,6 +143,63 @@ def main(argv: Optional[List[str]] = None) -> int:
             ctx.log(f"[bench] {key} done in {elapsed:.0f} s")
             json_path.write_text(json.dumps(record, indent=1))
 
+    md = render(record)
+    json_path.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"results: {json_path}")
+    return 1 if failed else 0
+
+
+def run_apart(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
+    """Each section in a process of its own, one after the other, into the same results file.
+
+    A section inherits nothing from the ones before it: no threads or pools left by another
+    runtime, no heap they shaped. (In one process, the deploy section crashed in paddle2onnx after
+    the models and data sections, with serve.py's two workers timed at once; alone it did not.) A
+    section whose process dies is reported as failed, and the others still run.
+    """
+    given = list(sys.argv[1:] if argv is None else argv)
+    rest: List[str] = []
+    skip = False
+    for a in given:  # the command line without --sections
+        if skip:
+            skip = False
+            continue
+        if a == "--sections":
+            skip = True
+            continue
+        if not a.startswith("--sections="):
+            rest.append(a)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d")
+    json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
+
+    def load() -> dict:
+        return json.loads(json_path.read_text()) if json_path.exists() else {"sections": {}, "date": stamp}
+
+    failed = {}
+    for key in args.sections:
+        record = load()  # an earlier result of this section today must not stand in for this run's
+        record["sections"].pop(key, None)
+        json_path.write_text(json.dumps(record, indent=1))
+        cmd = [sys.executable, str(Path(__file__).resolve()), *rest, "--sections", key]
+        rc = subprocess.call(cmd, stdout=subprocess.DEVNULL)
+        if rc != 0:
+            failed[key] = rc
+            print(f"[bench] {key}: its process exited with status {rc}", file=sys.stderr, flush=True)
+    record = load()
+    for key, rc in failed.items():
+        if key not in record["sections"]:  # the process died before writing the section
+            record["sections"][key] = {
+                "title": key, "columns": ["error"], "notes": [], "quick": args.quick, "threads": args.threads,
+                "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "rows": [{"error": f"the section's process exited with status {rc}"}]}
+    if "machine" not in record:
+        record["machine"] = machine_info(args.threads)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=1))
     md = render(record)
     json_path.with_suffix(".md").write_text(md)
     print(md)

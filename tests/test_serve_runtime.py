@@ -9,6 +9,7 @@ however fast it is, and that the bound is the one the graph's depth and fan-in g
 
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -223,3 +224,27 @@ def test_auto_probes_at_the_batch_the_workers_run_and_a_fixed_batch_is_kept(tmp_
     yaml.safe_dump(doc, open(config, "w"))
     with pytest.raises(ValueError, match="fixes the batch size at 4"):
         start()
+
+
+def test_side_workers_call_on_one_long_lived_thread_and_report_errors():
+    """``auto``'s other workers run every timed call on the same thread, as a service worker does, and an
+    error in a side call reaches the caller."""
+    seen = []
+
+    def call(x):
+        seen.append(threading.get_ident())
+        if x[0] < 0:
+            raise ValueError("side call failed")
+
+    worker = serve_runtime.SideWorker(call)
+    try:
+        for _ in range(3):
+            worker.start(np.ones(1))
+            worker.wait()
+        assert len(seen) == 3 and len(set(seen)) == 1 and seen[0] != threading.get_ident()
+        worker.start(-np.ones(1))
+        with pytest.raises(ValueError, match="side call failed"):
+            worker.wait()
+    finally:
+        worker.stop()
+    assert not worker._thread.is_alive()

@@ -363,6 +363,44 @@ def probe_batch(channels: int, side: int, batch: int, seed: int = 0) -> np.ndarr
     return np.random.RandomState(seed).standard_normal((batch, channels, side, side)).astype(np.float32)
 
 
+class SideWorker:
+    """One long-lived thread that runs ``call(x)`` whenever :meth:`start` hands it an input, as a service
+    worker runs its predictor: the same thread for every call (Paddle Inference, oneDNN and OpenMP keep
+    state per thread, so a new thread per call is not how the service runs them)."""
+
+    def __init__(self, call: Callable[[np.ndarray], Any]) -> None:
+        import queue
+
+        self._call = call
+        self._inbox: "queue.Queue[Optional[np.ndarray]]" = queue.Queue()
+        self._done: "queue.Queue[Optional[BaseException]]" = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="auto-side-worker", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            x = self._inbox.get()
+            if x is None:
+                return
+            try:
+                self._call(x)
+                self._done.put(None)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller of wait()
+                self._done.put(e)
+
+    def start(self, x: np.ndarray) -> None:
+        self._inbox.put(x)
+
+    def wait(self) -> None:
+        error = self._done.get()
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join()
+
+
 def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: int = PROBE_ROUNDS,
                  runtimes: Sequence[str] = ("onnx", "openvino", "paddle", "paddle-mkldnn"),
                  settle_s: float = SETTLE_S, outputs: Optional[Dict[str, np.ndarray]] = None,
@@ -427,16 +465,16 @@ def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: i
                 def answer(predictor: Any, x: np.ndarray) -> List[np.ndarray]:
                     return [predictor.postprocess(o, []) for o in predictor.run(x)]
 
+                side = [SideWorker(lambda x, p=p: answer(p, x)) for p in others]
+                sides.extend(side)
+
                 def request(x: np.ndarray) -> List[np.ndarray]:
-                    if not others:
-                        return answer(served, x)
                     # The other workers' requests at the same time, as under load.
-                    side = [threading.Thread(target=answer, args=(p, x)) for p in others]
-                    for t in side:
-                        t.start()
+                    for w in side:
+                        w.start(x)
                     out = answer(served, x)
-                    for t in side:
-                        t.join()
+                    for w in side:
+                        w.wait()
                     return out
 
                 # Checked: the ONNX runtimes on the logits graph, Paddle Inference on its own program.
@@ -445,8 +483,14 @@ def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: i
                 return request, make_predictor_for(probe_cfg, runtime, threads).run
             return make
 
-        choice = choose(lambda x: session.run(None, {name: x})[0], {r: factory(r) for r in runtimes}, probe,
-                        depth, fan_in, runs, "onnxruntime with graph optimisations off", kinds, settle_s, outputs)
+        sides: List[SideWorker] = []
+        try:
+            choice = choose(lambda x: session.run(None, {name: x})[0], {r: factory(r) for r in runtimes}, probe,
+                            depth, fan_in, runs, "onnxruntime with graph optimisations off", kinds, settle_s,
+                            outputs)
+        finally:
+            for w in sides:
+                w.stop()
     if workers > 1:
         choice.workers = workers
         choice.reason += f"; each call timed with {workers} predictors running it at once (the service's workers)"
