@@ -33,7 +33,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -91,6 +91,31 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
+def results_path(args: argparse.Namespace) -> Path:
+    """``<out>/<date>[-quick].json``: sections run on different calls the same day accumulate in it."""
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir / f"{dt.datetime.now().strftime('%Y-%m-%d')}{'-quick' if args.quick else ''}.json"
+
+
+def section_entry(section: Section, args: argparse.Namespace) -> dict:
+    """One section's record in the results file."""
+    return {"title": section.title, "columns": section.columns, "rows": section.rows, "notes": section.notes,
+            "quick": args.quick, "threads": args.threads,
+            "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def write_report(record: dict, json_path: Path, failed: Sequence[str]) -> int:
+    """Write the record and its Markdown, print the Markdown; the exit status (1 if a section failed)."""
+    json_path.write_text(json.dumps(record, indent=1))
+    md = render(record)
+    json_path.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"results: {json_path}")
+    return 1 if failed else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if not args.default_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
@@ -110,14 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     warmup, repeats = (1, 3) if args.quick else (2, 5)
     if args.repeats:
         repeats = args.repeats
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d")
-    json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
-    # Sections run on different calls the same day accumulate in one file.
+    json_path = results_path(args)
     record = json.loads(json_path.read_text()) if json_path.exists() else {"sections": {}}
     record["machine"] = machine_info(args.threads)
-    record["date"] = stamp
+    record["date"] = json_path.stem[:10]
     failed = []
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         ctx = Context(quick=args.quick, threads=args.threads, warmup=warmup, repeats=repeats,
@@ -134,20 +155,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 section = Section(key, key, ["error"], [{"error": f"{type(e).__name__}: {e}"}])
             elapsed = time.perf_counter() - start
             section.notes.append(f"section wall time {elapsed:.0f} s")
-            record["sections"][key] = {
-                "title": section.title, "columns": section.columns, "rows": section.rows,
-                "notes": section.notes, "quick": args.quick, "threads": args.threads,
-                "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
-                "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            }
+            record["sections"][key] = section_entry(section, args)
             ctx.log(f"[bench] {key} done in {elapsed:.0f} s")
             json_path.write_text(json.dumps(record, indent=1))
-
-    md = render(record)
-    json_path.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"results: {json_path}")
-    return 1 if failed else 0
+    return write_report(record, json_path, failed)
 
 
 def run_apart(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
@@ -170,13 +181,11 @@ def run_apart(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
             continue
         if not a.startswith("--sections="):
             rest.append(a)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d")
-    json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
+    json_path = results_path(args)
 
     def load() -> dict:
-        return json.loads(json_path.read_text()) if json_path.exists() else {"sections": {}, "date": stamp}
+        return (json.loads(json_path.read_text()) if json_path.exists()
+                else {"sections": {}, "date": json_path.stem[:10]})
 
     failed = {}
     for key in args.sections:
@@ -191,20 +200,11 @@ def run_apart(args: argparse.Namespace, argv: Optional[List[str]]) -> int:
     record = load()
     for key, rc in failed.items():
         if key not in record["sections"]:  # the process died before writing the section
-            record["sections"][key] = {
-                "title": key, "columns": ["error"], "notes": [], "quick": args.quick, "threads": args.threads,
-                "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
-                "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                "rows": [{"error": f"the section's process exited with status {rc}"}]}
+            error = Section(key, key, ["error"], [{"error": f"the section's process exited with status {rc}"}])
+            record["sections"][key] = section_entry(error, args)
     if "machine" not in record:
         record["machine"] = machine_info(args.threads)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(record, indent=1))
-    md = render(record)
-    json_path.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"results: {json_path}")
-    return 1 if failed else 0
+    return write_report(record, json_path, list(failed))
 
 
 def render(record: dict) -> str:
