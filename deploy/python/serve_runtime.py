@@ -419,8 +419,9 @@ def auto_runtime(cfg: Any, threads: int, side: int = 64, batch: int = 1, runs: i
             Inference's the export's own output).
         workers: predictors timed at once, each on the probe in its own thread (the service's
             ``--workers``): a runtime whose predictors do not run side by side is charged for it
-            (measured: two OpenVINO predictors together ran 0.96x one's images/s, onnxruntime's
-            1.99x; benchmarks/serve_concurrency.py).
+            (measured: two OpenVINO predictors pinned to the same cores ran 0.96x one's images/s,
+            before infer_openvino stopped pinning predictors that share the cores; 1.69x after;
+            benchmarks/serve_concurrency.py).
     """
     import copy
 
